@@ -1,0 +1,3 @@
+"""hf-agents: train game-playing agents the way LLMs are trained."""
+
+__version__ = "0.1.0"

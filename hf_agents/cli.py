@@ -1,0 +1,73 @@
+"""`hf-agents` command line: one sub-command per pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = [int(p) for p in text.lower().split("x")]
+    return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+def cmd_data_import(args) -> None:
+    from hf_agents.data.wham import import_wham
+
+    path = import_wham(args.sources, args.out, frame_size=_size(args.size), overwrite=args.overwrite,
+                       variant=args.variant)
+    print(f"wrote {path}")
+
+
+def cmd_data_info(args) -> None:
+    from hf_agents.data import load_trajectories
+
+    ds = load_trajectories(args.dataset)
+    print(json.dumps(ds.info, indent=2))
+
+
+def cmd_data_export(args) -> None:
+    from hf_agents.data import load_trajectories
+    from hf_agents.data.wham import export_npz
+
+    paths = export_npz(load_trajectories(args.dataset), args.out)
+    print(f"wrote {len(paths)} .npz files to {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hf-agents", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="trajectory datasets").add_subparsers(dest="data_command", required=True)
+    imp = data.add_parser("import", help="import WHAM recordings (.npz files or imageN.png+actions.json folders)")
+    imp.add_argument("sources", nargs="+")
+    imp.add_argument("--out", required=True, help="output dataset directory")
+    imp.add_argument("--size", default="64", help="frame size, e.g. 64 or 128x128")
+    imp.add_argument("--variant", default="default", help="visual variant recorded in episode metadata")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    imp.set_defaults(fn=cmd_data_import)
+    info = data.add_parser("info", help="print a dataset's statistics")
+    info.add_argument("dataset", help="local directory or Hub id")
+    info.set_defaults(fn=cmd_data_info)
+    exp = data.add_parser("export", help="export episodes back to WHAM .npz files")
+    exp.add_argument("dataset")
+    exp.add_argument("--out", required=True)
+    exp.set_defaults(fn=cmd_data_export)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from hf_agents.data.writer import DatasetFormatError
+
+    try:
+        args.fn(args)
+    except (DatasetFormatError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"hf-agents: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Import and export Microsoft's WHAM recording formats.
+
+(a) `.npz` with `images` uint8 (T, 3, H, W) and `actions` float (T, 16);
+(b) a demonstrator folder: `image0.png ... imageN.png` plus `actions.json` {file name: 16 floats}.
+One file or folder is one episode. Frames are resized to the dataset's size.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from hf_agents.actions import continuous_to_ids, ids_to_continuous
+from hf_agents.data.dataset import TrajectoryDataset
+from hf_agents.data.writer import DatasetFormatError, TrajectoryWriter
+
+
+def resize_frames(frames_hwc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, size[0], size[1], 3), bilinear with antialiasing."""
+    if tuple(frames_hwc.shape[1:3]) == tuple(size):
+        return frames_hwc
+    h, w = size
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames_hwc])
+
+
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(frames uint8 (T, H, W, 3), actions float (T, 16)) from a WHAM `.npz`."""
+    try:
+        data = np.load(path)
+        images, actions = data["images"], data["actions"]
+    except KeyError as e:
+        raise DatasetFormatError(f"{path}: missing array {e}; a WHAM .npz holds 'images' and 'actions'") from e
+    except Exception as e:
+        raise DatasetFormatError(f"{path}: not a readable .npz ({e})") from e
+    if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
+        raise DatasetFormatError(f"{path}: 'images' must be uint8 (T, 3, H, W), got {images.dtype} {images.shape}")
+    if actions.shape != (len(images), 16):
+        raise DatasetFormatError(f"{path}: 'actions' must be (T, 16) with T={len(images)}, got {actions.shape}")
+    return images.transpose(0, 2, 3, 1), actions
+
+
+def read_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, actions) from a demonstrator folder of imageN.png + actions.json."""
+    actions_file = path / "actions.json"
+    if not actions_file.exists():
+        raise DatasetFormatError(f"{actions_file}: missing; a WHAM folder holds imageN.png files and actions.json")
+    try:
+        table = json.loads(actions_file.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetFormatError(f"{actions_file}: invalid JSON ({e})") from e
+    images = sorted(path.glob("image*.png"), key=lambda p: int(re.sub(r"\D", "", p.stem) or -1))
+    if not images:
+        raise DatasetFormatError(f"{path}: no imageN.png files")
+    frames, actions = [], []
+    for img in images:
+        if img.name not in table:
+            raise DatasetFormatError(f"{actions_file}: no entry for '{img.name}'; add its 16 action values")
+        values = table[img.name]
+        if not isinstance(values, list) or len(values) != 16:
+            raise DatasetFormatError(f"{actions_file}: entry '{img.name}' must be a list of 16 numbers")
+        frames.append(np.asarray(Image.open(img).convert("RGB")))
+        actions.append(values)
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise DatasetFormatError(f"{path}: frames have different shapes {sorted(shapes)}")
+    return np.stack(frames), np.asarray(actions, dtype=np.float64)
+
+
+def import_wham(sources, out, frame_size=(64, 64), overwrite=False, variant="default", source_name=None) -> Path:
+    """Import WHAM `.npz` files and/or demonstrator folders (or directories of them) into a dataset."""
+    files: list[Path] = []
+    for s in map(Path, sources):
+        if s.is_dir() and not (s / "actions.json").exists():
+            found = sorted(s.glob("*.npz")) + sorted(d for d in s.iterdir() if (d / "actions.json").exists())
+            if not found:
+                raise DatasetFormatError(f"{s}: holds no .npz files or WHAM folders (with actions.json)")
+            files += found
+        elif s.exists():
+            files.append(s)
+        else:
+            raise FileNotFoundError(f"{s}: no such file or folder")
+    with TrajectoryWriter(out, frame_size=frame_size, overwrite=overwrite,
+                          description=f"Imported from {len(files)} WHAM recording(s).") as writer:
+        for f in tqdm(files, desc="import", unit="episode"):
+            frames, actions = read_npz(f) if f.suffix == ".npz" else read_folder(f)
+            ids = continuous_to_ids(actions, where=str(f))
+            writer.add_episode(resize_frames(frames, writer.frame_size), ids, variant=variant,
+                               source=source_name or ("wham-npz" if f.suffix == ".npz" else "wham-folder"))
+    return Path(out)
+
+
+def export_npz(dataset: TrajectoryDataset, out_dir) -> list[Path]:
+    """Write each episode as a WHAM `.npz` (images uint8 (T, 3, H, W), actions float32 (T, 16))."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for e, meta in enumerate(tqdm(dataset.episodes, desc="export", unit="episode")):
+        steps = dataset.read(e)
+        path = out_dir / f"episode_{meta['episode_id']:06d}.npz"
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, images=steps["frames"], actions=ids_to_continuous(steps["actions"]))
+        tmp.replace(path)
+        paths.append(path)
+    return paths

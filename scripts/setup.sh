@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create or reuse .venv and install hf-agents with its dev extras. Idempotent.
+# On a machine without CUDA, pin the torch/torchvision pair that installs offline here
+# (PyPI's torchvision does not import beside the CPU torch 2.13.0 wheel on disk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${HF_AGENTS_VENV:-.venv}
+PY=${PYTHON:-python3}
+stamp="$VENV/.hf-agents-installed"
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+  exit 0  # already set up and pyproject unchanged
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+fi
+"$VENV/bin/python" -m pip install -q -e ".[dev]"
+touch "$stamp"
