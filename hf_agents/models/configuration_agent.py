@@ -1,0 +1,56 @@
+"""Configuration of the pixels-to-gamepad agent (paper section 3.2, Appendix C.1)."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+# Named sizes. The first three follow the paper (103M base model; 25M and 4M of Appendix E);
+# "cpu" is what the demo trains on 2 cores, "tiny" is for tests.
+PRESETS: dict[str, dict] = {
+    "paper-103m": dict(image_size=128, hidden_size=1024, num_layers=8, num_heads=8, intermediate_size=4096, head_hidden_size=1024),
+    "25m": dict(image_size=128, hidden_size=512, num_layers=8, num_heads=8, intermediate_size=2048, head_hidden_size=512),
+    "4m": dict(image_size=128, hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, head_hidden_size=256),
+    "cpu": dict(image_size=64, hidden_size=192, num_layers=3, num_heads=4, intermediate_size=768, head_hidden_size=192),
+    "tiny": dict(image_size=32, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, head_hidden_size=64,
+                 encoder_stem_channels=8),
+}
+
+
+class AgentConfig(PretrainedConfig):
+    r"""
+    Args:
+        image_size (`int`): square frame size the encoder takes (frames are RGB uint8, scaled to [0, 1] inside).
+        encoder_stem_channels (`int`): channels after the 8x8 stride-4 stem; each of the 4 stages doubles them.
+        encoder_depths (`list[int]`): ConvNeXt blocks per stage (the paper uses one per stage).
+        hidden_size, num_layers, num_heads, intermediate_size: the GPT2 backbone.
+        context_length (`int`): H, the number of timesteps the transformer sees (2H tokens: observation, action).
+        head_hidden_size (`int`): hidden width of the MLP between the transformer and the 16 action heads.
+        dropout (`float`): dropout in the backbone (attention, residual, embeddings).
+        preset (`str`): name of the preset this config was made from, for cards and logs.
+    """
+
+    model_type = "hf_agent"
+
+    def __init__(self, image_size=64, encoder_stem_channels=16, encoder_depths=(1, 1, 1, 1), hidden_size=192,
+                 num_layers=3, num_heads=4, intermediate_size=768, context_length=32, head_hidden_size=192,
+                 dropout=0.0, layer_norm_epsilon=1e-5, initializer_range=0.02, preset=None, **kwargs):
+        self.image_size = image_size
+        self.encoder_stem_channels = encoder_stem_channels
+        self.encoder_depths = list(encoder_depths)
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.context_length = context_length
+        self.head_hidden_size = head_hidden_size
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.initializer_range = initializer_range
+        self.preset = preset
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> AgentConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset '{name}'; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], "preset": name, **overrides})

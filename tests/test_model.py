@@ -1,0 +1,206 @@
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from hf_agents.actions import ActionError, NOOP_IDS
+from hf_agents.models import LORA_TARGET_MODULES, PRESETS, AgentConfig, AgentModel, AgentPolicy
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return AgentModel(AgentConfig.from_preset("tiny", **kw)).eval()
+
+
+def batch(B=2, T=8, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (B, T, 3, size, size), dtype=torch.uint8, generator=g)
+    actions = torch.cat([torch.randint(0, 2, (B, T, 12), generator=g), torch.randint(0, 11, (B, T, 4), generator=g)], -1)
+    return frames, actions
+
+
+def test_preset_parameter_counts_close_to_paper():
+    counts = {}
+    for name, target in [("paper-103m", 103e6), ("25m", 25e6), ("4m", 4e6)]:
+        with torch.device("meta"):
+            m = AgentModel(AgentConfig.from_preset(name))
+        counts[name] = sum(p.numel() for p in m.parameters() if p.requires_grad)
+        assert abs(counts[name] - target) / target < 0.1, (name, counts[name])
+    assert set(PRESETS) >= {"paper-103m", "25m", "4m", "cpu", "tiny"}
+
+
+def test_uniform_loss_at_init_and_outputs():
+    m = tiny(context_length=8)
+    frames, actions = batch()
+    out = m(frames, actions)
+    uniform = 12 * np.log(2) + 4 * np.log(11)
+    assert abs(out.loss.item() - uniform) < 0.5
+    assert out.logits.shape == (2, 8, 68) and out.last_hidden_state.shape == (2, 8, 64)
+    assert out.component_accuracy.shape == (16,)
+
+
+def test_causality_and_loss_mask():
+    m = tiny(context_length=8)
+    frames, actions = batch()
+    out = m(frames, actions)
+    frames2, actions2 = frames.clone(), actions.clone()
+    frames2[:, 5:] = 0
+    actions2[:, 4:] = 1  # a_4 feeds o_5 onward only
+    out2 = m(frames2, actions2)
+    torch.testing.assert_close(out.logits[:, :5], out2.logits[:, :5])
+    assert not torch.allclose(out.logits[:, 5:], out2.logits[:, 5:])
+    mask = torch.zeros(2, 8)
+    mask[:, 0] = 1
+    only_first = m(frames, actions, loss_mask=mask).loss
+    full_first = m(frames[:, :1], actions[:, :1]).loss
+    torch.testing.assert_close(only_first, full_first)
+
+
+def test_save_load_auto_classes_safetensors(tmp_path):
+    m = tiny()
+    m.save_pretrained(tmp_path / "agent")
+    assert (tmp_path / "agent" / "model.safetensors").exists()
+    assert not list((tmp_path / "agent").glob("*.bin"))
+    assert AutoConfig.from_pretrained(tmp_path / "agent").model_type == "hf_agent"
+    loaded = AutoModel.from_pretrained(tmp_path / "agent").eval()
+    assert isinstance(loaded, AgentModel)
+    frames, actions = batch()
+    torch.testing.assert_close(m(frames, actions).logits, loaded(frames, actions).logits)
+    torch.testing.assert_close(loaded.token_offsets, m.token_offsets)  # non-persistent buffer restored
+
+
+def test_bad_inputs_are_clear():
+    m = tiny(context_length=8)
+    frames, actions = batch()
+    with pytest.raises(ValueError, match="channels-last"):
+        m(frames.permute(0, 1, 3, 4, 2), actions)
+    with pytest.raises(ValueError, match="resize"):
+        m(frames[..., :16, :16], actions)
+    with pytest.raises(ValueError, match="context length"):
+        m(*batch(T=9))
+    bad = actions.clone()
+    bad[0, 0, 12] = 11
+    with pytest.raises(ActionError, match="outside the gamepad contract"):
+        m(frames, bad)
+    with pytest.raises(ActionError, match="integer"):
+        m(frames, actions.float())
+
+
+def full_forward_logits(model, frames, actions):
+    """Logits at the last observation from a full forward pass over the given history."""
+    with torch.no_grad():
+        a = torch.cat([actions, torch.as_tensor(NOOP_IDS)[None]], 0)
+        return model(frames[None], a[None]).logits[0, -1]
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_incremental_acting_equals_full_forward(num_envs):
+    H = 8
+    m = tiny(context_length=H)
+    policy = AgentPolicy(m, num_envs, seed=0)
+    rng = np.random.default_rng(0)
+    frames_hist = [[] for _ in range(num_envs)]
+    act_hist = [[] for _ in range(num_envs)]
+    rebuilt = False
+    for t in range(40):
+        # env 1 resets at steps 11 and 23 (different phases across envs)
+        if num_envs > 1 and t in (11, 23):
+            policy.reset([1])
+            frames_hist[1], act_hist[1] = [], []
+        obs = rng.integers(0, 256, (num_envs, 32, 32, 3), dtype=np.uint8)
+        actions, logprobs = policy.act(obs)
+        assert actions.shape == (num_envs, 16) and np.all(logprobs <= 0)
+        for i in range(num_envs):
+            frames_hist[i].append(torch.from_numpy(obs[i]).permute(2, 0, 1))
+            n = policy.context_lengths()[i]
+            assert 1 <= n <= H
+            rebuilt |= n < len(frames_hist[i])
+            expected = full_forward_logits(m, torch.stack(frames_hist[i][-n:]),
+                                           torch.as_tensor(np.asarray(act_hist[i][len(act_hist[i]) - (n - 1):] if n > 1 else np.zeros((0, 16), np.int64))))
+            torch.testing.assert_close(policy.last_logits[i], expected, atol=2e-4, rtol=1e-4)
+            act_hist[i].append(actions[i])
+    assert rebuilt  # the window slid past H at least once
+
+
+def test_greedy_matches_argmax_and_temperature():
+    m = tiny(context_length=8)
+    policy = AgentPolicy(m, 2, greedy=True)
+    obs = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    actions, _ = policy.act(obs)
+    expected = torch.stack([lg.argmax(-1) for lg in policy.last_logits.split([2] * 12 + [11] * 4, -1)], -1)
+    np.testing.assert_array_equal(actions, expected.numpy())
+    cold = AgentPolicy(m, 2, temperature=1e-4, seed=3)
+    np.testing.assert_array_equal(cold.act(obs)[0], actions)
+
+
+def test_gradient_checkpointing_same_gradients():
+    frames, actions = batch()
+    grads = []
+    for ckpt in (False, True):
+        m = tiny(context_length=8, dropout=0.0).train()
+        if ckpt:
+            enable = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable
+            enable()
+            assert m.backbone.gradient_checkpointing
+        m(frames, actions).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_autocast_runs():
+    m = tiny(context_length=8)
+    frames, actions = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = m(frames, actions).loss
+    assert torch.isfinite(loss) and abs(loss.item() - m(frames, actions).loss.item()) < 0.5
+
+
+def test_lora_attach_save_reload_merge(tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = tiny(context_length=8)
+    frames, actions = batch()
+    ref = base(frames, actions).logits.detach()
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True,
+                                                 init_lora_weights=False))
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    tuned = peft_model(frames=frames, actions=actions).logits.detach()
+    assert not torch.allclose(tuned, ref)
+    with peft_model.disable_adapter():  # the reference policy is exactly the base
+        torch.testing.assert_close(peft_model(frames=frames, actions=actions).logits, ref)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    reloaded = PeftModel.from_pretrained(tiny(context_length=8), tmp_path / "adapter")
+    torch.testing.assert_close(reloaded(frames=frames, actions=actions).logits, tuned)
+    merged = reloaded.merge_and_unload()
+    torch.testing.assert_close(merged(frames, actions).logits, tuned, atol=1e-5, rtol=1e-4)
+
+
+def test_tiny_model_overfits_tiny_dataset():
+    torch.manual_seed(0)
+    m = AgentModel(AgentConfig.from_preset("tiny", context_length=8)).train()
+    frames, actions = batch(B=4)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = m(frames, actions).loss
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    out = m(frames, actions)
+    assert out.loss.item() < 0.1 * first
+    assert out.component_accuracy.min() > 0.95
+
+
+def test_agent_embeddings_reusable_by_reward_model(tmp_path):
+    m = tiny(context_length=8)
+    m.save_pretrained(tmp_path / "agent")
+    frozen = AgentModel.from_pretrained(tmp_path / "agent").eval().requires_grad_(False)
+    frames, actions = batch()
+    emb = frozen(frames, actions).last_hidden_state
+    assert emb.shape == (2, 8, 64) and not emb.requires_grad
