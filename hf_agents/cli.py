@@ -35,6 +35,24 @@ def cmd_data_export(args) -> None:
     print(f"wrote {len(paths)} .npz files to {args.out}")
 
 
+def cmd_data_generate(args) -> None:
+    from hf_agents.data.generate import generate_pretrain, generate_sft
+
+    common = dict(frame_size=_size(args.size), num_envs=args.num_envs, seed=args.seed, max_steps=args.max_steps,
+                  overwrite=args.overwrite)
+    if args.kind == "pretrain":
+        path = generate_pretrain(args.out, episodes=args.episodes, **common)
+    else:
+        path = generate_sft(args.out, per_pad=args.per_pad, **common)
+    print(f"wrote {path}")
+
+
+def cmd_env_contact_sheet(args) -> None:
+    from hf_agents.rollout.media import contact_sheet
+
+    print(f"wrote {contact_sheet(args.out, frame_size=args.size)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hf-agents", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -54,6 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("dataset")
     exp.add_argument("--out", required=True)
     exp.set_defaults(fn=cmd_data_export)
+    gen = data.add_parser("generate", help="generate the built-in game's datasets with the scripted population")
+    gen.add_argument("kind", choices=["pretrain", "sft"])
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--episodes", type=int, default=200, help="pretrain: number of episodes")
+    gen.add_argument("--per-pad", type=int, default=100, help="sft: successful episodes per pad (paper: 100)")
+    gen.add_argument("--size", default="64")
+    gen.add_argument("--num-envs", type=int, default=4, help="parallel game processes")
+    gen.add_argument("--max-steps", type=int, default=100, help="episode timeout in steps (10 Hz)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--overwrite", action="store_true")
+    gen.set_defaults(fn=cmd_data_generate)
+
+    env = sub.add_parser("env", help="the built-in JumpPads game").add_subparsers(dest="env_command", required=True)
+    sheet = env.add_parser("contact-sheet", help="PNG of frames from every spawn and visual variant")
+    sheet.add_argument("--out", default="docs/contact_sheet.png")
+    sheet.add_argument("--size", type=int, default=128)
+    sheet.set_defaults(fn=cmd_env_contact_sheet)
     return p
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from hf_agents.actions import ActionError, NOOP_IDS
+from hf_agents.actions import NOOP_IDS, ActionError
 from hf_agents.models import LORA_TARGET_MODULES, PRESETS, AgentConfig, AgentModel, AgentPolicy
 
 

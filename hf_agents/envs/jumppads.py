@@ -201,3 +201,13 @@ class JumpPadsEnv(gym.Env):
         x, y, z = self._xyz
         return {"x": x, "y": y, "z": z, "yaw": self._yaw, "spawn": self._spawn, "variant": self._variant,
                 "pad": self._pad, "fell": self._fell, "on_main_island": self._launched, "step": self._steps}
+
+
+def make_jumppads(fault_injection: bool = False, **kwargs) -> gym.Env:
+    """Picklable env factory for `BatchedEnv` (use functools.partial to bind kwargs)."""
+    env = JumpPadsEnv(**kwargs)
+    if fault_injection:
+        from hf_agents.envs.vector import FaultInjection
+
+        env = FaultInjection(env)
+    return env

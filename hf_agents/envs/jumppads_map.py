@@ -131,10 +131,15 @@ class IslandLayout:
     def walkable_tiles(self) -> list[tuple[int, int]]:
         return [(c, r) for r in range(self.h) for c in range(self.w) if self.walkable(c, r)]
 
-    def distances_to(self, targets) -> np.ndarray:
-        """Path length in tiles (8-connected, no corner cutting) from every tile to the nearest target tile.
+    def near_pit(self, col: int, row: int, radius: int = 1) -> bool:
+        return any(0 <= row + dr < self.h and 0 <= col + dc < self.w and self.rows[row + dr][col + dc] == "p"
+                   for dc in range(-radius, radius + 1) for dr in range(-radius, radius + 1))
 
-        `targets` is a pad name or a list of (col, row) tiles.
+    def distances_to(self, targets, edge_penalty: float = 0.0) -> np.ndarray:
+        """Path cost in tiles (8-connected, no corner cutting) from every tile to the nearest target tile.
+
+        `targets` is a pad name or a list of (col, row) tiles; `edge_penalty` is added for entering a tile
+        next to a pit, so that paths keep off pit edges and cross bridges straight.
         """
         dist = np.full((self.h, self.w), np.inf)
         queue = deque()
@@ -145,7 +150,7 @@ class IslandLayout:
             c, r = queue.popleft()
             for dc, dr in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
                 nc, nr = c + dc, r + dr
-                step = 1.414 if dc and dr else 1.0
+                step = (1.414 if dc and dr else 1.0) + (edge_penalty if self.near_pit(c, r) else 0.0)
                 if not self.walkable(nc, nr) or dist[nr, nc] <= dist[r, c] + step:
                     continue
                 if dc and dr and not (self.walkable(c + dc, r) and self.walkable(c, r + dr)):

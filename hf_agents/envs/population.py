@@ -57,16 +57,17 @@ class ScriptedPlayer:
                  detour_aversion: float = 0.4):
         self.rng, self.fixed_pad, self.fixed_persona = rng, pad, persona
         self.detour_aversion = detour_aversion
+        self.persona = None  # set at reset; an idle slot acts no-ops
 
     @classmethod
-    def field(cls, layout: IslandLayout, key, targets) -> np.ndarray:
-        if key not in cls._fields:
-            cls._fields[key] = layout.distances_to(targets)
-        return cls._fields[key]
+    def field(cls, layout: IslandLayout, key, targets, edge_penalty: float = 1.5) -> np.ndarray:
+        if (key, edge_penalty) not in cls._fields:
+            cls._fields[(key, edge_penalty)] = layout.distances_to(targets, edge_penalty)
+        return cls._fields[(key, edge_penalty)]
 
     def pad_probabilities(self, spawn: int) -> dict[str, float]:
         col, row = self.launch.spawns[spawn]
-        dist = {p: self.field(self.launch, p, p)[row, col] for p in PADS}
+        dist = {p: self.field(self.launch, p, p, edge_penalty=0.0)[row, col] for p in PADS}  # plain path length
         best = min(dist.values())
         w = {p: PAD_PRIOR[p] * math.exp(-self.detour_aversion * (dist[p] - best)) for p in PADS}
         total = sum(w.values())
@@ -87,8 +88,10 @@ class ScriptedPlayer:
     # -- acting ----------------------------------------------------------------------------------
     def act(self, info: dict) -> np.ndarray:
         p, rng = self.persona, self.rng
-        self.t += 1
         ids = NOOP_IDS.copy()
+        if p is None:
+            return ids
+        self.t += 1
         if self.t <= p.idle_steps or rng.random() < p.noop_p:
             return ids
         if self.wrong_steps and self.t > p.idle_steps + self.wrong_steps:
@@ -107,8 +110,8 @@ class ScriptedPlayer:
             self.hesitating = int(rng.integers(1, 5))
         # Slow down to turn: the engine has momentum, and the bridges are two tiles wide.
         forward = 1.0 if abs(diff) < 15 else (0.375 if abs(diff) < 45 else 0.0)
-        if not p.runs or self.near_pit:
-            forward = min(forward, 0.625)
+        if not p.runs or self.near_pit:  # careful near pits
+            forward = min(forward, 0.625 if abs(diff) < 15 else 0.15)
         ids[LEFT_Y] = stick_bucket(forward)
         if rng.random() < 0.1 * (1 - p.skill):
             ids[LEFT_X] = stick_bucket(rng.choice([-0.375, 0.375]))  # sloppy strafing
@@ -130,7 +133,7 @@ class ScriptedPlayer:
             return None
         # Aim at the best neighbour tile (or one further along, for smoother paths).
         best, target = dist[row, col], None
-        near_pit = any(layout.tile_at(*layout.centre(col + dc, row + dr)) == "p" for dc in (-1, 0, 1) for dr in (-1, 0, 1))
+        near_pit = layout.near_pit(col, row, radius=1)
         reach = (-1, 0, 1) if near_pit else (-2, -1, 0, 1, 2)
         for dc in reach:
             for dr in reach:
@@ -143,7 +146,7 @@ class ScriptedPlayer:
         # Steer from where momentum will carry us (the engine keeps ~70% of the velocity per step).
         vx, vy = (x - self.prev_xy[0], y - self.prev_xy[1]) if self.prev_xy else (0.0, 0.0)
         self.prev_xy = (x, y)
-        self.near_pit = near_pit
+        self.near_pit = layout.near_pit(col, row, radius=2)
         return math.degrees(math.atan2(ty - (y + 1.5 * vy), tx - (x + 1.5 * vx)))
 
     @staticmethod

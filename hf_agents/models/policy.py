@@ -29,8 +29,11 @@ class AgentPolicy:
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
-    def reset(self, envs=None) -> None:
-        """Start new episodes (empty context) for all envs, or for the given env indices / boolean mask."""
+    def reset(self, envs=None, infos=None) -> None:
+        """Start new episodes (empty context) for all envs, or for the given env indices / boolean mask.
+
+        `infos` is accepted for the rollout engine's policy interface and ignored: the agent sees pixels only.
+        """
         if envs is None:
             self.obs_history = [[] for _ in range(self.num_envs)]  # per env: obs embeddings in the window
             self.act_history = [[] for _ in range(self.num_envs)]  # per env: actions taken in the window
@@ -50,7 +53,7 @@ class AgentPolicy:
 
     # -- acting --------------------------------------------------------------------------------
     @torch.no_grad()
-    def act(self, frames) -> tuple[np.ndarray, np.ndarray]:
+    def act(self, frames, infos=None) -> tuple[np.ndarray, np.ndarray]:
         """frames: (N, H, W, 3) uint8 observations (or (N, 3, H, W)). Returns action ids (N, 16), log-probs (N,)."""
         frames = torch.as_tensor(np.asarray(frames) if not torch.is_tensor(frames) else frames, device=self.device)
         if frames.ndim == 4 and frames.shape[-1] == 3 and frames.shape[1] != 3:

@@ -1,0 +1,62 @@
+"""Generate the built-in game's datasets with the scripted population (`hf-agents data generate`).
+
+pretrain: general gameplay, every visual variant, random spawns, play continuing on the main island
+          after a pad (the paper's large unfiltered dataset).
+sft:      curated demonstrations: default variant, `per_pad` successful episodes per pad, each cut at the
+          pad (the paper's 100 per jumppad).
+Both are deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from hf_agents.data.writer import TrajectoryWriter
+from hf_agents.envs.jumppads import make_jumppads
+from hf_agents.envs.jumppads_map import DEFAULT_VARIANT, PADS, VARIANTS
+from hf_agents.envs.population import ScriptedPopulation
+from hf_agents.envs.vector import BatchedEnv
+from hf_agents.rollout.engine import rollout
+
+
+def generate_pretrain(out, episodes=200, frame_size=64, num_envs=4, seed=0, max_steps=100, overwrite=False,
+                      progress=True) -> Path:
+    variants = list(VARIANTS)
+    rng = np.random.default_rng(seed)
+    chosen = [variants[i] for i in rng.integers(len(variants), size=episodes)]
+    env_fn = functools.partial(make_jumppads, frame_size=frame_size, max_steps=max_steps, continue_after_pad=True)
+    with BatchedEnv(env_fn, num_envs) as venv, TrajectoryWriter(
+        out, frame_size=frame_size, overwrite=overwrite,
+        description="General JumpPads gameplay by a scripted population of players (all visual variants, "
+                    "play continuing after the launch)."
+    ) as writer:
+        rollout(venv, ScriptedPopulation(num_envs, seed=seed), episodes, seed=seed, variants=chosen, writer=writer,
+                source="scripted-population", progress=progress, desc="pretrain data")
+    return Path(out)
+
+
+def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=100, overwrite=False,
+                 progress=True, max_attempts_factor=4) -> Path:
+    env_fn = functools.partial(make_jumppads, frame_size=frame_size, max_steps=max_steps, variant=DEFAULT_VARIANT)
+    with BatchedEnv(env_fn, num_envs) as venv, TrajectoryWriter(
+        out, frame_size=frame_size, overwrite=overwrite,
+        description=f"Curated JumpPads demonstrations: {per_pad} successful episodes per pad, variant "
+                    f"'{DEFAULT_VARIANT}', each cut at the pad."
+    ) as writer:
+        for p, pad in enumerate(PADS):
+            kept = []
+            attempts = 0
+            while len(kept) < per_pad and attempts < per_pad * max_attempts_factor:
+                want = per_pad - len(kept)
+                result = rollout(
+                    venv, ScriptedPopulation(num_envs, seed=seed + 1000 * p + attempts, pad=pad), want,
+                    seed=seed + 100_000 * (p + 1) + attempts, writer=writer, source=f"scripted-demo-{pad}",
+                    accept=lambda ep, pad=pad: ep.outcome == pad, progress=progress, desc=f"sft data ({pad})")
+                kept += result.episodes
+                attempts += want
+            if len(kept) < per_pad:
+                raise RuntimeError(f"only {len(kept)} of {per_pad} demonstrations reached the {pad} pad")
+    return Path(out)

@@ -1,0 +1,204 @@
+"""A batch of envs in subprocess workers that survives crashed and hung workers.
+
+A worker that dies, hangs past `step_timeout` or raises is replaced by a fresh one; its episode is
+reported as ended with `info["error"]` set, so callers drop it (paper C.4) and nothing else is lost.
+Resets are explicit (`reset(indices)`): the rollout engine decides when an env starts a new episode.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+
+def _worker(conn, env_fn):
+    os.setsid()  # own process group: a restart also kills the engine process the env started
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # one BLAS/torch thread per env worker
+    except ImportError:
+        pass
+    env = env_fn()
+    while True:
+        try:
+            cmd, data = conn.recv()
+        except EOFError:
+            break
+        try:
+            if cmd == "step":
+                conn.send(("ok", env.step(data)))
+            elif cmd == "reset":
+                conn.send(("ok", env.reset(**data)))
+            elif cmd == "spaces":
+                conn.send(("ok", (env.observation_space, env.action_space)))
+            elif cmd == "close":
+                env.close()
+                conn.send(("ok", None))
+                break
+        except Exception:
+            conn.send(("error", traceback.format_exc(limit=5)))
+    conn.close()
+
+
+class BatchedEnv:
+    """`num_envs` copies of `env_fn()` stepping in parallel, one process each."""
+
+    def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, step_timeout: float = 30.0,
+                 reset_timeout: float = 60.0):
+        self.env_fn, self.num_envs = env_fn, num_envs
+        self.step_timeout, self.reset_timeout = step_timeout, reset_timeout
+        self.ctx = mp.get_context("forkserver")
+        self.workers: list = [None] * num_envs
+        self.restarts = 0
+        for i in range(num_envs):
+            self._start(i)
+        self.observation_space, self.action_space = self._call(0, "spaces", None, reset_timeout)
+        self._last_obs = [np.zeros(self.observation_space.shape, self.observation_space.dtype)] * num_envs
+
+    # -- worker management -------------------------------------------------------------------------
+    def _start(self, i: int) -> None:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker, args=(child, self.env_fn), daemon=True)
+        proc.start()
+        child.close()
+        self.workers[i] = (proc, parent)
+
+    def _restart(self, i: int) -> None:
+        proc, conn = self.workers[i]
+        conn.close()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.join(timeout=5)
+        self.restarts += 1
+        self._start(i)
+
+    def _receive(self, i: int, timeout: float):
+        """('ok', result) or ('error', message); restarts the worker on any failure."""
+        proc, conn = self.workers[i]
+        deadline = time.monotonic() + timeout
+        try:
+            # Poll in slices: a dead worker's pipe may stay open (the engine's own process inherits it).
+            while not conn.poll(0.05):
+                if not proc.is_alive():
+                    raise EOFError
+                if time.monotonic() > deadline:
+                    break
+            if conn.poll(0):
+                status, payload = conn.recv()
+            else:
+                status, payload = "error", f"env worker {i} hung for more than {timeout:.0f}s"
+        except (EOFError, ConnectionError, OSError):
+            status, payload = "error", f"env worker {i} died (exit code {proc.exitcode})"
+        if status == "error":
+            self._restart(i)
+        return status, payload
+
+    def _send(self, i: int, cmd: str, data) -> bool:
+        try:
+            self.workers[i][1].send((cmd, data))
+            return True
+        except (BrokenPipeError, ConnectionError, OSError):
+            return False
+
+    def _call(self, i, cmd, data, timeout):
+        if not self._send(i, cmd, data):
+            self._restart(i)
+            self._send(i, cmd, data)
+        status, payload = self._receive(i, timeout)
+        if status == "error":
+            raise RuntimeError(f"env worker {i} failed on {cmd}: {payload}")
+        return payload
+
+    # -- gym-like API --------------------------------------------------------------------------------
+    def reset(self, indices=None, seeds=None, options=None):
+        """Reset some envs (default all); returns their (observations, infos) in the order of `indices`."""
+        indices = list(range(self.num_envs)) if indices is None else list(indices)
+        seeds = seeds if seeds is not None else [None] * len(indices)
+        options = options if options is not None else [None] * len(indices)
+        for i, s, o in zip(indices, seeds, options):
+            if not self._send(i, "reset", {"seed": s, "options": o}):
+                self._restart(i)
+                self._send(i, "reset", {"seed": s, "options": o})
+        obs, infos = [], []
+        for i, s, o in zip(indices, seeds, options):
+            status, payload = self._receive(i, self.reset_timeout)
+            if status == "error":  # one retry on a fresh worker
+                payload = self._call(i, "reset", {"seed": s, "options": o}, self.reset_timeout)
+            self._last_obs[i] = payload[0]
+            obs.append(payload[0])
+            infos.append(payload[1])
+        return np.stack(obs), infos
+
+    def step(self, actions, indices=None):
+        """Step the given envs (default all). An env that failed reports terminated=True and info['error']."""
+        indices = list(range(self.num_envs)) if indices is None else list(indices)
+        sent = [self._send(i, "step", a) for i, a in zip(indices, actions)]
+        obs, rewards, terminated, truncated, infos = [], [], [], [], []
+        for i, ok in zip(indices, sent):
+            start = time.monotonic()
+            status, payload = self._receive(i, self.step_timeout) if ok else ("error", f"env worker {i} is gone")
+            if not ok:
+                self._restart(i)
+            if status == "ok":
+                o, r, te, tr, info = payload
+                self._last_obs[i] = o
+            else:
+                o, r, te, tr, info = self._last_obs[i], 0.0, True, False, {"error": payload}
+            info["step_seconds"] = time.monotonic() - start
+            obs.append(o)
+            rewards.append(r)
+            terminated.append(te)
+            truncated.append(tr)
+            infos.append(info)
+        return np.stack(obs), np.asarray(rewards, np.float32), np.asarray(terminated), np.asarray(truncated), infos
+
+    def close(self) -> None:
+        for i, (proc, conn) in enumerate(self.workers):
+            if self._send(i, "close", None):
+                try:
+                    if conn.poll(5):
+                        conn.recv()
+                except (EOFError, OSError):
+                    pass
+            if proc.is_alive():
+                proc.kill()
+            proc.join(timeout=5)
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FaultInjection(gym.Wrapper):
+    """Makes an env crash (exit the process) or hang at a given step, to test recovery.
+
+    reset(options={"crash_at": k}) or {"hang_at": k}; the fault fires on the k-th step of that episode.
+    """
+
+    def reset(self, *, seed=None, options=None):
+        options = dict(options or {})
+        self._crash_at, self._hang_at = options.pop("crash_at", None), options.pop("hang_at", None)
+        self._t = 0
+        return self.env.reset(seed=seed, options=options or None)
+
+    def step(self, action):
+        self._t += 1
+        if self._t == self._crash_at:
+            os._exit(3)
+        if self._t == self._hang_at:
+            time.sleep(3600)
+        return self.env.step(action)

@@ -1,0 +1,1 @@
+"""Rollouts: one engine for evaluation, data generation, preferences and RL; plots and videos."""

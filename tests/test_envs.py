@@ -1,0 +1,159 @@
+import functools
+from collections import Counter
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import hf_agents.envs  # noqa: F401  (registers hf_agents/JumpPads-v0)
+from hf_agents.actions import NOOP_IDS
+from hf_agents.cli import main as cli
+from hf_agents.data import load_trajectories
+from hf_agents.envs.jumppads import JumpPadsEnv, make_jumppads
+from hf_agents.envs.jumppads_map import PADS, VARIANTS
+from hf_agents.envs.population import Persona, ScriptedPlayer, ScriptedPopulation
+from hf_agents.envs.vector import BatchedEnv
+from hf_agents.rollout.engine import rollout
+
+EXPERT = Persona(skill=1.0, heading_noise=0, wiggle=0, hesitate_p=0, noop_p=0, wrong_turn_p=0, idle_steps=0, runs=True)
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = JumpPadsEnv()
+    yield e
+    e.close()
+
+
+def play(env, player, spawn=None, seed=None, variant=None):
+    options = {k: v for k, v in (("spawn", spawn), ("variant", variant)) if v is not None}
+    obs, info = env.reset(seed=seed, options=options)
+    player.reset(info)
+    for _ in range(env.max_steps):
+        obs, _, terminated, truncated, info = env.step(player.act(info))
+        if terminated or truncated:
+            break
+    return info
+
+
+def test_gymnasium_api(env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    made = gym.make("hf_agents/JumpPads-v0", frame_size=32)
+    check_env(made.unwrapped, skip_render_check=True)
+    obs, info = made.reset(seed=0)
+    assert obs.shape == (32, 32, 3) and obs.dtype == np.uint8
+    assert {"x", "y", "z", "yaw", "spawn", "pad"} <= set(info)  # privileged state only in info
+    made.close()
+    assert not list(tmp_path.iterdir())  # ViZDoom's scratch files went to a temp dir
+    with pytest.raises(ValueError, match="unknown variant"):
+        JumpPadsEnv(variant="nope")
+
+
+def test_variants_look_different(env):
+    frames = [env.reset(options={"spawn": 0, "variant": v})[0].astype(float) for v in VARIANTS]
+    for i in range(len(frames)):
+        for j in range(i + 1, len(frames)):
+            assert np.abs(frames[i] - frames[j]).mean() > 5
+
+
+@pytest.mark.parametrize("pad", PADS)
+def test_scripted_controller_reaches_each_pad_from_every_spawn(env, pad):
+    for spawn in range(4):
+        info = play(env, ScriptedPlayer(np.random.default_rng(0), pad=pad, persona=EXPERT), spawn=spawn)
+        assert info["pad"] == pad, (pad, spawn, info)
+
+
+def test_random_policy_almost_never_reaches_a_pad(env):
+    class Random:
+        rng = np.random.default_rng(0)
+
+        def reset(self, info):
+            pass
+
+        def act(self, info):
+            return env.action_space.sample()
+
+    env.action_space.seed(0)
+    reached = sum(play(env, Random(), seed=s)["pad"] is not None for s in range(15))
+    assert reached <= 1
+
+
+def test_population_is_middle_biased_with_right_from_right_imbalance(env):
+    rng = np.random.default_rng(0)
+    by_spawn = {s: Counter() for s in range(4)}
+    for e in range(48):
+        info = play(env, ScriptedPlayer(rng), spawn=e % 4, seed=e)
+        by_spawn[info["spawn"]][info["pad"] or "none"] += 1
+    total = sum(by_spawn.values(), Counter())
+    assert total["middle"] > total["left"] and total["middle"] > total["right"]  # middle bias
+    assert min(total[p] for p in PADS) >= 2  # multi-modal
+    # mirror asymmetry: the left spawn mostly goes left, the right spawn rarely goes right
+    assert by_spawn[3]["right"] < 0.5 * by_spawn[0]["left"]
+
+
+def test_continue_after_pad_launches_to_main_island():
+    env = JumpPadsEnv(continue_after_pad=True, max_steps=80)
+    info = play(env, ScriptedPlayer(np.random.default_rng(0), pad="middle", persona=EXPERT), spawn=1)
+    env.close()
+    assert info["pad"] == "middle" and info["on_main_island"] and info["step"] == 80
+
+
+def test_batched_env_recovers_crashed_and_hung_workers():
+    env_fn = functools.partial(make_jumppads, fault_injection=True, frame_size=32, max_steps=30)
+    with BatchedEnv(env_fn, 3, step_timeout=5) as venv:
+        options = [{"spawn": 0}, {"spawn": 1, "crash_at": 3}, {"spawn": 2, "hang_at": 5}]
+        obs, infos = venv.reset(options=options)
+        errors = {}
+        for t in range(10):
+            live = [i for i in range(3) if i not in errors]
+            obs, _, term, trunc, infos = venv.step([NOOP_IDS] * len(live), live)
+            for i, info in zip(live, infos):
+                if "error" in info:
+                    assert term[live.index(i)]
+                    errors[i] = (t, info["error"])
+        assert set(errors) == {1, 2} and errors[1][0] == 2 and errors[2][0] == 4
+        assert "died" in errors[1][1] and "hung" in errors[2][1]
+        assert venv.restarts == 2
+        obs, infos = venv.reset()  # restarted workers play again
+        assert obs.shape == (3, 32, 32, 3)
+
+
+def test_rollout_drops_and_counts_failed_episodes():
+    env_fn = functools.partial(make_jumppads, fault_injection=True, frame_size=32, max_steps=20)
+
+    with BatchedEnv(env_fn, 2, step_timeout=5) as venv:
+        # episode 1 crashes at its 4th step (option passed through the env's reset options)
+        result = rollout(venv, ScriptedPopulation(2, seed=0), 4, seed=0, progress=False,
+                         options=[{}, {"crash_at": 4}, {}, {}])
+    assert result.dropped == 1 and len(result.episodes) == 3 and "died" in result.errors[0]
+
+
+def test_generate_cli_is_deterministic(tmp_path):
+    for name in ("a", "b"):
+        assert cli(["data", "generate", "sft", "--out", str(tmp_path / name), "--per-pad", "1", "--size", "32",
+                    "--num-envs", "2", "--seed", "3"]) == 0
+    a, b = load_trajectories(tmp_path / "a"), load_trajectories(tmp_path / "b")
+    assert sorted(m["outcome"] for m in a.episodes) == ["left", "middle", "right"]
+    assert all(m["variant"] == "ninja" for m in a.episodes)
+    for e in range(len(a)):
+        np.testing.assert_array_equal(a.read(e)["actions"], b.read(e)["actions"])
+        np.testing.assert_array_equal(a.read(e)["frames"], b.read(e)["frames"])
+
+
+def test_generate_pretrain_has_all_variants_and_play_after_pad(tmp_path):
+    assert cli(["data", "generate", "pretrain", "--out", str(tmp_path / "pre"), "--episodes", "12", "--size", "32",
+                "--num-envs", "3", "--max-steps", "60"]) == 0
+    ds = load_trajectories(tmp_path / "pre")
+    assert len({m["variant"] for m in ds.episodes}) >= 4
+    launched = [m for m in ds.episodes if m["outcome"] != "none"]
+    assert launched and any(m["length"] > m["outcome_step"] + 5 for m in launched)  # play goes on after the pad
+
+
+def test_contact_sheet_command(tmp_path):
+    out = tmp_path / "sheet.png"
+    assert cli(["env", "contact-sheet", "--out", str(out), "--size", "32"]) == 0
+    from PIL import Image
+
+    img = np.asarray(Image.open(out))
+    assert img.shape[0] > 6 * 32 and img.std() > 20
