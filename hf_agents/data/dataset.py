@@ -148,7 +148,8 @@ class TrajectoryDataset:
     def split(self, eval_fraction: float = 0.1, seed: int = 0) -> tuple[TrajectoryDataset, TrajectoryDataset]:
         """(train, eval) split by episode; an episode's side depends only on its id and the seed."""
         ids = np.array([m["episode_id"] for m in self._view.meta], dtype=np.uint64)
-        h = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed) * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(40)
+        with np.errstate(over="ignore"):  # multiplicative hashing wraps around on purpose
+            h = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed) * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(40)
         is_eval = (h % np.uint64(1_000_000)).astype(np.float64) / 1e6 < eval_fraction
         if eval_fraction > 0 and not is_eval.any() and len(ids) > 1:
             is_eval[int(np.argmin(h))] = True  # tiny datasets still get one eval episode

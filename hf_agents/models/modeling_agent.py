@@ -150,11 +150,13 @@ class AgentModel(AgentPreTrainedModel):
 
     # -- the forward pass ----------------------------------------------------------------------
     def forward(self, frames: torch.Tensor, actions: torch.Tensor | None = None, attention_mask=None, loss_mask=None,
-                use_cache: bool = False, **kwargs) -> AgentOutput:
+                use_cache: bool = False, num_items_in_batch=None, **kwargs) -> AgentOutput:
         """frames (B, T, 3, H, W) uint8; actions (B, T, 16) ids: inputs for a_1..a_{T-1} and targets for all T.
 
         attention_mask (B, T): 1 for real steps, 0 for padding. loss_mask (B, T): steps that count in the
         loss (default: attention_mask), e.g. 0 on no-ops. Without actions, only o_T's logits are meaningful.
+        num_items_in_batch: normaliser of the summed loss (default: this batch's loss_mask steps); the
+        Trainer passes the count over all ranks so that N ranks give the same update as one process.
         """
         if frames.ndim != 5:
             raise ValueError(f"frames must be (batch, time, 3, H, W), got {tuple(frames.shape)}")
@@ -178,20 +180,21 @@ class AgentModel(AgentPreTrainedModel):
         if actions is not None:
             weights = loss_mask if loss_mask is not None else attention_mask
             weights = torch.ones(B, T, device=logits.device) if weights is None else weights.to(logits.dtype)
-            loss, accuracy = self.imitation_loss(logits, actions, weights)
+            loss, accuracy = self.imitation_loss(logits, actions, weights, num_items_in_batch)
         return AgentOutput(loss=loss, logits=logits, last_hidden_state=hidden,
                            past_key_values=out.past_key_values if use_cache else None, component_accuracy=accuracy)
 
     @staticmethod
-    def imitation_loss(logits, actions, weights):
+    def imitation_loss(logits, actions, weights, num_items=None):
         """Cross-entropy summed over components, mean over weighted steps; and per-component accuracy."""
         denom = weights.sum().clamp(min=1)
+        loss_denom = denom if num_items is None else num_items
         loss = logits.new_zeros(())
         accuracy = []
         for c, lg in enumerate(split_logits(logits.float())):
             target = actions[..., c]
             ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), target.reshape(-1), reduction="none")
-            loss = loss + (ce.view_as(weights) * weights).sum() / denom
+            loss = loss + (ce.view_as(weights) * weights).sum() / loss_denom
             accuracy.append(((lg.argmax(-1) == target).float() * weights).sum() / denom)
         return loss, torch.stack(accuracy).detach()
 

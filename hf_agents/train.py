@@ -1,0 +1,142 @@
+"""Train an imitation stage from a recipe: `accelerate launch -m hf_agents.train recipes/pretrain.yaml [key=value ...]`.
+
+Overrides: `key=value` or `--key value` for any field of `ImitationConfig` (and `TrainingArguments`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from argparse import ArgumentError
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_agents.training.imitation import (
+    UNIFORM_LOSS,
+    ImitationCollator,
+    ImitationConfig,
+    ImitationTrainer,
+    build_datasets,
+    build_model,
+    component_metrics,
+)
+
+
+class RecipeError(ValueError):
+    """A recipe or override that does not fit the config; names the file, field and fix."""
+
+
+def _argv_from(mapping: dict) -> list[str]:
+    argv = []
+    for key, value in mapping.items():
+        if isinstance(value, (list, tuple)):
+            argv += [f"--{key}", *map(str, value)]
+        elif value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def parse_recipe(recipe: str | None, overrides: list[str] = ()) -> ImitationConfig:
+    """Recipe YAML + overrides -> ImitationConfig, with clear errors for unknown fields and wrong types."""
+    values = {}
+    if recipe:
+        path = Path(recipe)
+        if not path.exists():
+            raise RecipeError(f"{recipe}: no such recipe file")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise RecipeError(f"{recipe}: a recipe is a mapping of field: value")
+    where = recipe or "command line"
+    rest = list(overrides)
+    while rest:  # key=value or --key value [value ...]; an override replaces the recipe's value
+        token = rest.pop(0)
+        if token.startswith("--"):
+            key, found = token[2:].replace("-", "_"), []
+            if "=" in key:
+                key, found = key.split("=", 1)[0], [key.split("=", 1)[1]]
+            while rest and not rest[0].startswith("--") and "=" not in rest[0]:
+                found.append(rest.pop(0))
+            values[key] = found if len(found) != 1 else found[0]
+        elif "=" in token:
+            key, value = token.split("=", 1)
+            values[key] = value
+        else:
+            raise RecipeError(f"{where}: cannot read override '{token}'; use key=value or --key value")
+    argv = _argv_from(values)
+    parser = HfArgumentParser(ImitationConfig, exit_on_error=False)
+    known = {f for f in ImitationConfig.__dataclass_fields__}
+    unknown = [a[2:] for a in argv if a.startswith("--") and a[2:].replace("-", "_") not in known]
+    if unknown:
+        raise RecipeError(f"{where}: unknown field(s) {unknown}; see `python -m hf_agents.train --help`")
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=argv)
+    except (ArgumentError, ValueError, TypeError) as e:
+        raise RecipeError(f"{where}: {e}") from e
+    if not config.dataset:
+        raise RecipeError(f"{where}: `dataset` is required (a trajectory dataset directory or Hub id)")
+    return config
+
+
+def check_output_dir(config: ImitationConfig) -> str | None:
+    """The checkpoint to resume from, or None; refuses to write into a used output_dir by accident."""
+    out = Path(config.output_dir)
+    if config.resume:
+        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if last is None:
+            raise RecipeError(f"{out}: --resume given but there is no checkpoint-* to resume from")
+        return last
+    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
+        raise RecipeError(f"{out}: output_dir is not empty; pass resume=true to continue or overwrite=true to replace")
+    return None
+
+
+def train(config: ImitationConfig) -> dict:
+    resume_from = check_output_dir(config)
+    frame_size, train_windows, eval_windows = build_datasets(config)
+    set_seed(config.seed)  # the model's initialisation too, not only the Trainer's data order
+    model = build_model(config, frame_size)  # all checks happen before the first step
+    if eval_windows is None:
+        config.eval_strategy = "no"
+    trainer = ImitationTrainer(model=model, args=config, train_dataset=train_windows, eval_dataset=eval_windows,
+                               data_collator=ImitationCollator(config.filter_noops),
+                               compute_metrics=component_metrics)
+    trainer.train(resume_from_checkpoint=resume_from)
+    metrics = {"uniform_loss": UNIFORM_LOSS}
+    if eval_windows is not None:
+        metrics.update(trainer.evaluate())
+    if trainer.is_world_process_zero():
+        trainer.save_model(config.output_dir)
+        (Path(config.output_dir) / "train_results.json").write_text(json.dumps(
+            {"metrics": metrics, "log_history": trainer.state.log_history}, indent=2, default=str))
+    return metrics
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        HfArgumentParser(ImitationConfig).print_help()
+        return 0
+    recipe = argv.pop(0) if argv and argv[0].endswith((".yaml", ".yml")) else None
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if not torch.cuda.is_available():
+            # Ranks without GPUs: the Trainer only forms a gloo group (MULTI_CPU) when told it is on the CPU.
+            os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    try:
+        config = parse_recipe(recipe, argv)
+        metrics = train(config)
+    except (RecipeError, ValueError, FileNotFoundError) as e:
+        print(f"hf-agents train: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("eval_accuracy_") or k.endswith("mean")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Stages 1 and 2 (paper C.1-C.2): imitation learning on windows of H steps with the transformers Trainer.
+
+Pretraining, SFT and the from-scratch baseline are the same code with different recipes.
+No-op steps are masked out of the loss but stay in the context (the paper 'filters out all no-op actions').
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+from transformers import AutoConfig, Trainer, TrainingArguments
+
+from hf_agents.actions import is_noop
+from hf_agents.data import load_trajectories
+from hf_agents.data.dataset import WindowDataset
+from hf_agents.models import AgentConfig, AgentModel
+
+
+@dataclass
+class ImitationConfig(TrainingArguments):
+    r"""Configuration of an imitation stage; every `TrainingArguments` field is available too.
+
+    Paper values (C.1 pretrain / C.2 SFT): AdamW, lr 1e-4 / 1e-6, weight decay 1e-4, batch 256 / 128,
+    warmup 1000 / 200 updates, gradient clipping 1, VPT image augmentations, no-op filtering, H = 32.
+    """
+
+    dataset: str = field(default="", metadata={"help": "Trajectory dataset: a local directory or a Hub dataset id."})
+    eval_dataset: str | None = field(default=None, metadata={"help": "Separate evaluation dataset; default: "
+                                                             "`eval_fraction` of the training episodes."})
+    eval_fraction: float = field(default=0.1, metadata={"help": "Share of episodes held out for evaluation."})
+    variant: str | None = field(default=None, metadata={"help": "Keep only episodes of this visual variant."})
+    outcome: str | None = field(default=None, metadata={"help": "Keep only episodes with this outcome "
+                                                       "('success' = any pad)."})
+    cut_at_outcome: bool = field(default=False, metadata={"help": "End each episode at the step its outcome "
+                                                          "happened (the paper's SFT data is cut at the pad)."})
+    model_preset: str = field(default="cpu", metadata={"help": "Preset for a new model: paper-103m, 25m, 4m, cpu, "
+                                                       "tiny. Ignored when `init_from` is set."})
+    init_from: str | None = field(default=None, metadata={"help": "Checkpoint to start from (e.g. the pretrained "
+                                                           "model for SFT)."})
+    context_length: int = field(default=32, metadata={"help": "H, timesteps per training window (paper: 32)."})
+    window_stride: int | None = field(default=None, metadata={"help": "Steps between window starts (default H/2)."})
+    augment: bool = field(default=True, metadata={"help": "VPT-style image augmentation on training frames."})
+    filter_noops: bool = field(default=True, metadata={"help": "Mask no-op actions out of the loss (paper)."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    overwrite: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={"help": "Where to log metrics "
+                                                                                    "(tensorboard, wandb, none)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (paper: 1e-4 pretrain)."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay (paper: 1e-4)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (paper: 1)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "cosine or constant_with_warmup, ..."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep our batch keys (frames, actions)."})
+    label_names: list[str] | None = field(default_factory=lambda: ["actions"], metadata={"help": "Target keys."})
+    save_safetensors: bool = field(default=True, metadata={"help": "Checkpoints as safetensors."})
+
+
+def augmentation(strength: float = 1.0):
+    """VPT-style: colour jitter, small shifts and rotations; the same draw for every frame of a window."""
+    return v2.Compose([
+        v2.ColorJitter(brightness=0.2 * strength, contrast=0.2 * strength, saturation=0.2 * strength,
+                       hue=0.02 * strength),
+        v2.RandomAffine(degrees=2 * strength, translate=(0.04 * strength, 0.04 * strength), scale=(0.97, 1.03)),
+    ])
+
+
+class AugmentedWindows(torch.utils.data.Dataset):
+    """Training windows with image augmentation; evaluation uses the plain `WindowDataset`.
+
+    Each draw is seeded by (seed, epoch, index), not the global RNG: loaders fetch ahead of the step
+    that is checkpointed, so global-RNG augmentation would differ after a resume.
+    """
+
+    def __init__(self, windows: WindowDataset, transform, seed: int = 0):
+        self.windows, self.transform, self.seed, self.epoch = windows, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer's (accelerate) data loader
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __getitem__(self, i):
+        item = dict(self.windows[i])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(i))
+            item["frames"] = self.transform(item["frames"])  # (T, 3, H, W) uint8, one draw for the window
+        return item
+
+
+class ImitationCollator:
+    """Stacks windows; loss_mask = real steps that are not no-ops (when filtering)."""
+
+    def __init__(self, filter_noops: bool = True):
+        self.filter_noops = filter_noops
+
+    def __call__(self, items):
+        batch = {k: torch.stack([it[k] for it in items]) for k in ("frames", "actions", "attention_mask")}
+        mask = batch["attention_mask"].clone()
+        if self.filter_noops:
+            mask = mask * (~is_noop(batch["actions"])).long()
+        batch["loss_mask"] = mask
+        return batch
+
+
+class ImitationTrainer(Trainer):
+    """Trainer with a loss normalised over all ranks, and per-component action accuracy in evaluation."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Each rank's summed loss over the mean step count per rank: DDP's gradient average then equals
+        # one process's mean over the whole global batch (exactly, padding and no-op masks included).
+        count = inputs["loss_mask"].sum().reshape(1).float()
+        per_rank = self.accelerator.gather(count).sum() / self.accelerator.num_processes
+        outputs = model(**inputs, num_items_in_batch=per_rank.clamp(min=1))
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            out = model(**inputs)
+        weight = inputs["loss_mask"].sum().float().reshape(1, 1)
+        # Per-batch accuracy x weight, gathered across ranks, then averaged in compute_metrics.
+        return out.loss.detach(), (out.component_accuracy[None] * weight), weight
+
+
+def component_metrics(pred):
+    from hf_agents.actions import COMPONENT_NAMES
+
+    weighted, weights = np.asarray(pred.predictions), np.asarray(pred.label_ids)
+    acc = weighted.sum(0) / max(weights.sum(), 1e-9)
+    metrics = {f"accuracy_{n}": float(a) for n, a in zip(COMPONENT_NAMES, acc)}
+    metrics["accuracy_mean"] = float(acc.mean())
+    return metrics
+
+
+UNIFORM_LOSS = 12 * math.log(2) + 4 * math.log(11)  # loss of a policy that knows nothing
+
+
+def build_model(config: ImitationConfig, frame_size) -> AgentModel:
+    """A new model from the preset, or the `init_from` checkpoint; checks it fits the data."""
+    if config.init_from:
+        found = AutoConfig.from_pretrained(config.init_from)
+        if found.model_type != AgentConfig.model_type:
+            raise ValueError(f"{config.init_from}: a '{found.model_type}' checkpoint, not an hf-agents agent "
+                             f"('{AgentConfig.model_type}'); point init_from at a model saved by hf-agents")
+        model = AgentModel.from_pretrained(config.init_from)
+    else:
+        model = AgentModel(AgentConfig.from_preset(config.model_preset, image_size=frame_size[0],
+                                                   context_length=config.context_length))
+    if tuple(frame_size) != (model.config.image_size, model.config.image_size):
+        raise ValueError(f"{config.dataset}: frames are {tuple(frame_size)} but the model takes "
+                         f"{model.config.image_size}x{model.config.image_size}; regenerate the data at that size "
+                         "or pick a model of this size")
+    if config.context_length > model.config.context_length:
+        raise ValueError(f"context_length={config.context_length} exceeds the model's H={model.config.context_length}")
+    return model
+
+
+def build_datasets(config: ImitationConfig):
+    data = load_trajectories(config.dataset)
+    if config.variant or config.outcome or config.cut_at_outcome:
+        data = data.filter(variant=config.variant, outcome=config.outcome, cut_at_outcome=config.cut_at_outcome)
+    if config.eval_dataset:
+        train = data
+        evaluation = load_trajectories(config.eval_dataset)
+        if config.variant or config.outcome or config.cut_at_outcome:
+            evaluation = evaluation.filter(variant=config.variant, outcome=config.outcome,
+                                           cut_at_outcome=config.cut_at_outcome)
+    else:
+        train, evaluation = data.split(config.eval_fraction, seed=config.seed)
+    if len(train) == 0:
+        raise ValueError(f"{config.dataset}: no training episodes left after filtering")
+    stride = config.window_stride or max(config.context_length // 2, 1)
+    train_windows = train.windows(config.context_length, stride)
+    if config.augment:
+        train_windows = AugmentedWindows(train_windows, augmentation(), seed=config.seed)
+    eval_windows = evaluation.windows(config.context_length, config.context_length) if len(evaluation) else None
+    return data.frame_size, train_windows, eval_windows
