@@ -53,6 +53,34 @@ def cmd_env_contact_sheet(args) -> None:
     print(f"wrote {contact_sheet(args.out, frame_size=args.size)}")
 
 
+def cmd_evaluate(args) -> None:
+    from hf_agents.rollout.evaluate import evaluate_model
+
+    summary = evaluate_model(args.model, args.out, episodes=args.episodes, num_envs=args.num_envs,
+                             temperature=args.temperature, seed=args.seed, videos=args.videos, label=args.label)
+    print(json.dumps({k: summary[k] for k in ("label", "episodes", "dropped", "distribution", "mean_length")}))
+
+
+def cmd_compare(args) -> None:
+    from hf_agents.rollout.evaluate import compare
+
+    print(f"wrote {compare(args.eval_dirs, args.out, labels=args.labels)}")
+
+
+def cmd_train(args) -> None:
+    from hf_agents.train import main as train_main
+
+    code = train_main(args.rest)
+    if code:
+        raise SystemExit(code)
+
+
+def cmd_demo(args) -> None:
+    from hf_agents.pipeline import run_demo
+
+    run_demo(args.out, scale=args.scale, num_envs=args.num_envs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hf-agents", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -89,11 +117,40 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--out", default="docs/contact_sheet.png")
     sheet.add_argument("--size", type=int, default=128)
     sheet.set_defaults(fn=cmd_env_contact_sheet)
+    train = sub.add_parser("train", help="pretrain / SFT from a recipe (same as python -m hf_agents.train)",
+                           add_help=False)
+    train.add_argument("rest", nargs=argparse.REMAINDER, help="recipe.yaml [key=value ...]")
+    train.set_defaults(fn=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="the paper's evaluation of an agent on JumpPads")
+    ev.add_argument("model", help="agent checkpoint directory")
+    ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval)")
+    ev.add_argument("--episodes", type=int, default=1000)
+    ev.add_argument("--num-envs", type=int, default=8)
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--videos", type=int, default=3, help="GIFs of the first N episodes")
+    ev.add_argument("--label", default=None)
+    ev.set_defaults(fn=cmd_evaluate)
+
+    cmp_ = sub.add_parser("compare", help="one figure of several evaluations")
+    cmp_.add_argument("eval_dirs", nargs="+")
+    cmp_.add_argument("--labels", nargs="+", default=None)
+    cmp_.add_argument("--out", default="comparison.png")
+    cmp_.set_defaults(fn=cmd_compare)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on the built-in game (data, pretrain, SFT, scratch, eval)")
+    demo.add_argument("--out", default="outputs")
+    demo.add_argument("--scale", default="cpu", choices=["cpu", "smoke"])
+    demo.add_argument("--num-envs", type=int, default=4)
+    demo.set_defaults(fn=cmd_demo)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "evaluate" and args.out is None:
+        args.out = f"{args.model.rstrip('/')}/eval"
     from hf_agents.data.writer import DatasetFormatError
 
     try:

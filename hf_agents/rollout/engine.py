@@ -63,6 +63,7 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, spawns=None, vari
     """Run `num_episodes` episodes (episode k gets seed `seed + k` and, if given, spawns[k] / variants[k] and
     any other reset options[k]).
 
+    keep_frames: True keeps every episode's frames, an int N only those of the first N episodes (videos).
     writer: a TrajectoryWriter to stream episodes into (their frames are then not kept in memory).
     accept: optional `fn(episode) -> bool`; rejected episodes are neither kept nor written (curation).
     """
@@ -105,7 +106,7 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, spawns=None, vari
         actions, logprobs = policy.act(np.stack(current_obs), current_info)
         for i in active:
             b = buffers[i]
-            if keep_frames or writer is not None:
+            if writer is not None or keep_frames is True or slot_episode[i] < int(keep_frames):
                 b["frames"].append(current_obs[i])
             b["actions"].append(actions[i])
             b["logprobs"].append(logprobs[i])
@@ -143,7 +144,7 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, spawns=None, vari
             if writer is not None:
                 ep.write_to(writer, source)
                 ep.frames = None
-            elif not keep_frames:
+            elif keep_frames is not True and k >= int(keep_frames):
                 ep.frames = None
             result.episodes.append(ep)
         bar.set_postfix(eps_per_s=f"{bar.n / max(time.monotonic() - t0, 1e-9):.1f}", dropped=result.dropped)

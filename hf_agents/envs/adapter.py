@@ -1,0 +1,149 @@
+"""Bring your own game: any Gymnasium env with an RGB image observation, behind the gamepad contract.
+
+`GamepadEnv(env)` resizes frames to the agent's size and maps the env's action space to and from the
+16-component gamepad, so the rollout engine, recording and every training stage work unchanged:
+- Discrete(n), n <= 13: action 0 is 'no button', action k is button k-1 (the lowest pressed button wins);
+- MultiBinary(n), n <= 12: buttons;
+- MultiDiscrete: size-2 components take buttons, components of 3..11 values take stick axes;
+- Box (1-D, bounded), up to 4 values: stick axes, the bucket centre scaled to [low, high];
+- Dict of these: allocated in key order.
+What does not fit (too many buttons or axes, unbounded boxes, other spaces) raises a clear error.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from PIL import Image
+
+from hf_agents.actions import NOOP_IDS, NUM_BUTTONS, NUM_STICKS, STICK_CENTRES, action_space
+
+
+class ActionMappingError(ValueError):
+    """An env action space that the gamepad contract cannot express."""
+
+
+class _Slots:
+    def __init__(self):
+        self.button, self.stick = 0, 0
+
+    def buttons(self, n, what):
+        if self.button + n > NUM_BUTTONS:
+            raise ActionMappingError(f"{what} needs {n} buttons but only {NUM_BUTTONS - self.button} of 12 are left")
+        start, self.button = self.button, self.button + n
+        return list(range(start, start + n))
+
+    def sticks(self, n, what):
+        if self.stick + n > NUM_STICKS:
+            raise ActionMappingError(f"{what} needs {n} stick axes but only {NUM_STICKS - self.stick} of 4 are left")
+        start, self.stick = self.stick, self.stick + n
+        return [NUM_BUTTONS + i for i in range(start, start + n)]
+
+
+class ActionMapper:
+    """Maps gamepad ids (16,) <-> actions of a Gymnasium space."""
+
+    def __init__(self, space: spaces.Space, slots: _Slots | None = None, name: str = "action space"):
+        self.space, slots = space, slots or _Slots()
+        if isinstance(space, spaces.Dict):
+            self.children = {k: ActionMapper(s, slots, f"{name}['{k}']") for k, s in space.spaces.items()}
+        elif isinstance(space, spaces.Discrete):
+            if space.n > NUM_BUTTONS + 1:
+                raise ActionMappingError(f"{name}: Discrete({space.n}) has more than 13 actions; "
+                                         "wrap the env to expose a MultiDiscrete or Dict action space")
+            self.index = slots.buttons(int(space.n) - 1, name)
+        elif isinstance(space, spaces.MultiBinary):
+            self.index = slots.buttons(int(np.prod(space.n)), name)
+        elif isinstance(space, spaces.MultiDiscrete):
+            nvec = np.asarray(space.nvec).reshape(-1)
+            if nvec.max() > len(STICK_CENTRES):
+                raise ActionMappingError(f"{name}: a MultiDiscrete component has {nvec.max()} values; at most 11 fit a stick")
+            self.index = [slots.buttons(1, name)[0] if n <= 2 else slots.sticks(1, name)[0] for n in nvec]
+        elif isinstance(space, spaces.Box):
+            if len(space.shape) != 1 or not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+                raise ActionMappingError(f"{name}: only bounded 1-D Box spaces map to sticks, got {space}")
+            self.index = slots.sticks(space.shape[0], name)
+        else:
+            raise ActionMappingError(f"{name}: {type(space).__name__} cannot be mapped to the gamepad contract")
+
+    def to_env(self, ids: np.ndarray):
+        s = self.space
+        if isinstance(s, spaces.Dict):
+            return {k: m.to_env(ids) for k, m in self.children.items()}
+        if isinstance(s, spaces.Discrete):
+            pressed = [k for k, b in enumerate(self.index) if ids[b]]
+            return int(s.start + (pressed[0] + 1 if pressed else 0))
+        if isinstance(s, spaces.MultiBinary):
+            return ids[self.index].astype(s.dtype).reshape(s.shape)
+        if isinstance(s, spaces.MultiDiscrete):
+            nvec = np.asarray(s.nvec).reshape(-1)
+            out = [int(ids[b]) if n <= 2 else int(round((STICK_CENTRES[ids[b]] + 1) / 2 * (n - 1)))
+                   for b, n in zip(self.index, nvec)]
+            return np.asarray(out, dtype=s.dtype).reshape(s.shape)
+        centre = STICK_CENTRES[ids[self.index]]
+        return (s.low + (centre + 1) / 2 * (s.high - s.low)).astype(s.dtype)
+
+    def from_env(self, action, ids: np.ndarray | None = None) -> np.ndarray:
+        """Env action -> gamepad ids (for recording a game's own actions)."""
+        ids = NOOP_IDS.copy() if ids is None else ids
+        s = self.space
+        if isinstance(s, spaces.Dict):
+            for k, m in self.children.items():
+                m.from_env(action[k], ids)
+        elif isinstance(s, spaces.Discrete):
+            k = int(action) - int(s.start)
+            if k > 0:
+                ids[self.index[k - 1]] = 1
+        elif isinstance(s, spaces.MultiBinary):
+            ids[self.index] = np.asarray(action).reshape(-1).astype(np.int64)
+        elif isinstance(s, spaces.MultiDiscrete):
+            nvec = np.asarray(s.nvec).reshape(-1)
+            for b, n, v in zip(self.index, nvec, np.asarray(action).reshape(-1)):
+                ids[b] = int(v) if n <= 2 else int(np.abs(STICK_CENTRES - (2 * v / (n - 1) - 1)).argmin())
+        else:
+            x = 2 * (np.asarray(action, np.float64) - s.low) / (s.high - s.low) - 1
+            ids[self.index] = np.abs(STICK_CENTRES[None] - x[:, None]).argmin(1)
+        return ids
+
+
+class GamepadEnv(gym.Wrapper):
+    """A pixel env behind the gamepad contract: observations (H, W, 3) uint8, actions MultiDiscrete([2]*12+[11]*4)."""
+
+    def __init__(self, env: gym.Env, frame_size=64, image_key: str | None = None):
+        super().__init__(env)
+        self.frame_size = (frame_size, frame_size) if isinstance(frame_size, int) else tuple(frame_size)
+        self.image_key = image_key
+        obs_space = env.observation_space
+        if isinstance(obs_space, spaces.Dict):
+            if image_key is None or image_key not in obs_space.spaces:
+                raise ValueError(f"observation space is a Dict {list(obs_space.spaces)}; pass image_key= the RGB image")
+            obs_space = obs_space.spaces[image_key]
+        if not (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 3 and obs_space.shape[-1] == 3):
+            raise ValueError(f"observations must be RGB images (H, W, 3), got {obs_space}")
+        self.mapper = ActionMapper(env.action_space)
+        self.observation_space = spaces.Box(0, 255, (*self.frame_size, 3), np.uint8)
+        self.action_space = action_space()
+
+    def _frame(self, obs) -> np.ndarray:
+        img = obs[self.image_key] if self.image_key else obs
+        img = np.asarray(img)
+        if img.dtype != np.uint8:
+            img = np.clip(img * (255 if img.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
+        h, w = self.frame_size
+        return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._frame(obs), info
+
+    def step(self, action):
+        env_action = self.mapper.to_env(np.asarray(action, dtype=np.int64))
+        obs, reward, terminated, truncated, info = self.env.step(env_action)
+        info = dict(info, env_action=env_action)
+        return self._frame(obs), reward, terminated, truncated, info
+
+
+def make_gamepad_env(env_id: str, frame_size=64, image_key=None, **kwargs) -> GamepadEnv:
+    """`gymnasium.make(env_id, **kwargs)` behind the gamepad contract (picklable for `BatchedEnv`)."""
+    return GamepadEnv(gym.make(env_id, **kwargs), frame_size=frame_size, image_key=image_key)
