@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole pipeline on the built-in game (data, pretrain, SFT, scratch, eval)")
     demo.add_argument("--out", default="outputs")
     demo.add_argument("--scale", default="cpu", choices=["cpu", "smoke"])
-    demo.add_argument("--num-envs", type=int, default=4)
+    demo.add_argument("--num-envs", type=int, default=8, help="parallel game processes")
     demo.set_defaults(fn=cmd_demo)
     return p
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from hf_agents.rollout.evaluate import PAPER
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-SCALES = {  # data and steps per scale; "cpu" is what the README's demo command runs
-    "cpu": dict(pretrain_episodes=400, per_pad=40, pretrain_steps=1200, sft_steps=400, eval_episodes=100),
+SCALES = {  # data, steps (None: the recipe's) and evaluation size; "cpu" is what the README's demo runs
+    "cpu": dict(pretrain_episodes=400, per_pad=40, pretrain_steps=None, sft_steps=None, eval_episodes=100),
     "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8),
 }
 
@@ -37,7 +37,7 @@ def _train(recipe: str, overrides: list[str]) -> None:
     subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1"})
 
 
-def run_demo(out="outputs", scale="cpu", num_envs=4, log=print) -> dict:
+def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
     from hf_agents.data.generate import generate_pretrain, generate_sft
     from hf_agents.rollout.evaluate import compare, evaluate_model
 
@@ -47,14 +47,15 @@ def run_demo(out="outputs", scale="cpu", num_envs=4, log=print) -> dict:
            lambda: generate_pretrain(data / "pretrain", episodes=s["pretrain_episodes"], num_envs=num_envs), log)
     _stage("SFT data", data / "sft" / "meta" / "info.json",
            lambda: generate_sft(data / "sft", per_pad=s["per_pad"], num_envs=num_envs), log)
-    common = lambda name: [f"output_dir={out / name}", "overwrite=true"]  # noqa: E731
+    def common(name, steps):
+        return [f"output_dir={out / name}", "overwrite=true"] + ([f"max_steps={steps}"] if steps else [])
+
     _stage("pretrain", out / "pretrain" / "model.safetensors", lambda: _train(
-        "pretrain", [f"dataset={data / 'pretrain'}", f"max_steps={s['pretrain_steps']}", *common("pretrain")]), log)
+        "pretrain", [f"dataset={data / 'pretrain'}", *common("pretrain", s["pretrain_steps"])]), log)
     _stage("SFT", out / "sft" / "model.safetensors", lambda: _train(
-        "sft", [f"dataset={data / 'sft'}", f"init_from={out / 'pretrain'}", f"max_steps={s['sft_steps']}",
-                *common("sft")]), log)
+        "sft", [f"dataset={data / 'sft'}", f"init_from={out / 'pretrain'}", *common("sft", s["sft_steps"])]), log)
     _stage("scratch", out / "scratch" / "model.safetensors", lambda: _train(
-        "scratch", [f"dataset={data / 'sft'}", f"max_steps={s['sft_steps']}", *common("scratch")]), log)
+        "scratch", [f"dataset={data / 'sft'}", *common("scratch", s["sft_steps"])]), log)
     summaries = {}
     for name in ("pretrain", "sft", "scratch"):
         label = {"pretrain": "base"}.get(name, name)

@@ -59,15 +59,17 @@ class RolloutResult:
 
 def rollout(venv, policy, num_episodes: int, *, seed: int = 0, spawns=None, variants=None, options=None,
             keep_frames=True, writer=None, source="rollout", accept=None, progress=True,
-            desc="rollout") -> RolloutResult:
+            desc="rollout", episode_ids=None) -> RolloutResult:
     """Run `num_episodes` episodes (episode k gets seed `seed + k` and, if given, spawns[k] / variants[k] and
-    any other reset options[k]).
+    any other reset options[k]). `episode_ids` renumbers them (a rank's share of a larger run).
 
     keep_frames: True keeps every episode's frames, an int N only those of the first N episodes (videos).
     writer: a TrajectoryWriter to stream episodes into (their frames are then not kept in memory).
     accept: optional `fn(episode) -> bool`; rejected episodes are neither kept nor written (curation).
     """
     n_envs = venv.num_envs
+    ids = list(range(num_episodes)) if episode_ids is None else list(episode_ids)
+    num_episodes = len(ids)
     result = RolloutResult()
     next_episode = 0
     slot_episode = [-1] * n_envs
@@ -78,7 +80,7 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, spawns=None, vari
         todo = list(indices)[: max(num_episodes - next_episode, 0)]
         if not todo:
             return
-        ks = list(range(next_episode, next_episode + len(todo)))
+        ks = [ids[k] for k in range(next_episode, next_episode + len(todo))]
         next_episode += len(todo)
         reset_options = []
         for k in ks:

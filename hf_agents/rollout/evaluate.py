@@ -54,14 +54,35 @@ def summarize(episodes, dropped: int = 0) -> dict:
 
 def evaluate_policy(policy, out_dir, episodes=100, num_envs=8, frame_size=64, seed=12345, videos=3,
                     label="agent", progress=True, max_steps=100) -> dict:
-    """Run the evaluation for any policy of the rollout interface; write eval.json, figures and videos."""
+    """Run the evaluation for any policy of the rollout interface; write eval.json, figures and videos.
+
+    Under `accelerate launch` / torchrun, each rank rolls out its share (episodes rank, rank + world, ...)
+    and rank 0 gathers the episodes and writes the results.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env_fn = functools.partial(make_jumppads, frame_size=frame_size, variant=DEFAULT_VARIANT, max_steps=max_steps)
+    share = list(range(state.process_index, episodes, state.num_processes))
     with BatchedEnv(env_fn, num_envs) as venv:
-        result = rollout(venv, policy, episodes, seed=seed, keep_frames=videos, progress=progress,
-                         desc=f"evaluate {label}")
+        result = rollout(venv, policy, len(share), seed=seed, keep_frames=videos if state.is_main_process else 0,
+                         progress=progress and state.is_main_process, desc=f"evaluate {label}", episode_ids=share)
+    if state.num_processes > 1:
+        local = [(e if e.frames is None else None) for e in result.episodes]
+        gathered = gather_object([(local, result.dropped, result.errors, result.env_steps, result.seconds)])
+        if not state.is_main_process:
+            return {}
+        with_frames = [e for e in result.episodes if e.frames is not None]
+        result.episodes = with_frames + [e for eps, *_ in gathered for e in eps if e is not None]
+        result.dropped = sum(g[1] for g in gathered)
+        result.errors = [err for g in gathered for err in g[2]]
+        result.env_steps = sum(g[3] for g in gathered)
+        result.seconds = max(g[4] for g in gathered)
     summary = summarize(result.episodes, result.dropped)
+    summary["ranks"] = state.num_processes
     summary.update(label=label, env_steps_per_second=result.steps_per_second, errors=result.errors[:5])
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
     plot_distribution({label: summary}, out / "jumppad_distribution.png", title=f"{label}: jumppad reached")

@@ -1,0 +1,462 @@
+"""Benchmarks: speed and scale against baselines and the machine's own limit, printed as JSON.
+
+    python scripts/benchmark.py [--quick] [--out BENCHMARKS.md] [--sections a,b,...]
+
+Every figure is the median of several repetitions with min and max; ratios are measured side by side in
+this run (against a baseline, or the matmul peak measured here), absolute numbers beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hf_agents.actions import NOOP_IDS  # noqa: E402
+from hf_agents.models import AgentConfig, AgentModel, AgentPolicy  # noqa: E402
+
+
+def stats(samples) -> dict:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
+
+
+def timed(fn, reps: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# -- sections ---------------------------------------------------------------------------------------
+def matmul_peak(q) -> dict:
+    n = 2048 if torch.cuda.is_available() else 1024
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(n, n, device=device(), dtype=dtype)
+        b = torch.randn(n, n, device=device(), dtype=dtype)
+        iters = 20 if torch.cuda.is_available() else 5
+
+        def run(a=a, b=b, iters=iters):
+            for _ in range(iters):
+                a @ b
+            sync()
+
+        s = timed(run, q["reps"])
+        flops = 2 * n**3 * iters
+        out[name] = {"gflops": stats([flops / t / 1e9 for t in s]), "size": n}
+    return out
+
+
+def batch(B, T, size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (B, T, 3, size, size), dtype=torch.uint8, generator=g)
+    actions = torch.cat([torch.randint(0, 2, (B, T, 12), generator=g), torch.randint(0, 11, (B, T, 4), generator=g)], -1)
+    return frames.to(device()), actions.to(device())
+
+
+def train_flops(model, frames, actions) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(frames, actions).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def training_throughput(q, peak) -> dict:
+    """Training frames/s and achieved FLOP/s as a share of the matmul peak, per preset, size and dtype."""
+    out = {}
+    presets = ["tiny", "cpu", "4m"] if not torch.cuda.is_available() else ["cpu", "4m", "25m", "paper-103m"]
+    for preset in presets:
+        for size in q["sizes"]:
+            for dtype in ("fp32", "bf16"):
+                torch.manual_seed(0)
+                model = AgentModel(AgentConfig.from_preset(preset, image_size=size)).to(device()).train()
+                B = q["batch"]
+                frames, actions = batch(B, 32, size)
+                flops = train_flops(model, frames, actions)
+                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                ctx = (lambda: torch.autocast(device().type, dtype=torch.bfloat16)) if dtype == "bf16" else (
+                    lambda: torch.autocast(device().type, enabled=False))
+
+                def step(model=model, opt=opt, frames=frames, actions=actions, ctx=ctx):
+                    with ctx():
+                        loss = model(frames, actions).loss
+                    loss.backward()
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    sync()
+
+                s = timed(step, q["reps"])
+                fps = [B * 32 / t for t in s]
+                achieved = [flops / t / 1e9 for t in s]
+                key = f"{preset}/{size}px/{dtype}"
+                out[key] = {"frames_per_s": stats(fps), "gflops": stats(achieved),
+                            "share_of_matmul_peak": statistics.median(achieved) / peak[dtype]["gflops"]["median"],
+                            "params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+                            "peak_rss_mb": peak_rss_mb()}
+                if q["quick"]:
+                    break
+    return out
+
+
+def context_scaling(q) -> dict:
+    """Cost of a training step as context length H and frame size grow (tiny/cpu model, fp32)."""
+    out = {}
+    for H in (8, 16, 32, 64):
+        model = AgentModel(AgentConfig.from_preset("cpu", context_length=H)).to(device()).train()
+        frames, actions = batch(q["batch"], H, 64)
+
+        def step(model=model, frames=frames, actions=actions):
+            model(frames, actions).loss.backward()
+            sync()
+
+        s = timed(step, q["reps"])
+        out[f"H={H}"] = {"ms_per_step": stats([t * 1e3 for t in s]), "frames_per_s": stats([q["batch"] * H / t for t in s])}
+    for size in (32, 64, 128):
+        model = AgentModel(AgentConfig.from_preset("cpu", image_size=size)).to(device()).train()
+        frames, actions = batch(q["batch"], 32, size)
+
+        def step(model=model, frames=frames, actions=actions):
+            model(frames, actions).loss.backward()
+            sync()
+
+        s = timed(step, q["reps"])
+        out[f"{size}px"] = {"ms_per_step": stats([t * 1e3 for t in s]), "frames_per_s": stats([q["batch"] * 32 / t for t in s])}
+    return out
+
+
+def acting(q) -> dict:
+    """ms per step with the KV cache against re-encoding the whole window at every step."""
+    model = AgentModel(AgentConfig.from_preset("cpu")).to(device()).eval()
+    H, out = model.config.context_length, {}
+    for B in q["act_batches"]:
+        frames = torch.randint(0, 256, (B, 64, 64, 3), dtype=torch.uint8).numpy()
+        steps = q["act_steps"]
+
+        def cached(B=B, frames=frames, steps=steps):
+            policy = AgentPolicy(model, B, seed=0)
+            for _ in range(steps):
+                policy.act(frames)
+            sync()
+
+        def reencode(B=B, frames=frames, steps=steps):
+            hist_f = torch.from_numpy(frames).permute(0, 3, 1, 2)[:, None].repeat(1, H, 1, 1, 1).to(device())
+            acts = torch.as_tensor(NOOP_IDS, device=device()).repeat(B, H, 1)
+            with torch.no_grad():
+                for t in range(steps):
+                    n = min(t + 1, H)
+                    model(hist_f[:, :n], acts[:, :n])
+            sync()
+
+        c = [t / steps * 1e3 for t in timed(cached, q["reps"])]
+        r = [t / steps * 1e3 for t in timed(reencode, q["reps"])]
+        out[f"batch={B}"] = {"kv_cache_ms_per_step": stats(c), "reencode_ms_per_step": stats(r),
+                             "speedup": statistics.median(r) / statistics.median(c)}
+    return out
+
+
+def trainer_vs_bare_loop(q) -> dict:
+    """The Trainer against a bare torch loop over the same model, data and optimiser."""
+    from transformers import Trainer, TrainingArguments
+
+    from hf_agents.data.writer import TrajectoryWriter
+    from hf_agents.training.imitation import ImitationCollator, ImitationTrainer
+
+    tmp = Path(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    with TrajectoryWriter(tmp / "ds", frame_size=64) as w:
+        for _ in range(8):
+            ids = np.concatenate([rng.integers(0, 2, (100, 12)), rng.integers(0, 11, (100, 4))], 1)
+            w.add_episode(rng.integers(0, 256, (100, 64, 64, 3), dtype=np.uint8), ids)
+    from hf_agents.data import load_trajectories
+
+    windows = load_trajectories(tmp / "ds").windows(32, 8)
+    collate = ImitationCollator(True)
+    steps, B = q["trainer_steps"], q["batch"]
+    results = {"bare": [], "trainer": []}
+    for _ in range(q["reps"]):
+        torch.manual_seed(0)
+        model = AgentModel(AgentConfig.from_preset("cpu")).to(device())
+        loader = torch.utils.data.DataLoader(windows, batch_size=B, shuffle=True, collate_fn=collate)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        t = time.perf_counter()
+        it = iter(loader)
+        for _ in range(steps):
+            try:
+                b = next(it)
+            except StopIteration:
+                it = iter(loader)
+                b = next(it)
+            b = {k: v.to(device()) for k, v in b.items()}
+            loss = model(**b).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        sync()
+        results["bare"].append(B * 32 * steps / (time.perf_counter() - t))
+        torch.manual_seed(0)
+        model = AgentModel(AgentConfig.from_preset("cpu"))
+        args = TrainingArguments(output_dir=str(tmp / "t"), max_steps=steps, per_device_train_batch_size=B,
+                                 report_to="none", save_strategy="no", logging_steps=10_000, disable_tqdm=True,
+                                 remove_unused_columns=False, dataloader_num_workers=0, lr_scheduler_type="constant")
+        trainer = ImitationTrainer(model=model, args=args, train_dataset=windows, data_collator=collate)
+        t = time.perf_counter()
+        trainer.train()
+        results["trainer"].append(B * 32 * steps / (time.perf_counter() - t))
+    assert Trainer  # the Trainer subclass measured is ImitationTrainer
+    bare, tr = statistics.median(results["bare"]), statistics.median(results["trainer"])
+    return {"bare_frames_per_s": stats(results["bare"]), "trainer_frames_per_s": stats(results["trainer"]),
+            "trainer_overhead": 1 - tr / bare}
+
+
+def data_loading(q, train_fps) -> dict:
+    """Window loading frames/s (64/128 px, 0 and 2 workers) against the training consumption rate."""
+    from hf_agents.data import load_trajectories
+    from hf_agents.data.writer import TrajectoryWriter
+
+    out = {}
+    rng = np.random.default_rng(0)
+    for size in (64, 128):
+        tmp = Path(tempfile.mkdtemp())
+        with TrajectoryWriter(tmp / "ds", frame_size=size) as w:
+            for _ in range(q["data_episodes"]):
+                frames = rng.integers(0, 256, (100, size // 8, size // 8, 3), dtype=np.uint8)
+                frames = frames.repeat(8, 1).repeat(8, 2)  # game-like: blocks compress as real frames do
+                ids = np.tile(NOOP_IDS, (100, 1))
+                w.add_episode(frames, ids)
+        windows = load_trajectories(tmp / "ds").windows(32, 16)
+        for workers in (0, 2):
+            def load(windows=windows, workers=workers):
+                loader = torch.utils.data.DataLoader(windows, batch_size=8, shuffle=True, num_workers=workers)
+                for _ in loader:
+                    pass
+
+            s = timed(load, max(2, q["reps"] // 2), warmup=0)
+            fps = [len(windows) * 32 / t for t in s]
+            key = f"{size}px/workers={workers}"
+            rate = train_fps.get(size)
+            out[key] = {"frames_per_s": stats(fps), "training_consumes_frames_per_s": rate,
+                        "ratio_to_training": statistics.median(fps) / rate if rate else None}
+    return out
+
+
+def env_speed(q) -> dict:
+    from hf_agents.envs.jumppads import JumpPadsEnv, make_jumppads
+    from hf_agents.envs.vector import BatchedEnv
+
+    out = {}
+    env = JumpPadsEnv(max_steps=10_000)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    acts = [env.action_space.sample() for _ in range(200)]
+
+    def single():
+        env.reset(seed=0)
+        for a in acts:
+            env.step(a)
+
+    s = timed(single, q["reps"])
+    env.close()
+    out["single_process_steps_per_s"] = stats([len(acts) / t for t in s])
+    n = q["num_envs"]
+    with BatchedEnv(functools.partial(make_jumppads, max_steps=10_000), n) as venv:
+        venv.reset()
+
+        def batched():
+            for a in acts[:100]:
+                venv.step([a] * n)
+
+        s = timed(batched, q["reps"])
+    out[f"batched_{n}_envs_steps_per_s"] = stats([100 * n / t for t in s])
+    del rng
+    return out
+
+
+def rollout_speed(q) -> dict:
+    from hf_agents.envs.jumppads import make_jumppads
+    from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.rollout.engine import rollout
+
+    B = 16
+    model = AgentModel(AgentConfig.from_preset("cpu")).eval()
+    with BatchedEnv(functools.partial(make_jumppads, max_steps=40), B) as venv:
+        samples = []
+        for rep in range(max(1, q["reps"] // 2)):
+            result = rollout(venv, AgentPolicy(model, B, seed=rep), B, seed=rep, keep_frames=False, progress=False)
+            samples.append(result.steps_per_second)
+    med = statistics.median(samples)
+    return {"batch": B, "env_steps_per_s": stats(samples), "times_real_time_10hz": med / 10}
+
+
+def data_generation(q) -> dict:
+    from hf_agents.data.generate import generate_pretrain
+
+    tmp = Path(tempfile.mkdtemp())
+    t = time.perf_counter()
+    generate_pretrain(tmp / "ds", episodes=q["gen_episodes"], num_envs=q["num_envs"], progress=False)
+    seconds = time.perf_counter() - t
+    info = json.loads((tmp / "ds" / "meta" / "info.json").read_text())
+    return {"frames": info["num_steps"], "seconds": seconds, "frames_per_s": info["num_steps"] / seconds,
+            "note": "includes starting the game processes"}
+
+
+def compile_speedup(q) -> dict:
+    """torch.compile against eager for a training step (cpu preset, 64px); compile time reported apart."""
+    out = {}
+    for mode in ("eager", "compiled"):
+        torch.manual_seed(0)
+        model = AgentModel(AgentConfig.from_preset("cpu")).to(device()).train()
+        frames, actions = batch(q["batch"], 32, 64)
+        fn = torch.compile(model) if mode == "compiled" else model
+
+        def step(fn=fn, model=model, frames=frames, actions=actions):
+            fn(frames, actions).loss.backward()
+            model.zero_grad(set_to_none=True)
+            sync()
+
+        t = time.perf_counter()
+        try:
+            step()  # compiles on the first call
+        except Exception as e:  # a missing compiler toolchain, say
+            out[mode] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+            continue
+        first = time.perf_counter() - t
+        s = timed(step, q["reps"], warmup=0)
+        out[mode] = {"first_call_s": first, "frames_per_s": stats([q["batch"] * 32 / x for x in s])}
+    if "frames_per_s" in out.get("compiled", {}) and "frames_per_s" in out["eager"]:
+        out["speedup"] = out["compiled"]["frames_per_s"]["median"] / out["eager"]["frames_per_s"]["median"]
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small repetitions, finishes in about 2 minutes")
+    parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--sections", default="all")
+    args = parser.parse_args()
+    q = dict(quick=args.quick, reps=3 if args.quick else 5, batch=8, sizes=[64] if args.quick else [64, 128],
+             act_batches=[1, 16] if args.quick else [1, 16, 64], act_steps=24 if args.quick else 64,
+             trainer_steps=6 if args.quick else 30, data_episodes=4 if args.quick else 16, num_envs=4,
+             gen_episodes=8 if args.quick else 32)
+    want = set(args.sections.split(",")) if args.sections != "all" else None
+    report = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
+              "quick": args.quick}
+    t0 = time.time()
+    peak = matmul_peak(q)
+    report["matmul_peak"] = peak
+    sections = [
+        ("training", lambda: training_throughput(q, peak)),
+        ("trainer_vs_bare_loop", lambda: trainer_vs_bare_loop(q)),
+        ("acting", lambda: acting(q)),
+        ("context_and_frame_scaling", lambda: context_scaling(q)),
+        ("data_loading", lambda: data_loading(q, {
+            int(k.split("/")[1][:-2]): v["frames_per_s"]["median"] for k, v in report.get("training", {}).items()
+            if k.startswith("cpu/") and k.endswith("fp32")})),
+        ("env", lambda: env_speed(q)),
+        ("rollout", lambda: rollout_speed(q)),
+        ("data_generation", lambda: data_generation(q)),
+    ]
+    if not args.quick:
+        sections.append(("torch_compile", lambda: compile_speedup(q)))
+    for name, fn in sections:
+        if want and name not in want:
+            continue
+        start = time.time()
+        report[name] = fn()
+        report[name + "_seconds"] = time.time() - start
+        report[name + "_peak_rss_mb"] = peak_rss_mb()  # the process's running peak after this section
+        print(f"[bench] {name}: {time.time() - start:.1f}s", file=sys.stderr)
+    report["reward_model"] = "not measured yet: the reward model stage is not built"
+    report["peak_rss_mb"] = peak_rss_mb()
+    report["total_seconds"] = time.time() - t0
+    print(json.dumps(report, indent=2))
+    write_markdown(report, Path(args.out))
+
+
+def write_markdown(report: dict, out: Path) -> None:
+    lines = [f"# Benchmarks\n\nDevice: {report['machine']['device']} ({report['machine']['platform']}, "
+             f"torch {report['machine']['torch']}, {report['machine']['threads']} threads). "
+             f"Medians of repetitions [min-max]; {'quick mode' if report['quick'] else 'full mode'}. "
+             "Regenerate with `python scripts/benchmark.py`.\n"]
+    fmt = lambda s: f"{s['median']:.1f} [{s['min']:.1f}-{s['max']:.1f}]"  # noqa: E731
+    p = report["matmul_peak"]
+    lines.append(f"Matmul peak: fp32 {fmt(p['fp32']['gflops'])} GFLOP/s, bf16 {fmt(p['bf16']['gflops'])} GFLOP/s.\n")
+    if "training" in report:
+        lines.append("| training (batch 8, H=32) | params | frames/s | GFLOP/s | share of matmul peak |\n|---|---|---|---|---|")
+        for k, v in report["training"].items():
+            lines.append(f"| {k} | {v['params_m']:.1f}M | {fmt(v['frames_per_s'])} | {fmt(v['gflops'])} | "
+                         f"{v['share_of_matmul_peak']:.0%} |")
+    if "trainer_vs_bare_loop" in report:
+        t = report["trainer_vs_bare_loop"]
+        lines.append(f"\nTrainer {fmt(t['trainer_frames_per_s'])} frames/s vs bare loop {fmt(t['bare_frames_per_s'])}: "
+                     f"overhead {t['trainer_overhead']:.1%} (target < 10%).\n")
+    if "acting" in report:
+        lines.append("| acting (cpu preset, 64px) | KV cache ms/step | re-encode ms/step | speed-up |\n|---|---|---|---|")
+        for k, v in report["acting"].items():
+            lines.append(f"| {k} | {fmt(v['kv_cache_ms_per_step'])} | {fmt(v['reencode_ms_per_step'])} | "
+                         f"{v['speedup']:.1f}x |")
+    if "context_and_frame_scaling" in report:
+        lines.append("\n| scaling (cpu preset, fwd+bwd, batch 8) | ms/step | frames/s |\n|---|---|---|")
+        for k, v in report["context_and_frame_scaling"].items():
+            lines.append(f"| {k} | {fmt(v['ms_per_step'])} | {fmt(v['frames_per_s'])} |")
+    if "data_loading" in report:
+        lines.append("\n| window loading | frames/s | x training consumption |\n|---|---|---|")
+        for k, v in report["data_loading"].items():
+            ratio = v["ratio_to_training"]
+            lines.append(f"| {k} | {fmt(v['frames_per_s'])} | {'' if ratio is None else f'{ratio:.1f}x'} |")
+    if "env" in report:
+        lines.append("\n| JumpPads env (64px) | steps/s |\n|---|---|")
+        for k, v in report["env"].items():
+            lines.append(f"| {k} | {fmt(v)} |")
+    if "rollout" in report:
+        r = report["rollout"]
+        lines.append(f"\nRollouts with the agent at batch {r['batch']}: {fmt(r['env_steps_per_s'])} env steps/s = "
+                     f"{r['times_real_time_10hz']:.0f}x real time (target >= 50x).\n")
+    if "data_generation" in report:
+        g = report["data_generation"]
+        lines.append(f"Data generation: {g['frames_per_s']:.0f} frames/s ({g['frames']} frames in {g['seconds']:.0f}s, "
+                     f"{g['note']}).\n")
+    if "torch_compile" in report:
+        c = report["torch_compile"]
+        lines.append(f"torch.compile (cpu preset training step): {json.dumps(c)}\n")
+    lines.append(f"Reward model: {report['reward_model']}. Peak RSS of the run: {report['peak_rss_mb']:.0f} MB.\n")
+    out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main command: set up (or reuse) .venv, then run the whole pipeline on the built-in game.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+exec .venv/bin/hf-agents demo "$@"

@@ -1,0 +1,22 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_and_reports(tmp_path):
+    """CI runs the benchmark once in quick mode so it never rots (no speed thresholds here)."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--out",
+                           str(tmp_path / "BENCH.md")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    for section in ("matmul_peak", "training", "trainer_vs_bare_loop", "acting", "context_and_frame_scaling",
+                    "data_loading", "env", "rollout", "data_generation"):
+        assert section in report, section
+    assert report["acting"]["batch=16"]["speedup"] > 0
+    assert "Matmul peak" in (tmp_path / "BENCH.md").read_text()
