@@ -2,8 +2,8 @@
 
 pretrain: general gameplay, every visual variant, random spawns, play continuing on the main island
           after a pad (the paper's large unfiltered dataset).
-sft:      curated demonstrations: default variant, `per_pad` successful episodes per pad, each cut at the
-          pad (the paper's 100 per jumppad).
+sft:      curated demonstrations: default variant, `per_pad` successful episodes per pad by skilled players
+          (skill >= `min_skill`), each cut at the pad (the paper's 100 per jumppad).
 Both are deterministic given the seed.
 """
 
@@ -39,7 +39,7 @@ def generate_pretrain(out, episodes=200, frame_size=64, num_envs=4, seed=0, max_
 
 
 def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=100, overwrite=False,
-                 progress=True, max_attempts_factor=4) -> Path:
+                 progress=True, max_attempts_factor=4, min_skill=0.75) -> Path:
     env_fn = functools.partial(make_jumppads, frame_size=frame_size, max_steps=max_steps, variant=DEFAULT_VARIANT)
     with BatchedEnv(env_fn, num_envs) as venv, TrajectoryWriter(
         out, frame_size=frame_size, overwrite=overwrite,
@@ -52,7 +52,8 @@ def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=
             while len(kept) < per_pad and attempts < per_pad * max_attempts_factor:
                 want = per_pad - len(kept)
                 result = rollout(
-                    venv, ScriptedPopulation(num_envs, seed=seed + 1000 * p + attempts, pad=pad), want,
+                    venv, ScriptedPopulation(num_envs, seed=seed + 1000 * p + attempts, pad=pad, min_skill=min_skill),
+                    want,
                     seed=seed + 100_000 * (p + 1) + attempts, writer=writer, source=f"scripted-demo-{pad}",
                     accept=lambda ep, pad=pad: ep.outcome == pad, progress=progress, desc=f"sft data ({pad})")
                 kept += result.episodes

@@ -184,8 +184,9 @@ def _udmf(variant: Variant, spawn: int) -> str:
                 key = (offset[0] // TILE + c, offset[1] // TILE + r)
                 pad = PAD_TILES.get(k)
                 floor = PIT_DEPTH if k == "p" else (8 if pad else (BLOCK_HEIGHT if k == "b" else 0))
-                flat = PAD_FLOOR[pad] if pad else ("RROCK09" if k == "p" else variant.floor)
-                light = 255 if pad else variant.light
+                # Pits open onto the sky (a bottomless look) and their walls are dark: easy to see from afar.
+                flat = PAD_FLOOR[pad] if pad else ("F_SKY1" if k == "p" else variant.floor)
+                light = 255 if pad else (48 if k == "p" else variant.light)
                 color = f' lightcolor = 0x{PAD_LIGHT[pad]};' if pad else ""
                 tiles[key] = len(sectors)
                 kinds[key] = k

@@ -37,8 +37,10 @@ class Persona:
     runs: bool
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> Persona:
+    def sample(cls, rng: np.random.Generator, min_skill: float = 0.0) -> Persona:
         skill = float(rng.beta(4, 2))
+        while skill < min_skill:
+            skill = float(rng.beta(4, 2))
         return cls(skill=skill, heading_noise=float(30 * (1 - skill) + rng.uniform(2, 8)),
                    wiggle=float(rng.choice([0.0, 0.15, 0.375]) * (rng.random() < 0.5)),
                    hesitate_p=float(rng.uniform(0, 0.06)), noop_p=float(rng.uniform(0, 0.05)),
@@ -54,8 +56,8 @@ class ScriptedPlayer:
     _fields: dict = {}
 
     def __init__(self, rng: np.random.Generator, pad: str | None = None, persona: Persona | None = None,
-                 detour_aversion: float = 0.4):
-        self.rng, self.fixed_pad, self.fixed_persona = rng, pad, persona
+                 detour_aversion: float = 0.4, min_skill: float = 0.0):
+        self.rng, self.fixed_pad, self.fixed_persona, self.min_skill = rng, pad, persona, min_skill
         self.detour_aversion = detour_aversion
         self.persona = None  # set at reset; an idle slot acts no-ops
 
@@ -74,7 +76,7 @@ class ScriptedPlayer:
         return {p: v / total for p, v in w.items()}
 
     def reset(self, info: dict) -> None:
-        self.persona = self.fixed_persona or Persona.sample(self.rng)
+        self.persona = self.fixed_persona or Persona.sample(self.rng, self.min_skill)
         probs = self.pad_probabilities(info["spawn"])
         self.pad = self.fixed_pad or str(self.rng.choice(PADS, p=[probs[p] for p in PADS]))
         others = [p for p in PADS if p != self.pad]
@@ -162,9 +164,11 @@ class ScriptedPopulation:
     Same interface as the agent policy in the rollout engine: reset(indices, infos), act(obs, infos).
     """
 
-    def __init__(self, num_envs: int, seed: int = 0, pad: str | None = None, detour_aversion: float = 0.4):
+    def __init__(self, num_envs: int, seed: int = 0, pad: str | None = None, detour_aversion: float = 0.4,
+                 min_skill: float = 0.0):
         self.rngs = [np.random.default_rng([seed, i]) for i in range(num_envs)]
-        self.players = [ScriptedPlayer(r, pad=pad, detour_aversion=detour_aversion) for r in self.rngs]
+        self.players = [ScriptedPlayer(r, pad=pad, detour_aversion=detour_aversion, min_skill=min_skill)
+                        for r in self.rngs]
 
     def reset(self, indices, infos) -> None:
         for i in indices:

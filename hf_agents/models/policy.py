@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hf_agents.actions import NUM_COMPONENTS
 from hf_agents.models.modeling_agent import AgentModel, split_logits
 
 
@@ -26,6 +27,11 @@ class AgentPolicy:
         self.generator = torch.Generator(device=self.device)
         if seed is not None:
             self.generator.manual_seed(seed)
+        N, D = num_envs, model.config.hidden_size
+        self.rows = torch.arange(N, device=self.device)
+        # Per env, the steps of its current window: observation embeddings and the actions taken.
+        self.obs_buf = torch.zeros(N, self.H, D, device=self.device, dtype=model.dtype)
+        self.act_buf = torch.zeros(N, self.H, NUM_COMPONENTS, device=self.device, dtype=torch.long)
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -35,21 +41,20 @@ class AgentPolicy:
         `infos` is accepted for the rollout engine's policy interface and ignored: the agent sees pixels only.
         """
         if envs is None:
-            self.obs_history = [[] for _ in range(self.num_envs)]  # per env: obs embeddings in the window
-            self.act_history = [[] for _ in range(self.num_envs)]  # per env: actions taken in the window
-            self.action_cached = [False] * self.num_envs  # last action already in the cache (after a rebuild)
+            self.n = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # steps in the window
+            self.action_cached = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
             self.cache = None
             self.slot_mask = torch.zeros(self.num_envs, 0, dtype=torch.long, device=self.device)
             return
         envs = np.flatnonzero(envs) if np.asarray(envs).dtype == bool else np.asarray(envs, dtype=np.int64)
-        for i in envs:
-            self.obs_history[i], self.act_history[i] = [], []
-            self.action_cached[i] = False
-            self.slot_mask[i] = 0  # forget its old cache slots
+        idx = torch.as_tensor(envs, device=self.device, dtype=torch.long)
+        self.n[idx] = 0
+        self.action_cached[idx] = False  # True: the last action is already in the cache (after a rebuild)
+        self.slot_mask[idx] = 0  # forget its old cache slots
 
     def context_lengths(self) -> list[int]:
         """Steps of context (including the current observation) each env acted on last."""
-        return [len(h) for h in self.obs_history]
+        return self.n.tolist()
 
     # -- acting --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -60,27 +65,25 @@ class AgentPolicy:
             frames = frames.permute(0, 3, 1, 2)
         if frames.shape[0] != self.num_envs:
             raise ValueError(f"expected {self.num_envs} observations, got {frames.shape[0]}")
-        if max(len(h) for h in self.obs_history) >= self.H or self.slot_mask.shape[1] >= 4 * self.H:
+        if int(self.n.max()) >= self.H or self.slot_mask.shape[1] >= 4 * self.H:
             self._rebuild()
         obs = self.model.embed_frames(frames)  # (N, D)
-        pending = [len(a) > 0 and not c for a, c in zip(self.act_history, self.action_cached)]
-        n = torch.tensor([len(h) for h in self.obs_history], device=self.device)
-        prev = torch.stack([a[-1] if p else torch.full((16,), 0, device=self.device, dtype=torch.long)
-                            for a, p in zip(self.act_history, pending)])
-        has_prev = torch.tensor(pending, device=self.device, dtype=torch.long)
+        n = self.n
+        pending = (n > 0) & ~self.action_cached
+        prev = self.act_buf[self.rows, (n - 1).clamp(min=0)]
         # Two new tokens per env: [previous action (masked out at an episode start), observation].
         tokens = torch.stack([self.model.embed_actions(prev), obs], dim=1)
         positions = torch.stack([(2 * n - 1).clamp(min=0), 2 * n], dim=1)
-        self.slot_mask = torch.cat([self.slot_mask, torch.stack([has_prev, torch.ones_like(has_prev)], 1)], 1)
+        self.slot_mask = torch.cat([self.slot_mask, torch.stack([pending.long(), torch.ones_like(n)], 1)], 1)
         out = self.model.backbone(inputs_embeds=tokens, past_key_values=self.cache, attention_mask=self.slot_mask,
                                   position_ids=positions, use_cache=True)
         self.cache = out.past_key_values
         self.last_logits = self.model.action_logits(out.last_hidden_state[:, -1]).float()
         actions, logprobs = self._sample(self.last_logits)
-        self.action_cached = [False] * self.num_envs
-        for i in range(self.num_envs):
-            self.obs_history[i].append(obs[i])
-            self.act_history[i].append(actions[i])
+        self.obs_buf[self.rows, n] = obs
+        self.act_buf[self.rows, n] = actions
+        self.n = n + 1
+        self.action_cached[:] = False
         return actions.cpu().numpy(), logprobs.cpu().numpy()
 
     def _sample(self, logits: torch.Tensor):
@@ -97,26 +100,26 @@ class AgentPolicy:
 
     def _rebuild(self) -> None:
         """Re-encode the last `keep_steps` complete steps of each env into a fresh, left-padded cache."""
-        keep = [min(len(a), self.keep_steps) for a in self.act_history]
-        K = max(keep)
-        self.obs_history = [h[len(h) - k:] if k else [] for h, k in zip(self.obs_history, keep)]
-        self.act_history = [h[len(h) - k:] if k else [] for h, k in zip(self.act_history, keep)]
+        keep = self.n.clamp(max=self.keep_steps)
+        K = int(keep.max())
+        # Move each env's last `keep` steps to the front of its buffers.
+        src = (self.n - keep)[:, None] + torch.arange(self.H, device=self.device)[None]
+        src = src.clamp(max=self.H - 1)
+        self.obs_buf = self.obs_buf.gather(1, src[..., None].expand_as(self.obs_buf)).contiguous()
+        self.act_buf = self.act_buf.gather(1, src[..., None].expand_as(self.act_buf)).contiguous()
+        self.n = keep
         if K == 0:
             self.cache, self.slot_mask = None, self.slot_mask[:, :0]
             return
-        D = self.model.config.hidden_size
-        tokens = torch.zeros(self.num_envs, 2 * K, D, device=self.device)
-        mask = torch.zeros(self.num_envs, 2 * K, dtype=torch.long, device=self.device)
-        positions = torch.zeros(self.num_envs, 2 * K, dtype=torch.long, device=self.device)
-        for i, k in enumerate(keep):
-            if k == 0:
-                continue
-            obs = torch.stack(self.obs_history[i])
-            act = self.model.embed_actions(torch.stack(self.act_history[i]))
-            tokens[i, 2 * (K - k):] = torch.stack([obs, act], 1).reshape(2 * k, D)
-            mask[i, 2 * (K - k):] = 1
-            positions[i, 2 * (K - k):] = torch.arange(2 * k, device=self.device)
-        out = self.model.backbone(inputs_embeds=tokens.to(self.model.dtype), attention_mask=mask,
-                                  position_ids=positions, use_cache=True)
+        # Left-pad to K steps: token j of env i is its step j - (K - keep_i), or padding.
+        step = torch.arange(K, device=self.device)[None] - (K - keep)[:, None]  # (N, K)
+        valid = step >= 0
+        step = step.clamp(min=0)
+        obs = self.obs_buf.gather(1, step[..., None].expand(-1, -1, self.obs_buf.shape[-1]))
+        act = self.model.embed_actions(self.act_buf.gather(1, step[..., None].expand(-1, -1, NUM_COMPONENTS)))
+        tokens = torch.stack([obs, act], 2).reshape(self.num_envs, 2 * K, -1)
+        mask = valid.repeat_interleave(2, dim=1).long()
+        positions = (torch.stack([2 * step, 2 * step + 1], 2).reshape(self.num_envs, 2 * K)) * mask
+        out = self.model.backbone(inputs_embeds=tokens, attention_mask=mask, position_ids=positions, use_cache=True)
         self.cache, self.slot_mask = out.past_key_values, mask
-        self.action_cached = [k > 0 for k in keep]
+        self.action_cached = keep > 0
