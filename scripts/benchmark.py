@@ -290,7 +290,7 @@ def env_speed(q) -> dict:
     env = JumpPadsEnv(max_steps=10_000)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    acts = [env.action_space.sample() for _ in range(200)]
+    acts = [env.action_space.sample() for _ in range(100 if q["quick"] else 300)]
 
     def single():
         env.reset(seed=0)
@@ -305,11 +305,11 @@ def env_speed(q) -> dict:
         venv.reset()
 
         def batched():
-            for a in acts[:100]:
+            for a in acts:
                 venv.step([a] * n)
 
         s = timed(batched, q["reps"])
-    out[f"batched_{n}_envs_steps_per_s"] = stats([100 * n / t for t in s])
+    out[f"batched_{n}_envs_steps_per_s"] = stats([len(acts) * n / t for t in s])
     del rng
     return out
 
@@ -321,9 +321,9 @@ def rollout_speed(q) -> dict:
 
     B = 16
     model = AgentModel(AgentConfig.from_preset("cpu")).eval()
-    with BatchedEnv(functools.partial(make_jumppads, max_steps=40), B) as venv:
+    with BatchedEnv(functools.partial(make_jumppads, max_steps=20 if q["quick"] else 60), B) as venv:
         samples = []
-        for rep in range(max(1, q["reps"] // 2)):
+        for rep in range(1 if q["quick"] else 3):
             result = rollout(venv, AgentPolicy(model, B, seed=rep), B, seed=rep, keep_frames=False, progress=False)
             samples.append(result.steps_per_second)
     med = statistics.median(samples)
@@ -335,7 +335,8 @@ def data_generation(q) -> dict:
 
     tmp = Path(tempfile.mkdtemp())
     t = time.perf_counter()
-    generate_pretrain(tmp / "ds", episodes=q["gen_episodes"], num_envs=q["num_envs"], progress=False)
+    generate_pretrain(tmp / "ds", episodes=q["gen_episodes"], num_envs=2 if q["quick"] else q["num_envs"],
+                      progress=False)
     seconds = time.perf_counter() - t
     info = json.loads((tmp / "ds" / "meta" / "info.json").read_text())
     return {"frames": info["num_steps"], "seconds": seconds, "frames_per_s": info["num_steps"] / seconds,
