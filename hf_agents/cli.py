@@ -58,7 +58,8 @@ def cmd_evaluate(args) -> None:
 
     summary = evaluate_model(args.model, args.out, episodes=args.episodes, num_envs=args.num_envs,
                              temperature=args.temperature, seed=args.seed, videos=args.videos, label=args.label)
-    print(json.dumps({k: summary[k] for k in ("label", "episodes", "dropped", "distribution", "mean_length")}))
+    if summary:  # other ranks of a distributed evaluation return nothing; rank 0 reports
+        print(json.dumps({k: summary[k] for k in ("label", "episodes", "dropped", "distribution", "mean_length")}))
 
 
 def cmd_compare(args) -> None:

@@ -67,18 +67,22 @@ def test_agent_rollouts_are_written_in_the_dataset_format(tmp_path):
 def test_action_mapping_round_trips(space):
     mapper = ActionMapper(space)
     space.seed(0)
+
+    def flat(a):
+        return np.concatenate([np.ravel(np.asarray(a[k], float)) for k in sorted(a)]) if isinstance(a, dict) \
+            else np.ravel(np.asarray(a, float))
+
+    has_box = isinstance(space, spaces.Box) or (isinstance(space, spaces.Dict) and
+                                                 any(isinstance(v, spaces.Box) for v in space.spaces.values()))
     for _ in range(20):
         a = space.sample()
-        if isinstance(space, spaces.Box):
-            a = mapper.to_env(mapper.from_env(a))  # boxes are quantised to the stick buckets first
-        ids = mapper.from_env(a)
+        quantised = mapper.to_env(mapper.from_env(a))  # boxes snap to the stick buckets, the rest is exact
+        assert space.contains(quantised)
+        if not has_box:
+            np.testing.assert_array_equal(flat(quantised), flat(a))
+        ids = mapper.from_env(quantised)
         assert action_space().contains(ids)
-        back = mapper.to_env(ids)
-        if isinstance(space, spaces.Dict):
-            for k in a:
-                np.testing.assert_allclose(np.asarray(back[k], float), np.asarray(a[k], float), atol=1e-6)
-        else:
-            np.testing.assert_allclose(np.asarray(back, float), np.asarray(a, float), atol=1e-6)
+        np.testing.assert_allclose(flat(mapper.to_env(ids)), flat(quantised), atol=1e-6)
     assert space.contains(mapper.to_env(NOOP_IDS.copy()))
 
 
@@ -96,10 +100,8 @@ def test_unmappable_spaces_are_clear():
 
 
 def test_third_party_atari_game_through_rollout_recording_and_training(tmp_path):
-    import ale_py
-
-    gym.register_envs(ale_py)
-    env_fn = functools.partial(make_gamepad_env, "ALE/Pong-v5", frame_size=32, max_episode_steps=20)
+    # "module:id" makes every worker process import ale_py (which registers the ALE games) first
+    env_fn = functools.partial(make_gamepad_env, "ale_py:ALE/Pong-v5", frame_size=32, max_episode_steps=20)
     model = AgentModel(AgentConfig.from_preset("tiny", context_length=8)).eval()
     with BatchedEnv(env_fn, 2) as venv, TrajectoryWriter(tmp_path / "pong", frame_size=32) as writer:
         result = rollout(venv, AgentPolicy(model, 2, seed=0), 2, writer=writer, progress=False, source="pong")

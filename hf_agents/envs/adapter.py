@@ -145,5 +145,8 @@ class GamepadEnv(gym.Wrapper):
 
 
 def make_gamepad_env(env_id: str, frame_size=64, image_key=None, **kwargs) -> GamepadEnv:
-    """`gymnasium.make(env_id, **kwargs)` behind the gamepad contract (picklable for `BatchedEnv`)."""
+    """`gymnasium.make(env_id, **kwargs)` behind the gamepad contract (picklable for `BatchedEnv`).
+
+    Use "module:EnvId" (e.g. "ale_py:ALE/Pong-v5") so that worker processes import the module registering it.
+    """
     return GamepadEnv(gym.make(env_id, **kwargs), frame_size=frame_size, image_key=image_key)

@@ -27,12 +27,18 @@ def _worker(conn, env_fn):
         torch.set_num_threads(1)  # one BLAS/torch thread per env worker
     except ImportError:
         pass
-    env = env_fn()
+    try:
+        env, broken = env_fn(), None
+    except Exception:
+        env, broken = None, "creating the env failed:\n" + traceback.format_exc(limit=5)
     while True:
         try:
             cmd, data = conn.recv()
         except EOFError:
             break
+        if broken:  # answer every command with the construction error, so the caller sees why
+            conn.send(("error", broken))
+            continue
         try:
             if cmd == "step":
                 conn.send(("ok", env.step(data)))

@@ -62,7 +62,7 @@ def evaluate_policy(policy, out_dir, episodes=100, num_envs=8, frame_size=64, se
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: gloo ranks when there is no GPU
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env_fn = functools.partial(make_jumppads, frame_size=frame_size, variant=DEFAULT_VARIANT, max_steps=max_steps)

@@ -43,8 +43,8 @@ def plot_distribution(runs: dict[str, dict], out, title="Jumppad reached") -> Pa
     x = np.arange(len(OUTCOMES))
     for i, (label, summary) in enumerate(runs.items()):
         share = [summary["distribution"][o] for o in OUTCOMES]
-        lo = [summary["distribution"][o] - summary["ci95"][o][0] for o in OUTCOMES]
-        hi = [summary["ci95"][o][1] - summary["distribution"][o] for o in OUTCOMES]
+        lo = [max(0.0, summary["distribution"][o] - summary["ci95"][o][0]) for o in OUTCOMES]  # >= 0 despite rounding
+        hi = [max(0.0, summary["ci95"][o][1] - summary["distribution"][o]) for o in OUTCOMES]
         ax.bar(x + (i - (len(runs) - 1) / 2) * width, share, width, yerr=[lo, hi], capsize=3, label=label,
                color=[PAD_COLOURS[o] for o in OUTCOMES] if len(runs) == 1 else None)
     ax.set_xticks(x, OUTCOMES)
