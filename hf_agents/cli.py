@@ -35,6 +35,18 @@ def cmd_data_export(args) -> None:
     print(f"wrote {len(paths)} .npz files to {args.out}")
 
 
+def cmd_data_push(args) -> None:
+    from huggingface_hub import HfApi
+
+    from hf_agents.data import load_trajectories
+
+    load_trajectories(args.dataset)  # refuse to publish something that does not open
+    api = HfApi()
+    api.create_repo(args.repo_id, repo_type="dataset", private=args.private, exist_ok=True)
+    api.upload_folder(folder_path=args.dataset, repo_id=args.repo_id, repo_type="dataset")
+    print(f"pushed {args.dataset} to the Hub dataset {args.repo_id}")
+
+
 def cmd_data_generate(args) -> None:
     from hf_agents.data.generate import generate_pretrain, generate_sft
 
@@ -101,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("dataset")
     exp.add_argument("--out", required=True)
     exp.set_defaults(fn=cmd_data_export)
+    push = data.add_parser("push", help="publish a dataset (with its card) as a Hub dataset repository")
+    push.add_argument("dataset")
+    push.add_argument("repo_id", help="user/name")
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(fn=cmd_data_push)
     gen = data.add_parser("generate", help="generate the built-in game's datasets with the scripted population")
     gen.add_argument("kind", choices=["pretrain", "sft"])
     gen.add_argument("--out", required=True)
