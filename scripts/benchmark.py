@@ -142,28 +142,21 @@ def training_throughput(q, peak) -> dict:
 
 
 def context_scaling(q) -> dict:
-    """Cost of a training step as context length H and frame size grow (tiny/cpu model, fp32)."""
-    out = {}
-    for H in (8, 16, 32, 64):
-        model = AgentModel(AgentConfig.from_preset("cpu", context_length=H)).to(device()).train()
-        frames, actions = batch(q["batch"], H, 64)
+    """Cost of a training step as context length H and frame size grow (cpu preset, fp32)."""
 
-        def step(model=model, frames=frames, actions=actions):
+    def measure(H, size):
+        model = AgentModel(AgentConfig.from_preset("cpu", context_length=H, image_size=size)).to(device()).train()
+        frames, actions = batch(q["batch"], H, size)
+
+        def step():
             model(frames, actions).loss.backward()
             sync()
 
         s = timed(step, q["reps"])
-        out[f"H={H}"] = {"ms_per_step": stats([t * 1e3 for t in s]), "frames_per_s": stats([q["batch"] * H / t for t in s])}
-    for size in (32, 64, 128):
-        model = AgentModel(AgentConfig.from_preset("cpu", image_size=size)).to(device()).train()
-        frames, actions = batch(q["batch"], 32, size)
+        return {"ms_per_step": stats([t * 1e3 for t in s]), "frames_per_s": stats([q["batch"] * H / t for t in s])}
 
-        def step(model=model, frames=frames, actions=actions):
-            model(frames, actions).loss.backward()
-            sync()
-
-        s = timed(step, q["reps"])
-        out[f"{size}px"] = {"ms_per_step": stats([t * 1e3 for t in s]), "frames_per_s": stats([q["batch"] * 32 / t for t in s])}
+    out = {f"H={H}": measure(H, 64) for H in (8, 16, 32, 64)}
+    out.update({f"{size}px": measure(32, size) for size in (32, 64, 128)})
     return out
 
 
