@@ -49,6 +49,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_memory() -> bool:
+    """Reset this process's peak-RSS mark (Linux: write 5 to /proc/self/clear_refs) and the GPU's peak."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def section_peak_memory() -> dict:
+    """Peak RSS of this process since `reset_peak_memory` (VmHWM), and the GPU's peak allocation."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                out["peak_rss_mb"] = int(line.split()[1]) / 1024
+    except OSError:
+        out["peak_rss_mb"] = peak_rss_mb()  # the process's running peak, where VmHWM is not available
+    if torch.cuda.is_available():
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -406,13 +431,16 @@ def main():
         if want and name not in want:
             continue
         start = time.time()
+        reset_peak_memory()
         with contextlib.redirect_stdout(sys.stderr):  # libraries' prints must not corrupt the JSON on stdout
             report[name] = fn()
         report[name + "_seconds"] = time.time() - start
-        report[name + "_peak_rss_mb"] = peak_rss_mb()  # the process's running peak after this section
+        # this section's own peak (main process; env worker processes are not included)
+        report[name + "_memory"] = section_peak_memory()
         print(f"[bench] {name}: {time.time() - start:.1f}s", file=sys.stderr)
     report["reward_model"] = "not measured yet: the reward model stage is not built"
-    report["peak_rss_mb"] = peak_rss_mb()
+    # clear_refs also resets ru_maxrss, so the whole run's peak is the largest section peak
+    report["peak_rss_mb"] = max([peak_rss_mb()] + [v["peak_rss_mb"] for k, v in report.items() if k.endswith("_memory")])
     report["total_seconds"] = time.time() - t0
     print(json.dumps(report, indent=2))
     write_markdown(report, Path(args.out))
@@ -467,7 +495,13 @@ def write_markdown(report: dict, out: Path) -> None:
     if "torch_compile" in report:
         c = report["torch_compile"]
         lines.append(f"torch.compile (cpu preset training step): {json.dumps(c)}\n")
-    lines.append(f"Reward model: {report['reward_model']}. Peak RSS of the run: {report['peak_rss_mb']:.0f} MB.\n")
+    lines.append("| section | seconds | peak RSS of the main process (MB) |\n|---|---|---|")
+    for key, value in report.items():
+        if key.endswith("_memory"):
+            name = key[: -len("_memory")]
+            gpu = f", GPU {value['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in value else ""
+            lines.append(f"| {name} | {report[name + '_seconds']:.0f} | {value['peak_rss_mb']:.0f}{gpu} |")
+    lines.append(f"\nReward model: {report['reward_model']}. Peak RSS of the whole run: {report['peak_rss_mb']:.0f} MB.\n")
     out.write_text("\n".join(lines) + "\n")
 
 
