@@ -91,7 +91,8 @@ def cmd_train(args) -> None:
 def cmd_demo(args) -> None:
     from hf_agents.pipeline import run_demo
 
-    run_demo(args.out, scale=args.scale, num_envs=args.num_envs)
+    out = args.out or ("outputs" if args.scale == "cpu" else f"outputs-{args.scale}")  # scales never share stages
+    run_demo(out, scale=args.scale, num_envs=args.num_envs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.set_defaults(fn=cmd_compare)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the built-in game (data, pretrain, SFT, scratch, eval)")
-    demo.add_argument("--out", default="outputs")
+    demo.add_argument("--out", default=None, help="default: outputs (outputs-smoke for --scale smoke)")
     demo.add_argument("--scale", default="cpu", choices=["cpu", "smoke"])
     demo.add_argument("--num-envs", type=int, default=8, help="parallel game processes")
     demo.set_defaults(fn=cmd_demo)
