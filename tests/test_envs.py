@@ -66,8 +66,6 @@ def test_scripted_controller_reaches_each_pad_from_every_spawn(env, pad):
 
 def test_random_policy_almost_never_reaches_a_pad(env):
     class Random:
-        rng = np.random.default_rng(0)
-
         def reset(self, info):
             pass
 

@@ -78,7 +78,7 @@ def test_training_learns_and_saves_safetensors(tmp_path, jumppads_sft):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path, jumppads_sft):
-    args = [f"dataset={jumppads_sft}", *TINY, "max_steps=12", "save_steps=4", "eval_strategy=no",
+    args = [f"dataset={jumppads_sft}", *TINY, "max_steps=24", "save_steps=4", "eval_strategy=no",
             "learning_rate=1e-3", "augment=true"]
     ref = run([*args, f"output_dir={tmp_path / 'ref'}"])
     assert ref.wait(timeout=300) == 0, ref.stdout.read()

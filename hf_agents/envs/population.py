@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hf_agents.actions import CENTRE_BUCKET, NOOP_IDS, STICK_CENTRES
+from hf_agents.actions import NOOP_IDS, STICK_CENTRES
 from hf_agents.envs.jumppads_map import LAUNCH_ISLAND, MAIN_ISLAND, MAIN_OFFSET, PADS, IslandLayout
 
 PAD_PRIOR = {"left": 0.27, "middle": 0.46, "right": 0.27}
@@ -179,4 +179,4 @@ class ScriptedPopulation:
         return actions, np.zeros(len(actions), np.float32)
 
 
-__all__ = ["CENTRE_BUCKET", "Persona", "ScriptedPlayer", "ScriptedPopulation"]
+__all__ = ["Persona", "ScriptedPlayer", "ScriptedPopulation"]

@@ -97,7 +97,6 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
                    label=None, progress=True) -> dict:
     from hf_agents.models import AgentModel, AgentPolicy
 
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     model = AgentModel.from_pretrained(model_path).eval()
     policy = AgentPolicy(model, num_envs, temperature=temperature, seed=seed)
     return evaluate_policy(policy, out_dir, episodes=episodes, num_envs=num_envs, frame_size=model.config.image_size,

@@ -77,7 +77,7 @@ class AugmentedWindows(torch.utils.data.Dataset):
     def __init__(self, windows: WindowDataset, transform, seed: int = 0):
         self.windows, self.transform, self.seed, self.epoch = windows, transform, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:  # called by the Trainer's (accelerate) data loader
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer's (accelerate) data loader each epoch
         self.epoch = int(epoch)
 
     def __len__(self):
@@ -160,15 +160,15 @@ def build_model(config: ImitationConfig, frame_size) -> AgentModel:
 
 
 def build_datasets(config: ImitationConfig):
-    data = load_trajectories(config.dataset)
-    if config.variant or config.outcome or config.cut_at_outcome:
-        data = data.filter(variant=config.variant, outcome=config.outcome, cut_at_outcome=config.cut_at_outcome)
-    if config.eval_dataset:
-        train = data
-        evaluation = load_trajectories(config.eval_dataset)
+    def load(path):
+        data = load_trajectories(path)
         if config.variant or config.outcome or config.cut_at_outcome:
-            evaluation = evaluation.filter(variant=config.variant, outcome=config.outcome,
-                                           cut_at_outcome=config.cut_at_outcome)
+            data = data.filter(variant=config.variant, outcome=config.outcome, cut_at_outcome=config.cut_at_outcome)
+        return data
+
+    data = load(config.dataset)
+    if config.eval_dataset:
+        train, evaluation = data, load(config.eval_dataset)
     else:
         train, evaluation = data.split(config.eval_fraction, seed=config.seed)
     if len(train) == 0:
