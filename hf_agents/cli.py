@@ -69,9 +69,24 @@ def cmd_evaluate(args) -> None:
     from hf_agents.rollout.evaluate import evaluate_model
 
     summary = evaluate_model(args.model, args.out, episodes=args.episodes, num_envs=args.num_envs,
-                             temperature=args.temperature, seed=args.seed, videos=args.videos, label=args.label)
+                             temperature=args.temperature, seed=args.seed, videos=args.videos, label=args.label,
+                             trajectories=args.trajectories, overwrite=args.overwrite)
     if summary:  # other ranks of a distributed evaluation return nothing; rank 0 reports
         print(json.dumps({k: summary[k] for k in ("label", "episodes", "dropped", "distribution", "mean_length")}))
+
+
+def cmd_preferences_synthetic(args) -> None:
+    from collections import Counter
+
+    from hf_agents.data import load_trajectories
+    from hf_agents.data.preferences import synthetic_preferences, write_preferences
+
+    episodes = load_trajectories(args.trajectories).episodes
+    pairs = synthetic_preferences(episodes, args.pad, max_comparisons=args.max_comparisons, seed=args.seed)
+    write_preferences(args.out, pairs, labeller=f"synthetic:{args.pad}")
+    outcomes = dict(Counter(e["outcome"] for e in episodes))
+    print(json.dumps({"preferences": str(args.out), "comparisons": len(pairs), "trajectories": len(episodes),
+                      "outcomes": outcomes}))
 
 
 def cmd_compare(args) -> None:
@@ -150,7 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=12345)
     ev.add_argument("--videos", type=int, default=3, help="GIFs of the first N episodes")
     ev.add_argument("--label", default=None)
+    ev.add_argument("--trajectories", default=None,
+                    help="also write the episodes as a trajectory dataset here (rollouts for preferences)")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing --trajectories dataset")
     ev.set_defaults(fn=cmd_evaluate)
+
+    prefs = sub.add_parser("preferences", help="preferences between trajectories").add_subparsers(
+        dest="preferences_command", required=True)
+    syn = prefs.add_parser("synthetic", help="the paper's synthetic oracle: given pad > other pad > none, then shorter")
+    syn.add_argument("trajectories", help="trajectory dataset (e.g. from `hf-agents evaluate --trajectories`)")
+    syn.add_argument("--pad", required=True, choices=["left", "middle", "right"])
+    syn.add_argument("--out", required=True, help="preferences parquet file")
+    syn.add_argument("--max-comparisons", type=int, default=None, help="sample this many of all strict pairs")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.set_defaults(fn=cmd_preferences_synthetic)
 
     cmp_ = sub.add_parser("compare", help="one figure of several evaluations")
     cmp_.add_argument("eval_dirs", nargs="+")

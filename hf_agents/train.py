@@ -1,6 +1,7 @@
-"""Train an imitation stage from a recipe: `accelerate launch -m hf_agents.train recipes/pretrain.yaml [key=value ...]`.
+"""Train a stage from a recipe: `accelerate launch -m hf_agents.train recipes/pretrain.yaml [key=value ...]`.
 
-Overrides: `key=value` or `--key value` for any field of `ImitationConfig` (and `TrainingArguments`).
+A recipe's `stage` picks the config: `imitation` (default; pretrain, SFT, scratch: `ImitationConfig`) or
+`reward` (`RewardModelConfig`). Overrides: `key=value` or `--key value` for any field of that config.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from hf_agents.data import load_trajectories
 from hf_agents.training.imitation import (
     UNIFORM_LOSS,
     ImitationCollator,
@@ -24,6 +26,16 @@ from hf_agents.training.imitation import (
     build_model,
     component_metrics,
 )
+from hf_agents.training.reward import (
+    RewardModelConfig,
+    TrajectoryRewardTrainer,
+    build_comparisons,
+    build_reward_model,
+    embed_trajectories,
+)
+
+STAGES = {"imitation": ImitationConfig, "reward": RewardModelConfig}
+REQUIRED = {"imitation": ("dataset",), "reward": ("trajectories", "preferences")}
 
 
 class RecipeError(ValueError):
@@ -40,8 +52,8 @@ def _argv_from(mapping: dict) -> list[str]:
     return argv
 
 
-def parse_recipe(recipe: str | None, overrides: list[str] = ()) -> ImitationConfig:
-    """Recipe YAML + overrides -> ImitationConfig, with clear errors for unknown fields and wrong types."""
+def parse_recipe(recipe: str | None, overrides: list[str] = ()) -> ImitationConfig | RewardModelConfig:
+    """Recipe YAML + overrides -> the stage's config, with clear errors for unknown fields and wrong types."""
     values = {}
     if recipe:
         path = Path(recipe)
@@ -66,9 +78,13 @@ def parse_recipe(recipe: str | None, overrides: list[str] = ()) -> ImitationConf
             values[key] = value
         else:
             raise RecipeError(f"{where}: cannot read override '{token}'; use key=value or --key value")
+    stage = values.pop("stage", "imitation")
+    if stage not in STAGES:
+        raise RecipeError(f"{where}: unknown stage '{stage}'; choose one of {sorted(STAGES)}")
+    config_class = STAGES[stage]
     argv = _argv_from(values)
-    parser = HfArgumentParser(ImitationConfig, exit_on_error=False)
-    known = {f for f in ImitationConfig.__dataclass_fields__}
+    parser = HfArgumentParser(config_class, exit_on_error=False)
+    known = {f for f in config_class.__dataclass_fields__}
     unknown = [a[2:] for a in argv if a.startswith("--") and a[2:].replace("-", "_") not in known]
     if unknown:
         raise RecipeError(f"{where}: unknown field(s) {unknown}; see `python -m hf_agents.train --help`")
@@ -76,12 +92,13 @@ def parse_recipe(recipe: str | None, overrides: list[str] = ()) -> ImitationConf
         (config,) = parser.parse_args_into_dataclasses(args=argv)
     except (ArgumentError, ValueError, TypeError) as e:
         raise RecipeError(f"{where}: {e}") from e
-    if not config.dataset:
-        raise RecipeError(f"{where}: `dataset` is required (a trajectory dataset directory or Hub id)")
+    for name in REQUIRED[stage]:
+        if not getattr(config, name):
+            raise RecipeError(f"{where}: `{name}` is required for the {stage} stage (see --help)")
     return config
 
 
-def check_output_dir(config: ImitationConfig) -> str | None:
+def check_output_dir(config) -> str | None:
     """The checkpoint to resume from, or None; refuses to write into a used output_dir by accident."""
     out = Path(config.output_dir)
     if config.resume:
@@ -94,7 +111,9 @@ def check_output_dir(config: ImitationConfig) -> str | None:
     return None
 
 
-def train(config: ImitationConfig) -> dict:
+def train(config) -> dict:
+    if isinstance(config, RewardModelConfig):
+        return train_reward(config)
     resume_from = check_output_dir(config)
     frame_size, train_windows, eval_windows = build_datasets(config)
     set_seed(config.seed)  # the model's initialisation too, not only the Trainer's data order
@@ -115,10 +134,38 @@ def train(config: ImitationConfig) -> dict:
     return metrics
 
 
+def train_reward(config: RewardModelConfig) -> dict:
+    resume_from = check_output_dir(config)
+    trajectories = load_trajectories(config.trajectories)
+    height, width = trajectories.frame_size
+    if height != width:
+        raise RecipeError(f"{config.trajectories}: frames are {height}x{width}; the reward model takes square frames")
+    train_pairs, eval_pairs, train_index = build_comparisons(config, trajectories)
+    set_seed(config.seed)
+    model = build_reward_model(config, height)
+    embeddings = embed_trajectories(model, trajectories, config.embed_batch_size)  # once: the encoder is frozen
+    if eval_pairs is None:
+        config.eval_strategy = "no"
+    trainer = TrajectoryRewardTrainer(model, config, embeddings, train_pairs, eval_pairs)
+    trainer.train(resume_from_checkpoint=resume_from)
+    metrics = {"train_comparisons": len(train_pairs), "eval_comparisons": len(eval_pairs) if eval_pairs else 0,
+               "train_trajectories": len(train_index)}
+    if eval_pairs is not None:
+        metrics.update(trainer.evaluate())
+    metrics["reward_min"], metrics["reward_max"] = trainer.normalise(train_index)
+    if trainer.is_world_process_zero():
+        trainer.save_model(config.output_dir)
+        (Path(config.output_dir) / "train_results.json").write_text(json.dumps(
+            {"metrics": metrics, "log_history": trainer.state.log_history}, indent=2, default=str))
+    return metrics
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
-        HfArgumentParser(ImitationConfig).print_help()
+        for stage, config_class in STAGES.items():
+            print(f"== stage: {stage} ==")
+            HfArgumentParser(config_class).print_help()
         return 0
     recipe = argv.pop(0) if argv and argv[0].endswith((".yaml", ".yml")) else None
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -1,7 +1,10 @@
-"""The agent model (registered with transformers' Auto classes on import) and its acting policy."""
+"""The agent model and the trajectory reward model (registered with transformers' Auto classes on import)."""
 
 from hf_agents.models.configuration_agent import PRESETS, AgentConfig
+from hf_agents.models.configuration_reward import TrajectoryRewardConfig
 from hf_agents.models.modeling_agent import LORA_TARGET_MODULES, AgentModel, AgentOutput, split_logits
+from hf_agents.models.modeling_reward import TrajectoryRewardModel
 from hf_agents.models.policy import AgentPolicy
 
-__all__ = ["LORA_TARGET_MODULES", "PRESETS", "AgentConfig", "AgentModel", "AgentOutput", "AgentPolicy", "split_logits"]
+__all__ = ["LORA_TARGET_MODULES", "PRESETS", "AgentConfig", "AgentModel", "AgentOutput", "AgentPolicy",
+           "TrajectoryRewardConfig", "TrajectoryRewardModel", "split_logits"]

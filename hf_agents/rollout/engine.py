@@ -64,7 +64,7 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, spawns=None, vari
     any other reset options[k]). `episode_ids` renumbers them (a rank's share of a larger run).
 
     keep_frames: True keeps every episode's frames, an int N only those of the first N episodes (videos).
-    writer: a TrajectoryWriter to stream episodes into (their frames are then not kept in memory).
+    writer: a TrajectoryWriter to stream episodes into (frames are then kept in memory only as keep_frames says).
     accept: optional `fn(episode) -> bool`; rejected episodes are neither kept nor written (curation).
     """
     n_envs = venv.num_envs
@@ -145,8 +145,7 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, spawns=None, vari
                 continue
             if writer is not None:
                 ep.write_to(writer, source)
-                ep.frames = None
-            elif keep_frames is not True and k >= int(keep_frames):
+            if keep_frames is not True and k >= int(keep_frames):
                 ep.frames = None
             result.episodes.append(ep)
         bar.set_postfix(eps_per_s=f"{bar.n / max(time.monotonic() - t0, 1e-9):.1f}", dropped=result.dropped)

@@ -3,6 +3,7 @@ the 100-step timeout; the distribution over left / middle / right / none, with f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hf_agents.data.writer import TrajectoryWriter
 from hf_agents.envs.jumppads import make_jumppads
 from hf_agents.envs.jumppads_map import DEFAULT_VARIANT, NUM_SPAWNS
 from hf_agents.envs.vector import BatchedEnv
@@ -53,11 +55,13 @@ def summarize(episodes, dropped: int = 0) -> dict:
 
 
 def evaluate_policy(policy, out_dir, episodes=100, num_envs=8, frame_size=64, seed=12345, videos=3,
-                    label="agent", progress=True, max_steps=100) -> dict:
+                    label="agent", progress=True, max_steps=100, trajectories=None, overwrite=False) -> dict:
     """Run the evaluation for any policy of the rollout interface; write eval.json, figures and videos.
 
+    trajectories: also write every episode (frames, actions, log-probs, state, outcome) as a trajectory
+    dataset there: the on-policy rollouts that preferences, the reward model and alignment start from.
     Under `accelerate launch` / torchrun, each rank rolls out its share (episodes rank, rank + world, ...)
-    and rank 0 gathers the episodes and writes the results.
+    and rank 0 gathers the episodes and writes the results (and rank k writes `trajectories`/rank-k).
     """
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -67,9 +71,18 @@ def evaluate_policy(policy, out_dir, episodes=100, num_envs=8, frame_size=64, se
     out.mkdir(parents=True, exist_ok=True)
     env_fn = functools.partial(make_jumppads, frame_size=frame_size, variant=DEFAULT_VARIANT, max_steps=max_steps)
     share = list(range(state.process_index, episodes, state.num_processes))
-    with BatchedEnv(env_fn, num_envs) as venv:
+    with contextlib.ExitStack() as stack:
+        venv = stack.enter_context(BatchedEnv(env_fn, num_envs))
+        writer = None
+        if trajectories is not None:
+            path = Path(trajectories) / f"rank-{state.process_index}" if state.num_processes > 1 else trajectories
+            writer = stack.enter_context(TrajectoryWriter(
+                path, frame_size=frame_size, overwrite=overwrite,
+                description=f"On-policy rollouts of {label} in the paper's evaluation setting (variant "
+                            f"'{DEFAULT_VARIANT}', random spawn, up to {max_steps} steps)."))
         result = rollout(venv, policy, len(share), seed=seed, keep_frames=videos if state.is_main_process else 0,
-                         progress=progress and state.is_main_process, desc=f"evaluate {label}", episode_ids=share)
+                         progress=progress and state.is_main_process, desc=f"evaluate {label}", episode_ids=share,
+                         writer=writer, source=f"rollout:{label}")
     if state.num_processes > 1:
         local = [(e if e.frames is None else None) for e in result.episodes]
         gathered = gather_object([(local, result.dropped, result.errors, result.env_steps, result.seconds)])
@@ -94,13 +107,14 @@ def evaluate_policy(policy, out_dir, episodes=100, num_envs=8, frame_size=64, se
 
 
 def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.0, seed=12345, videos=3,
-                   label=None, progress=True) -> dict:
+                   label=None, progress=True, trajectories=None, overwrite=False) -> dict:
     from hf_agents.models import AgentModel, AgentPolicy
 
     model = AgentModel.from_pretrained(model_path).eval()
     policy = AgentPolicy(model, num_envs, temperature=temperature, seed=seed)
     return evaluate_policy(policy, out_dir, episodes=episodes, num_envs=num_envs, frame_size=model.config.image_size,
-                           seed=seed, videos=videos, label=label or Path(model_path).name, progress=progress)
+                           seed=seed, videos=videos, label=label or Path(model_path).name, progress=progress,
+                           trajectories=trajectories, overwrite=overwrite)
 
 
 def compare(eval_dirs, out, labels=None) -> Path:

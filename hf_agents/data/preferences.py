@@ -1,0 +1,85 @@
+"""Preferences between trajectories: one parquet file of (chosen, rejected) episode ids, and the synthetic oracle.
+
+Schema (one row per comparison): `chosen` and `rejected` are episode ids of one trajectory dataset,
+`labeller` says who judged (a designer's name, or `synthetic:<pad>`). The same file serves the synthetic
+oracle, the designers' labelling app, the reward model, preference fine-tuning and DPO.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hf_agents.data.schema import NO_OUTCOME
+from hf_agents.data.writer import DatasetFormatError
+
+PREFERENCE_COLUMNS = ("chosen", "rejected", "labeller")
+
+
+def synthetic_rank(episode: dict, pad: str) -> tuple[int, int]:
+    """Paper 3.4: the given pad > another pad > no pad; within each, shorter is better. Higher sorts better."""
+    outcome = episode["outcome"]
+    tier = 2 if outcome == pad else (0 if outcome == NO_OUTCOME else 1)
+    steps = episode["outcome_step"] + 1 if outcome != NO_OUTCOME and episode["outcome_step"] >= 0 else episode["length"]
+    return tier, -int(steps)
+
+
+def synthetic_preferences(episodes: list[dict], pad: str, max_comparisons: int | None = None,
+                          seed: int = 0) -> list[tuple[int, int]]:
+    """Every pair with a strict preference, as (chosen id, rejected id); ties give no comparison."""
+    pairs = []
+    for a, b in itertools.combinations(episodes, 2):
+        ra, rb = synthetic_rank(a, pad), synthetic_rank(b, pad)
+        if ra != rb:
+            pairs.append((a["episode_id"], b["episode_id"]) if ra > rb else (b["episode_id"], a["episode_id"]))
+    if max_comparisons is not None and len(pairs) > max_comparisons:
+        pairs = random.Random(seed).sample(pairs, max_comparisons)
+    return pairs
+
+
+def write_preferences(path: str | Path, pairs, labeller: str) -> Path:
+    """Write (chosen, rejected) pairs to a parquet file, atomically (a failed write keeps the old file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"chosen": pa.array([int(c) for c, _ in pairs], pa.int64()),
+                      "rejected": pa.array([int(r) for _, r in pairs], pa.int64()),
+                      "labeller": pa.array([labeller] * len(pairs), pa.string())})
+    fd, tmp = tempfile.mkstemp(prefix=".preferences-", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_preferences(path: str | Path, episode_ids=None) -> list[tuple[int, int]]:
+    """(chosen, rejected) pairs; with `episode_ids`, checks that every id is in the trajectory dataset."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such preferences file (write one with `hf-agents preferences synthetic`)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetFormatError(f"{path}: corrupt or truncated parquet file ({e})") from e
+    missing = [c for c in ("chosen", "rejected") if c not in table.column_names]
+    if missing:
+        raise DatasetFormatError(f"{path}: missing column(s) {missing}; a preferences file has {list(PREFERENCE_COLUMNS)}")
+    pairs = list(zip(table.column("chosen").to_pylist(), table.column("rejected").to_pylist()))
+    if not pairs:
+        raise DatasetFormatError(f"{path}: no comparisons")
+    if episode_ids is not None:
+        known = set(episode_ids)
+        unknown = sorted({i for pair in pairs for i in pair if i not in known})
+        if unknown:
+            raise DatasetFormatError(f"{path}: episode id(s) {unknown[:5]} are not in the trajectory dataset; "
+                                     "were these preferences made for another dataset?")
+    return pairs

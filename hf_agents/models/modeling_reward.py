@@ -1,0 +1,143 @@
+"""The trajectory reward model: frozen per-step embeddings -> per-step MLP -> concatenated -> MLP -> one reward.
+
+Paper C.3. A trajectory is padded to `max_steps` (100) with black frames. Each step is embedded by a frozen
+encoder: the fine-tuned agent's layer-normed transformer output at that step's observation slot (with the
+same sliding context the agent has when it acts), or, as the baseline, a frozen random linear projection
+of the flattened frame. An MLP (256, GELU) maps each embedding to 3 numbers; the 100 x 3 are concatenated
+and an MLP (256, GELU) gives the trajectory's reward. Trained with Bradley-Terry (TRL's `RewardTrainer`);
+afterwards the min and max reward over the training trajectories are stored to normalise to [0, 1].
+
+Because the encoder is frozen, training works on precomputed embeddings (`embed` once, then
+`forward(embeddings=...)`); at RL time `forward(frames=..., actions=...)` does both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from hf_agents.actions import CENTRE_BUCKET, NUM_BUTTONS, NUM_COMPONENTS
+from hf_agents.models.configuration_agent import AgentConfig
+from hf_agents.models.configuration_reward import TrajectoryRewardConfig
+from hf_agents.models.modeling_agent import AgentModel
+
+
+class TrajectoryRewardModel(PreTrainedModel):
+    config_class = TrajectoryRewardConfig
+    base_model_prefix = "reward"
+    main_input_name = "embeddings"
+    _no_split_modules = []
+
+    def __init__(self, config: TrajectoryRewardConfig):
+        super().__init__(config)
+        if config.encoder == "agent":
+            self.agent = AgentModel(AgentConfig(**config.agent_config))
+            self.agent.requires_grad_(False)
+        else:
+            pixels = 3 * config.image_size * config.image_size
+            self.projection = nn.Linear(pixels, config.random_embedding_size, bias=False)
+            self.projection.requires_grad_(False)
+        self.step_mlp = nn.Sequential(
+            nn.Linear(config.embedding_size, config.step_hidden_size), nn.GELU(),
+            nn.Linear(config.step_hidden_size, config.step_output_size),
+        )
+        self.trajectory_mlp = nn.Sequential(
+            nn.Linear(config.max_steps * config.step_output_size, config.hidden_size), nn.GELU(),
+            nn.Linear(config.hidden_size, 1),
+        )
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear) and module is getattr(self, "projection", None):
+            # A random projection that keeps the embedding's scale independent of the frame size.
+            nn.init.normal_(module.weight, std=module.in_features ** -0.5)
+        elif isinstance(module, nn.Linear):
+            nn.init.kaiming_uniform_(module.weight, a=5 ** 0.5)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, AgentModel):
+            pass  # its own weights come from the agent checkpoint
+
+    @classmethod
+    def from_agent(cls, agent: AgentModel | str, **config_kwargs) -> TrajectoryRewardModel:
+        """A reward model whose frozen encoder is the given agent (a model or a checkpoint directory)."""
+        if isinstance(agent, str):
+            agent = AgentModel.from_pretrained(agent)
+        model = cls(TrajectoryRewardConfig(encoder="agent", agent_config=agent.config.to_dict(), **config_kwargs))
+        model.agent.load_state_dict(agent.state_dict())
+        return model
+
+    # -- embeddings (frozen) -------------------------------------------------------------------
+    def pad(self, frames: torch.Tensor, actions: torch.Tensor | None, lengths: torch.Tensor | None):
+        """Pad (B, T, ...) to (B, max_steps, ...): black frames and no-op actions after each trajectory's end."""
+        B, T = frames.shape[:2]
+        N = self.config.max_steps
+        if T > N:
+            raise ValueError(f"trajectories of {T} steps exceed the reward model's max_steps={N}; cut them first")
+        lengths = torch.full((B,), T, device=frames.device) if lengths is None else lengths.to(frames.device)
+        keep = torch.arange(N, device=frames.device)[None] < lengths[:, None]  # (B, N)
+        out_frames = frames.new_zeros(B, N, *frames.shape[2:])
+        out_frames[:, :T] = frames
+        out_frames[~keep] = 0
+        out_actions = torch.zeros(B, N, NUM_COMPONENTS, dtype=torch.long, device=frames.device)
+        out_actions[..., NUM_BUTTONS:] = CENTRE_BUCKET  # padded steps are no-ops
+        if actions is not None:
+            out_actions[:, :T] = torch.where(keep[:, :T, None], actions.long(), out_actions[:, :T])
+        return out_frames, out_actions
+
+    @torch.no_grad()
+    def embed(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
+              lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """frames (B, T, 3, H, W) uint8, actions (B, T, 16) ids, lengths (B,) -> embeddings (B, max_steps, D)."""
+        frames, actions = self.pad(frames, actions, lengths)
+        if self.config.encoder == "random":
+            flat = frames.flatten(2).to(self.projection.weight.dtype) / 255.0
+            return self.projection(flat)
+        return self._agent_embeddings(frames, actions)
+
+    def _agent_embeddings(self, frames, actions):
+        # The agent acts with a sliding context: once its window of H steps is full it keeps the last H/2
+        # and goes on (see AgentPolicy). Windows starting every H/2 steps give each step that same context.
+        H = self.agent.config.context_length
+        keep = H // 2
+        N = frames.shape[1]
+        out = []
+        for start in range(0, max(N - keep, 1), keep):
+            window = slice(start, min(start + H, N))
+            hidden = self.agent(frames[:, window], actions[:, window]).last_hidden_state
+            first_new = 0 if start == 0 else keep  # steps before it were embedded by the previous window
+            out.append(hidden[:, first_new:])
+        return torch.cat(out, 1)[:, :N]
+
+    # -- the reward ----------------------------------------------------------------------------
+    def forward(self, embeddings: torch.Tensor | None = None, frames: torch.Tensor | None = None,
+                actions: torch.Tensor | None = None, lengths: torch.Tensor | None = None, **kwargs):
+        """Rewards (B, 1) from embeddings (B, max_steps, D), or from frames/actions/lengths (embedded here).
+
+        Other keyword arguments (`attention_mask`, `use_cache`, `margin` from TRL's trainer) are accepted
+        and ignored: padding is part of the input, as in the paper.
+        """
+        if embeddings is None:
+            if frames is None:
+                raise ValueError("pass embeddings (B, max_steps, D) or frames (B, T, 3, H, W)")
+            embeddings = self.embed(frames, actions, lengths)
+        expected = (self.config.max_steps, self.config.embedding_size)
+        if embeddings.ndim != 3 or tuple(embeddings.shape[1:]) != expected:
+            raise ValueError(f"embeddings must be (batch, {expected[0]}, {expected[1]}), got {tuple(embeddings.shape)}")
+        per_step = self.step_mlp(embeddings.to(self.step_mlp[0].weight.dtype))
+        rewards = self.trajectory_mlp(per_step.flatten(1))
+        return SequenceClassifierOutput(logits=rewards)
+
+    def normalized_reward(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Raw rewards -> [0, 1] with the min/max seen on the training trajectories (clamped outside them)."""
+        lo, hi = self.config.reward_min, self.config.reward_max
+        if lo is None or hi is None:
+            raise ValueError("this reward model has no normalisation yet (reward_min/max are set by training)")
+        return ((rewards - lo) / max(hi - lo, 1e-8)).clamp(0, 1)
+
+
+AutoConfig.register("hf_agent_reward", TrajectoryRewardConfig)
+AutoModel.register(TrajectoryRewardConfig, TrajectoryRewardModel)
+AutoModelForSequenceClassification.register(TrajectoryRewardConfig, TrajectoryRewardModel)

@@ -1,0 +1,164 @@
+"""Stage 4 (paper 3.5, C.3): a Bradley-Terry reward model on trajectory preferences, with TRL's RewardTrainer.
+
+The encoder (the fine-tuned agent, or a random projection) is frozen, so every trajectory is embedded once
+and the trainer sees only embeddings: a batch is the chosen trajectories' embeddings followed by the
+rejected ones', which is the (2B, 1) layout `RewardTrainer.compute_loss` expects. Trajectories are split
+into train and held-out sets by episode; a comparison is held out when both its trajectories are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast
+from trl import RewardConfig, RewardTrainer
+
+from hf_agents.data import TrajectoryDataset
+from hf_agents.data.preferences import read_preferences
+from hf_agents.models import AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel
+
+
+@dataclass
+class RewardModelConfig(RewardConfig):
+    r"""Configuration of the reward-model stage; every `RewardConfig`/`TrainingArguments` field is available too.
+
+    Paper values (C.3): minibatch 2048 comparisons, lr 1e-4, L2 penalty 0.1, 200 epochs (50 for the largest
+    set), trajectories padded to 100 steps, agent-encoder embeddings (or a 512-d random projection).
+    """
+
+    trajectories: str = field(default="", metadata={"help": "Trajectory dataset the preferences refer to (rollouts)."})
+    preferences: str = field(default="", metadata={"help": "Preferences parquet file (chosen, rejected episode ids)."})
+    encoder: str = field(default="agent", metadata={"help": "'agent' (frozen agent embeddings) or 'random' (frozen "
+                                                     "random projection of the frame, the paper's baseline)."})
+    agent: str | None = field(default=None, metadata={"help": "Agent checkpoint whose transformer embeds the steps "
+                                                      "(required for encoder='agent')."})
+    trajectory_steps: int = field(default=100, metadata={"help": "Trajectories are padded to (and cut at) this many "
+                                                          "steps (paper: 100)."})
+    eval_fraction: float = field(default=0.2, metadata={"help": "Share of trajectories held out; comparisons among "
+                                                        "them measure preference accuracy."})
+    embed_batch_size: int = field(default=8, metadata={"help": "Trajectories embedded at once by the frozen encoder."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    overwrite: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
+    per_device_train_batch_size: int = field(default=2048, metadata={"help": "Comparisons per step (paper: 2048)."})
+    per_device_eval_batch_size: int = field(default=2048, metadata={"help": "Comparisons per evaluation step."})
+    num_train_epochs: float = field(default=200, metadata={"help": "Epochs over the comparisons (paper: 200)."})
+    weight_decay: float = field(default=0.1, metadata={"help": "L2 penalty that keeps rewards from growing (paper: 0.1)."})
+    max_length: int | None = field(default=None, metadata={"help": "Unused: trajectories, not tokens."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of "
+                                                "activation_checkpointing (off: the encoder is frozen)."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; default: on where a GPU supports it."})
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={"help": "Where to log metrics."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    save_safetensors: bool = field(default=True, metadata={"help": "Checkpoints as safetensors."})
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        super().__post_init__()
+
+
+def _placeholder_tokenizer() -> PreTrainedTokenizerFast:
+    """RewardTrainer asks for a tokenizer with a pad token even when the data is already 'tokenized'."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<pad>": 0}, unk_token="<pad>")),
+                                   pad_token="<pad>", eos_token="<pad>")
+
+
+class EmbeddingCollator:
+    """Rows hold trajectory indices (`chosen_ids`, `rejected_ids`); a batch holds their frozen embeddings."""
+
+    def __init__(self, embeddings: torch.Tensor):
+        self.embeddings = embeddings
+
+    def __call__(self, rows: list[dict]) -> dict:
+        index = [r["chosen_ids"][0] for r in rows] + [r["rejected_ids"][0] for r in rows]
+        emb = self.embeddings[torch.as_tensor(index)]
+        return {"embeddings": emb, "attention_mask": torch.ones(emb.shape[:2], dtype=torch.long)}
+
+
+class TrajectoryRewardTrainer(RewardTrainer):
+    """TRL's RewardTrainer on trajectory embeddings; adds the min-max normalisation after training (C.3)."""
+
+    def __init__(self, model: TrajectoryRewardModel, args: RewardModelConfig, embeddings: torch.Tensor,
+                 train_dataset, eval_dataset=None, **kwargs):
+        self.embeddings = embeddings
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=EmbeddingCollator(embeddings), processing_class=_placeholder_tokenizer(),
+                         **kwargs)
+        self.processing_class = None  # the placeholder is not part of the model: do not save it beside the weights
+
+    @torch.no_grad()
+    def rewards(self, indices) -> torch.Tensor:
+        model = self.accelerator.unwrap_model(self.model).eval()
+        emb = self.embeddings[torch.as_tensor(list(indices))]
+        device = next(model.parameters()).device
+        return torch.cat([model(embeddings=chunk.to(device)).logits[:, 0].float().cpu()
+                          for chunk in emb.split(4096)])
+
+    def normalise(self, train_indices) -> tuple[float, float]:
+        r = self.rewards(train_indices)
+        model = self.accelerator.unwrap_model(self.model)
+        model.config.reward_min, model.config.reward_max = float(r.min()), float(r.max())
+        return model.config.reward_min, model.config.reward_max
+
+
+def build_reward_model(config: RewardModelConfig, frame_size: int) -> TrajectoryRewardModel:
+    if config.encoder == "agent":
+        if not config.agent:
+            raise ValueError("encoder='agent' needs `agent`: the checkpoint of the (fine-tuned) agent to embed with")
+        agent = AgentModel.from_pretrained(config.agent)
+        if agent.config.image_size != frame_size:
+            raise ValueError(f"{config.trajectories}: frames are {frame_size}px but the agent {config.agent} takes "
+                             f"{agent.config.image_size}px; roll out with a matching env or pick another agent")
+        return TrajectoryRewardModel.from_agent(agent, max_steps=config.trajectory_steps)
+    return TrajectoryRewardModel(TrajectoryRewardConfig(encoder=config.encoder, image_size=frame_size,
+                                                        max_steps=config.trajectory_steps))
+
+
+@torch.no_grad()
+def embed_trajectories(model: TrajectoryRewardModel, trajectories: TrajectoryDataset, batch_size: int = 8,
+                       progress: bool = True) -> torch.Tensor:
+    """(episodes, max_steps, D) frozen embeddings of every episode (cut to max_steps)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    order = range(len(trajectories))
+    for start in tqdm(range(0, len(order), batch_size), desc="embedding trajectories", disable=not progress):
+        idx = list(order[start:start + batch_size])
+        steps = [trajectories.read(i, 0, min(int(trajectories._view.length[i]), model.config.max_steps)) for i in idx]
+        T = max(len(s["frames"]) for s in steps)
+        frames = np.zeros((len(idx), T, *steps[0]["frames"].shape[1:]), np.uint8)
+        actions = np.zeros((len(idx), T, 16), np.int64)
+        for j, s in enumerate(steps):
+            frames[j, :len(s["frames"])], actions[j, :len(s["frames"])] = s["frames"], s["actions"]
+        lengths = torch.as_tensor([len(s["frames"]) for s in steps])
+        emb = model.embed(torch.from_numpy(frames).to(device), torch.from_numpy(actions).to(device), lengths.to(device))
+        out.append(emb.float().cpu())
+    return torch.cat(out)
+
+
+def build_comparisons(config: RewardModelConfig, trajectories: TrajectoryDataset):
+    """Train and held-out comparison datasets (rows of trajectory indices) and the train trajectory indices."""
+    position = {m["episode_id"]: i for i, m in enumerate(trajectories.episodes)}
+    pairs = read_preferences(config.preferences, position)
+    train_part, eval_part = trajectories.split(config.eval_fraction, seed=config.seed)
+    held_out = {m["episode_id"] for m in eval_part.episodes}
+    rows = {"train": ([], []), "eval": ([], [])}
+    for chosen, rejected in pairs:
+        side = "eval" if chosen in held_out and rejected in held_out else (
+            "train" if chosen not in held_out and rejected not in held_out else None)
+        if side:  # a comparison across the split would leak held-out trajectories into training
+            rows[side][0].append([position[chosen]])
+            rows[side][1].append([position[rejected]])
+    if not rows["train"][0]:
+        raise ValueError(f"{config.preferences}: no comparison between training trajectories; "
+                         "label more pairs or lower eval_fraction")
+    make = lambda r: datasets.Dataset.from_dict({"chosen_ids": r[0], "rejected_ids": r[1]})  # noqa: E731
+    train_idx = sorted(position[m["episode_id"]] for m in train_part.episodes)
+    return make(rows["train"]), (make(rows["eval"]) if rows["eval"][0] else None), train_idx

@@ -1,0 +1,152 @@
+"""Preferences and the reward model: synthetic oracle, file format, model pieces, and real TRL training."""
+
+import functools
+import json
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import AutoModel, AutoModelForSequenceClassification
+
+from hf_agents.data import DatasetFormatError, TrajectoryWriter, load_trajectories
+from hf_agents.data.preferences import read_preferences, synthetic_preferences, write_preferences
+from hf_agents.models import AgentConfig, AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel
+from hf_agents.train import RecipeError, main, parse_recipe
+
+
+def _episode(i, outcome, steps):
+    return {"episode_id": i, "outcome": outcome, "outcome_step": steps - 1 if outcome != "none" else -1,
+            "length": steps}
+
+
+def test_synthetic_oracle_ranks_like_the_paper():
+    eps = [_episode(0, "left", 40), _episode(1, "left", 30), _episode(2, "middle", 20), _episode(3, "none", 100),
+           _episode(4, "right", 20)]
+    pairs = set(synthetic_preferences(eps, "left"))
+    assert (1, 0) in pairs  # same pad: shorter wins
+    assert (0, 2) in pairs and (0, 3) in pairs  # the given pad beats another pad and no pad
+    assert (2, 3) in pairs  # another pad beats no pad
+    assert (2, 4) not in pairs and (4, 2) not in pairs  # a tie gives no comparison
+    assert len(pairs) == 9
+    assert len(synthetic_preferences(eps, "left", max_comparisons=4)) == 4
+
+
+def test_preferences_file_round_trip_and_errors(tmp_path):
+    path = write_preferences(tmp_path / "p.parquet", [(1, 2), (3, 2)], "designer-a")
+    assert read_preferences(path, episode_ids=[1, 2, 3]) == [(1, 2), (3, 2)]
+    with pytest.raises(DatasetFormatError, match="not in the trajectory dataset"):
+        read_preferences(path, episode_ids=[1, 2])
+    with pytest.raises(TypeError):  # a failed write leaves the old file as it was
+        write_preferences(path, [(object(), 1)], "x")
+    assert read_preferences(path) == [(1, 2), (3, 2)]
+    pq.write_table(pa.table({"winner": [1]}), tmp_path / "bad.parquet")
+    with pytest.raises(DatasetFormatError, match="bad.parquet.*missing column"):
+        read_preferences(tmp_path / "bad.parquet")
+
+
+def test_agent_embeddings_use_the_acting_context_and_padding():
+    torch.manual_seed(0)
+    agent = AgentModel(AgentConfig.from_preset("tiny")).eval()
+    model = TrajectoryRewardModel.from_agent(agent).eval()
+    frames = torch.randint(0, 256, (2, 50, 3, 32, 32), dtype=torch.uint8)
+    actions = torch.randint(0, 2, (2, 50, 16))
+    emb = model.embed(frames, actions, torch.tensor([50, 20]))
+    assert emb.shape == (2, 100, 64)
+    with torch.no_grad():
+        # steps 0-31 see the episode from its start; steps 32-47 see steps 16..t (the policy's slide)
+        assert torch.allclose(emb[0, :32], agent(frames[:1, :32], actions[:1, :32]).last_hidden_state[0], atol=1e-5)
+        later = agent(frames[:1, 16:48], actions[:1, 16:48]).last_hidden_state[0, 16:]
+        assert torch.allclose(emb[0, 32:48], later, atol=1e-5)
+    # a 20-step trajectory is padded with black frames: what follows its end does not matter
+    alone = model.embed(frames[1:, :20], actions[1:, :20])
+    assert torch.allclose(emb[1], alone[0], atol=1e-5)
+    assert not torch.allclose(emb[0], emb[1])
+
+
+def test_reward_model_save_load_and_bad_input(tmp_path):
+    model = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=32, reward_min=-1.0,
+                                                         reward_max=3.0)).eval()
+    frames = torch.randint(0, 256, (3, 12, 3, 32, 32), dtype=torch.uint8)
+    rewards = model(frames=frames).logits
+    assert rewards.shape == (3, 1)
+    model.save_pretrained(tmp_path / "rm")
+    assert (tmp_path / "rm" / "model.safetensors").exists()
+    for auto in (AutoModel, AutoModelForSequenceClassification):
+        again = auto.from_pretrained(tmp_path / "rm").eval()
+        assert isinstance(again, TrajectoryRewardModel)
+        assert torch.equal(again(frames=frames).logits, rewards)  # the frozen projection is saved too
+    assert model.normalized_reward(torch.tensor([-3.0, 1.0, 5.0])).tolist() == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="exceed the reward model's max_steps=100"):
+        model(frames=torch.zeros(1, 101, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="embeddings must be"):
+        model(embeddings=torch.zeros(1, 100, 7))
+    with pytest.raises(ValueError, match="needs the agent's config"):
+        TrajectoryRewardConfig(encoder="agent")
+
+
+@pytest.fixture(scope="module")
+def rollouts(tmp_path_factory):
+    """On-policy-style rollouts in the evaluation setting (scripted players: a mix of pads) and left-pad prefs."""
+    from hf_agents.envs.jumppads import make_jumppads
+    from hf_agents.envs.population import ScriptedPopulation
+    from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.rollout.engine import rollout
+
+    root = tmp_path_factory.mktemp("reward")
+    env_fn = functools.partial(make_jumppads, frame_size=32, max_steps=100)
+    with BatchedEnv(env_fn, 2) as venv, TrajectoryWriter(root / "rollouts", frame_size=32) as writer:
+        rollout(venv, ScriptedPopulation(2, seed=3), 60, seed=3, writer=writer, progress=False)
+    episodes = load_trajectories(root / "rollouts").episodes
+    assert Counter(e["outcome"] for e in episodes)["left"] >= 4
+    write_preferences(root / "left.parquet", synthetic_preferences(episodes, "left"), "synthetic:left")
+    return root
+
+
+# The random-projection baseline generalises worse and varies more (paper Figure 7): a lower bar.
+@pytest.mark.parametrize("encoder,min_accuracy", [("random", 0.7), ("agent", 0.85)])
+def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder, min_accuracy):
+    extra = []
+    if encoder == "agent":
+        AgentModel(AgentConfig.from_preset("tiny")).save_pretrained(tmp_path / "agent")
+        extra = [f"agent={tmp_path / 'agent'}"]
+    out = tmp_path / "rm"
+    code = main(["stage=reward", f"trajectories={rollouts / 'rollouts'}", f"preferences={rollouts / 'left.parquet'}",
+                 f"encoder={encoder}", f"output_dir={out}", "per_device_train_batch_size=64", "num_train_epochs=20",
+                 "eval_fraction=0.3", "eval_strategy=epoch", "save_strategy=no", "report_to=none",
+                 "logging_steps=20", "disable_tqdm=true", *extra])
+    assert code == 0
+    results = json.loads((out / "train_results.json").read_text())
+    losses = [h["loss"] for h in results["log_history"] if "loss" in h]
+    assert losses[-1] < losses[0] * 0.9, losses  # the Bradley-Terry loss goes down
+    metrics = results["metrics"]
+    assert metrics["eval_comparisons"] > 10
+    assert metrics["eval_accuracy"] >= min_accuracy, metrics  # held-out trajectories, never trained on
+    # the saved model loads through the Auto class, with its normalisation over the training trajectories
+    model = AutoModel.from_pretrained(out).eval()
+    assert model.config.reward_min == pytest.approx(metrics["reward_min"])
+    data = load_trajectories(rollouts / "rollouts")
+    left = [i for i, e in enumerate(data.episodes) if e["outcome"] == "left"]
+    other = [i for i, e in enumerate(data.episodes) if e["outcome"] != "left"]
+    with torch.no_grad():
+        def score(i):
+            steps = data.read(i)
+            r = model(frames=torch.from_numpy(steps["frames"][None]), actions=torch.from_numpy(steps["actions"][None]))
+            return float(model.normalized_reward(r.logits)[0, 0])
+        left_scores, other_scores = [score(i) for i in left], [score(i) for i in other]
+    assert all(0.0 <= s <= 1.0 for s in left_scores + other_scores)
+    assert np.mean(left_scores) > np.mean(other_scores) + 0.1  # the wanted pad scores higher
+
+
+def test_reward_recipe_errors_before_training(rollouts, tmp_path):
+    with pytest.raises(RecipeError, match="`preferences` is required"):
+        parse_recipe(None, ["stage=reward", f"trajectories={rollouts / 'rollouts'}"])
+    with pytest.raises(RecipeError, match="unknown stage 'rewards'"):
+        parse_recipe(None, ["stage=rewards"])
+    AgentModel(AgentConfig.from_preset("cpu")).save_pretrained(tmp_path / "agent64")
+    code = main(["stage=reward", f"trajectories={rollouts / 'rollouts'}", f"preferences={rollouts / 'left.parquet'}",
+                 f"agent={tmp_path / 'agent64'}", f"output_dir={tmp_path / 'rm'}", "report_to=none"])
+    assert code == 2  # 32px rollouts, 64px agent: refused before any step
+    assert not (tmp_path / "rm").exists() or not any((tmp_path / "rm").iterdir())
