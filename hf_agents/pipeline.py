@@ -1,7 +1,9 @@
 """The demo: the whole chain that exists, end to end on the built-in game at CPU scale.
 
-generate data -> pretrain -> SFT and the from-scratch baseline -> evaluate all three -> comparison
-figure and a results table beside the paper's. Stage outputs are reused when present.
+generate data -> pretrain -> SFT and the from-scratch baseline -> evaluate all three (the SFT agent's
+evaluation episodes are kept as its on-policy rollouts) -> synthetic preferences for the left pad ->
+reward models with the agent encoder and the random-projection baseline -> comparison figure and results
+tables beside the paper's. Stage outputs are reused when present.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from pathlib import Path
 from hf_agents.rollout.evaluate import PAPER
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-SCALES = {  # data, steps (None: the recipe's) and evaluation size; "cpu" is what the README's demo runs
-    "cpu": dict(pretrain_episodes=400, per_pad=40, pretrain_steps=None, sft_steps=None, eval_episodes=100),
-    "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8),
+SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model epochs; "cpu": the README's demo
+    "cpu": dict(pretrain_episodes=400, per_pad=40, pretrain_steps=None, sft_steps=None, eval_episodes=100,
+                reward_epochs=30),
+    "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8, reward_epochs=2),
 }
+PREFERRED_PAD = "left"  # the paper aligns to the left pad first
 
 
 def _stage(name, done: Path, fn, log):
@@ -57,18 +61,56 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
     _stage("scratch", out / "scratch" / "model.safetensors", lambda: _train(
         "scratch", [f"dataset={data / 'sft'}", *common("scratch", s["sft_steps"])]), log)
     summaries = {}
+    rollouts = out / "rollouts" / "sft"
     for name in ("pretrain", "sft", "scratch"):
         label = {"pretrain": "base"}.get(name, name)
         target = out / "eval" / label
-        _stage(f"evaluate {label}", target / "eval.json", lambda n=name, t=target, lb=label: evaluate_model(
-            out / n, t, episodes=s["eval_episodes"], num_envs=num_envs, label=lb), log)
+        keep = rollouts if name == "sft" else None  # the paper's on-policy rollouts come from this evaluation
+        done = target / "eval.json" if keep is None else keep / "meta" / "info.json"
+        _stage(f"evaluate {label}", done, lambda n=name, t=target, lb=label, k=keep: evaluate_model(
+            out / n, t, episodes=s["eval_episodes"], num_envs=num_envs, label=lb, trajectories=k, overwrite=True), log)
         summaries[label] = json.loads((target / "eval.json").read_text())
     compare([out / "eval" / k for k in summaries], out / "comparison.png", labels=list(summaries))
-    report = results_table(summaries, out)
+    rewards = reward_models(out, rollouts, s["reward_epochs"], log)
+    report = results_table(summaries, out) + "\n" + reward_table(rewards)
     (out / "report.md").write_text(report)
     log(report)
     log(f"[demo] finished in {time.time() - t0:.0f}s; figures and videos under {out}/eval, table in {out}/report.md")
     return summaries
+
+
+def reward_models(out: Path, rollouts: Path, epochs: int, log) -> dict:
+    """Synthetic preferences on the SFT agent's rollouts, then a reward model per encoder; their metrics."""
+    from hf_agents.data import load_trajectories
+    from hf_agents.data.preferences import synthetic_preferences, write_preferences
+
+    prefs = out / f"preferences-{PREFERRED_PAD}.parquet"
+    episodes = load_trajectories(rollouts).episodes
+    _stage("synthetic preferences", prefs, lambda: write_preferences(
+        prefs, synthetic_preferences(episodes, PREFERRED_PAD), f"synthetic:{PREFERRED_PAD}"), log)
+    results = {}
+    for encoder in ("agent", "random"):
+        target = out / f"reward-{PREFERRED_PAD}-{encoder}"
+        try:
+            _stage(f"reward model ({encoder} encoder)", target / "model.safetensors", lambda e=encoder, t=target: _train(
+                "reward", [f"trajectories={rollouts}", f"preferences={prefs}", f"encoder={e}", f"agent={out / 'sft'}",
+                           f"output_dir={t}", "overwrite=true", f"num_train_epochs={epochs}"]), log)
+        except subprocess.CalledProcessError:  # e.g. every rollout tied: nothing to compare (tiny smoke runs)
+            log(f"[demo] reward model ({encoder} encoder): failed, see the error above; skipped")
+            continue
+        results[encoder] = json.loads((target / "train_results.json").read_text())["metrics"]
+    return results
+
+
+def reward_table(results: dict) -> str:
+    lines = [f"| reward model ({PREFERRED_PAD} pad) | train comparisons | held-out comparisons | held-out accuracy | "
+             "paper (~100 comparisons) |", "|---|---|---|---|---|"]
+    paper = {"agent": "> 90%", "random": "lower, high variance"}
+    for encoder, m in results.items():
+        accuracy = m.get("eval_accuracy")
+        lines.append(f"| {encoder} encoder | {m['train_comparisons']} | {m['eval_comparisons']} | "
+                     f"{'' if accuracy is None else f'{accuracy:.0%}'} | {paper[encoder]} |")
+    return "\n".join(lines) + "\n"
 
 
 def results_table(summaries: dict, out: Path) -> str:

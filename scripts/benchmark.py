@@ -354,6 +354,74 @@ def rollout_speed(q) -> dict:
     return {"batch": B, "env_steps_per_s": stats(samples), "times_real_time_10hz": med / 10}
 
 
+def reward_model_speed(q, peak) -> dict:
+    """Reward-model training comparisons/s (TRL's RewardTrainer on frozen embeddings, against a bare loop on the
+    same model and data), its FLOP/s share of the matmul peak, and the one-off cost of embedding trajectories."""
+    import datasets
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hf_agents.models import TrajectoryRewardConfig, TrajectoryRewardModel
+    from hf_agents.training.reward import RewardModelConfig, TrajectoryRewardTrainer
+
+    tmp = Path(tempfile.mkdtemp())
+    agent = AgentModel(AgentConfig.from_preset("cpu")).to(device()).eval()
+    out = {}
+    frames, actions = batch(4, 100, 64)
+    embedder = TrajectoryRewardModel.from_agent(agent).to(device()).eval()
+    s = timed(lambda: (embedder.embed(frames, actions), sync()), q["reps"])
+    out["embed_agent_cpu_preset_64px"] = {"trajectories_per_s": stats([4 / t for t in s])}
+    B, steps, M = (256, 4, 256) if q["quick"] else (2048, 10, 1024)  # paper: 2048 comparisons a step
+    g = torch.Generator().manual_seed(0)
+    chosen, rejected = torch.randint(0, M, (B * steps,), generator=g), torch.randint(0, M, (B * steps,), generator=g)
+    pairs = datasets.Dataset.from_dict({"chosen_ids": chosen[:, None].tolist(), "rejected_ids": rejected[:, None].tolist()})
+    for encoder in ("agent", "random"):
+        def fresh(encoder=encoder):
+            torch.manual_seed(0)
+            if encoder == "agent":
+                return TrajectoryRewardModel.from_agent(agent)
+            return TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=64))
+
+        model = fresh()
+        embeddings = torch.randn(M, 100, model.config.embedding_size)
+        model.to(device())
+        counter = FlopCounterMode(display=False)
+        with counter:  # one step's forward + backward: chosen and rejected trajectories
+            model(embeddings=embeddings[:2 * B].to(device())).logits.sum().backward()
+        flops_per_step = counter.get_total_flops()
+        results = {"bare": [], "trainer": []}
+        for _ in range(q["reps"]):
+            model = fresh().to(device())
+            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1)
+            t = time.perf_counter()
+            for k in range(steps):
+                idx = torch.cat([chosen[k * B:(k + 1) * B], rejected[k * B:(k + 1) * B]])
+                r = model(embeddings=embeddings[idx].to(device())).logits[:, 0]
+                loss = -torch.nn.functional.logsigmoid(r[:B] - r[B:]).mean()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            sync()
+            results["bare"].append(B * steps / (time.perf_counter() - t))
+            args = RewardModelConfig(output_dir=str(tmp / encoder), trajectories="-", preferences="-",
+                                     per_device_train_batch_size=B, max_steps=steps, report_to="none",
+                                     save_strategy="no", logging_steps=10_000, disable_tqdm=True,
+                                     lr_scheduler_type="constant", dataloader_num_workers=0)
+            trainer = TrajectoryRewardTrainer(fresh(), args, embeddings, pairs)
+            t = time.perf_counter()
+            trainer.train()
+            results["trainer"].append(B * steps / (time.perf_counter() - t))
+        med = statistics.median(results["trainer"])
+        out[f"train_{encoder}_encoder"] = {
+            "embedding_size": model.config.embedding_size, "batch_comparisons": B,
+            "trainer_comparisons_per_s": stats(results["trainer"]), "bare_comparisons_per_s": stats(results["bare"]),
+            "trainer_overhead": 1 - med / statistics.median(results["bare"]),
+            "gflops": med / B * flops_per_step / 1e9,
+            "share_of_matmul_peak": med / B * flops_per_step / 1e9 / peak["fp32"]["gflops"]["median"],
+        }
+    return out
+
+
 def data_generation(q) -> dict:
     from hf_agents.data.generate import generate_pretrain
 
@@ -424,6 +492,7 @@ def main():
         ("env", lambda: env_speed(q)),
         ("rollout", lambda: rollout_speed(q)),
         ("data_generation", lambda: data_generation(q)),
+        ("reward_model", lambda: reward_model_speed(q, peak)),
     ]
     if not args.quick:
         sections.append(("torch_compile", lambda: compile_speedup(q)))
@@ -438,7 +507,6 @@ def main():
         # this section's own peak (main process; env worker processes are not included)
         report[name + "_memory"] = section_peak_memory()
         print(f"[bench] {name}: {time.time() - start:.1f}s", file=sys.stderr)
-    report["reward_model"] = "not measured yet: the reward model stage is not built"
     # clear_refs also resets ru_maxrss, so the whole run's peak is the largest section peak
     report["peak_rss_mb"] = max([peak_rss_mb()] + [v["peak_rss_mb"] for k, v in report.items() if k.endswith("_memory")])
     report["total_seconds"] = time.time() - t0
@@ -495,13 +563,25 @@ def write_markdown(report: dict, out: Path) -> None:
     if "torch_compile" in report:
         c = report["torch_compile"]
         lines.append(f"torch.compile (cpu preset training step): {json.dumps(c)}\n")
+    if "reward_model" in report:
+        r = report["reward_model"]
+        lines.append("| reward model training (TRL RewardTrainer, frozen embeddings, 100 steps) | comparisons/s | "
+                     "bare loop | Trainer overhead | GFLOP/s | share of matmul peak |\n|---|---|---|---|---|---|")
+        for k, v in r.items():
+            if k.startswith("train_"):
+                lines.append(f"| {k} ({v['embedding_size']}-d, batch {v['batch_comparisons']}) | "
+                             f"{fmt(v['trainer_comparisons_per_s'])} | {fmt(v['bare_comparisons_per_s'])} | "
+                             f"{v['trainer_overhead']:.1%} | {v['gflops']:.1f} | {v['share_of_matmul_peak']:.0%} |")
+        e = r["embed_agent_cpu_preset_64px"]["trajectories_per_s"]
+        lines.append(f"\nEmbedding 100-step trajectories once with the frozen cpu-preset agent (64px): {fmt(e)} "
+                     "trajectories/s.\n")
     lines.append("| section | seconds | peak RSS of the main process (MB) |\n|---|---|---|")
     for key, value in report.items():
         if key.endswith("_memory"):
             name = key[: -len("_memory")]
             gpu = f", GPU {value['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in value else ""
             lines.append(f"| {name} | {report[name + '_seconds']:.0f} | {value['peak_rss_mb']:.0f}{gpu} |")
-    lines.append(f"\nReward model: {report['reward_model']}. Peak RSS of the whole run: {report['peak_rss_mb']:.0f} MB.\n")
+    lines.append(f"\nPeak RSS of the whole run: {report['peak_rss_mb']:.0f} MB.\n")
     out.write_text("\n".join(lines) + "\n")
 
 
