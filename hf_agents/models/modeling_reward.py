@@ -113,9 +113,12 @@ class TrajectoryRewardModel(PreTrainedModel):
 
     # -- the reward ----------------------------------------------------------------------------
     def forward(self, embeddings: torch.Tensor | None = None, frames: torch.Tensor | None = None,
-                actions: torch.Tensor | None = None, lengths: torch.Tensor | None = None, **kwargs):
+                actions: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                trajectory_index: torch.Tensor | None = None, **kwargs):
         """Rewards (B, 1) from embeddings (B, max_steps, D), or from frames/actions/lengths (embedded here).
 
+        trajectory_index (N,): return rewards[trajectory_index] (N, 1). A batch of comparisons repeats
+        trajectories (all pairs of M trajectories), so each distinct one is scored once and then indexed.
         Other keyword arguments (`attention_mask`, `use_cache`, `margin` from TRL's trainer) are accepted
         and ignored: padding is part of the input, as in the paper.
         """
@@ -128,6 +131,8 @@ class TrajectoryRewardModel(PreTrainedModel):
             raise ValueError(f"embeddings must be (batch, {expected[0]}, {expected[1]}), got {tuple(embeddings.shape)}")
         per_step = self.step_mlp(embeddings.to(self.step_mlp[0].weight.dtype))
         rewards = self.trajectory_mlp(per_step.flatten(1))
+        if trajectory_index is not None:
+            rewards = rewards[trajectory_index]
         return SequenceClassifierOutput(logits=rewards)
 
     def normalized_reward(self, rewards: torch.Tensor) -> torch.Tensor:

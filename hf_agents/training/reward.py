@@ -71,15 +71,17 @@ def _placeholder_tokenizer() -> PreTrainedTokenizerFast:
 
 
 class EmbeddingCollator:
-    """Rows hold trajectory indices (`chosen_ids`, `rejected_ids`); a batch holds their frozen embeddings."""
+    """Rows hold trajectory indices (`chosen_ids`, `rejected_ids`); a batch holds the frozen embeddings of the
+    distinct trajectories and, per comparison slot (chosen first, then rejected), which of them it is."""
 
     def __init__(self, embeddings: torch.Tensor):
         self.embeddings = embeddings
 
     def __call__(self, rows: list[dict]) -> dict:
-        index = [r["chosen_ids"][0] for r in rows] + [r["rejected_ids"][0] for r in rows]
-        emb = self.embeddings[torch.as_tensor(index)]
-        return {"embeddings": emb, "attention_mask": torch.ones(emb.shape[:2], dtype=torch.long)}
+        index = torch.as_tensor([r["chosen_ids"][0] for r in rows] + [r["rejected_ids"][0] for r in rows])
+        distinct, slot = torch.unique(index, return_inverse=True)  # all-pairs data repeats trajectories a lot
+        return {"embeddings": self.embeddings[distinct], "trajectory_index": slot,
+                "attention_mask": torch.ones(len(index), self.embeddings.shape[1], dtype=torch.long)}
 
 
 class TrajectoryRewardTrainer(RewardTrainer):
