@@ -143,6 +143,8 @@ def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder, min_ac
 def test_reward_recipe_errors_before_training(rollouts, tmp_path):
     with pytest.raises(RecipeError, match="`preferences` is required"):
         parse_recipe(None, ["stage=reward", f"trajectories={rollouts / 'rollouts'}"])
+    with pytest.raises(RecipeError, match="encoder must be one of"):
+        parse_recipe(None, ["stage=reward", "trajectories=x", "preferences=y", "encoder=resnet"])
     with pytest.raises(RecipeError, match="unknown stage 'rewards'"):
         parse_recipe(None, ["stage=rewards"])
     AgentModel(AgentConfig.from_preset("cpu")).save_pretrained(tmp_path / "agent64")

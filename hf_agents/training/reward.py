@@ -20,6 +20,7 @@ from trl import RewardConfig, RewardTrainer
 from hf_agents.data import TrajectoryDataset
 from hf_agents.data.preferences import read_preferences
 from hf_agents.models import AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel
+from hf_agents.models.configuration_reward import ENCODERS
 
 
 @dataclass
@@ -56,6 +57,8 @@ class RewardModelConfig(RewardConfig):
     save_safetensors: bool = field(default=True, metadata={"help": "Checkpoints as safetensors."})
 
     def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got '{self.encoder}'")
         if self.bf16 is None:
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         super().__post_init__()
