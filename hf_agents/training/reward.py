@@ -47,7 +47,11 @@ class RewardModelConfig(RewardConfig):
     per_device_train_batch_size: int = field(default=2048, metadata={"help": "Comparisons per step (paper: 2048)."})
     per_device_eval_batch_size: int = field(default=2048, metadata={"help": "Comparisons per evaluation step."})
     num_train_epochs: float = field(default=200, metadata={"help": "Epochs over the comparisons (paper: 200)."})
-    weight_decay: float = field(default=0.1, metadata={"help": "L2 penalty that keeps rewards from growing (paper: 0.1)."})
+    l2_penalty: float = field(default=0.1, metadata={"help": "L2 regularisation of the trained weights, added to the "
+                                                     "loss as l2/2 * sum(w^2) (Adam-style coupled L2); keeps the "
+                                                     "rewards' scale from growing (paper: 0.1)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW's decoupled weight decay (the paper's L2 is "
+                                                       "`l2_penalty`)."})
     max_length: int | None = field(default=None, metadata={"help": "Unused: trajectories, not tokens."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of "
                                                 "activation_checkpointing (off: the encoder is frozen)."})
@@ -97,6 +101,15 @@ class TrajectoryRewardTrainer(RewardTrainer):
                          data_collator=EmbeddingCollator(embeddings), processing_class=_placeholder_tokenizer(),
                          **kwargs)
         self.processing_class = None  # the placeholder is not part of the model: do not save it beside the weights
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if not self.args.l2_penalty or not model.training:
+            return out
+        penalty = 0.5 * self.args.l2_penalty * sum(p.pow(2).sum() for p in model.parameters() if p.requires_grad)
+        if return_outputs:
+            return out[0] + penalty, out[1]
+        return out + penalty
 
     @torch.no_grad()
     def rewards(self, indices) -> torch.Tensor:
