@@ -370,8 +370,8 @@ def reward_model_speed(q, peak) -> dict:
     embedder = TrajectoryRewardModel.from_agent(agent).to(device()).eval()
     s = timed(lambda: (embedder.embed(frames, actions), sync()), q["reps"])
     out["embed_agent_cpu_preset_64px"] = {"trajectories_per_s": stats([4 / t for t in s])}
-    B, steps, M = (256, 3, 256) if q["quick"] else (2048, 10, 1024)  # paper: 2048 comparisons a step
-    reps = 2 if q["quick"] else q["reps"]
+    B, steps, M = (256, 3, 256) if q["quick"] else (2048, 6, 1024)  # paper: 2048 comparisons a step
+    reps = 2 if q["quick"] else 3  # each rep trains three times (bare, bare without dedup, Trainer) per encoder
     g = torch.Generator().manual_seed(0)
     chosen, rejected = torch.randint(0, M, (B * steps,), generator=g), torch.randint(0, M, (B * steps,), generator=g)
     pairs = datasets.Dataset.from_dict({"chosen_ids": chosen[:, None].tolist(), "rejected_ids": rejected[:, None].tolist()})
@@ -481,7 +481,7 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--sections", default="all")
     args = parser.parse_args()
-    q = dict(quick=args.quick, reps=3 if args.quick else 5, batch=8, sizes=[64] if args.quick else [64, 128],
+    q = dict(quick=args.quick, reps=2 if args.quick else 5, batch=8, sizes=[64] if args.quick else [64, 128],
              act_batches=[1, 16] if args.quick else [1, 16, 64], act_steps=16 if args.quick else 48,
              trainer_steps=6 if args.quick else 30, data_episodes=4 if args.quick else 16, num_envs=4,
              gen_episodes=8 if args.quick else 32)
