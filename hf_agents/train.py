@@ -111,6 +111,14 @@ def check_output_dir(config) -> str | None:
     return None
 
 
+def save_results(trainer, config, metrics: dict) -> None:
+    """The final model (safetensors) and train_results.json (metrics + log history), written by rank 0."""
+    if trainer.is_world_process_zero():
+        trainer.save_model(config.output_dir)
+        (Path(config.output_dir) / "train_results.json").write_text(json.dumps(
+            {"metrics": metrics, "log_history": trainer.state.log_history}, indent=2, default=str))
+
+
 def train(config) -> dict:
     if isinstance(config, RewardModelConfig):
         return train_reward(config)
@@ -127,10 +135,7 @@ def train(config) -> dict:
     metrics = {"uniform_loss": UNIFORM_LOSS}
     if eval_windows is not None:
         metrics.update(trainer.evaluate())
-    if trainer.is_world_process_zero():
-        trainer.save_model(config.output_dir)
-        (Path(config.output_dir) / "train_results.json").write_text(json.dumps(
-            {"metrics": metrics, "log_history": trainer.state.log_history}, indent=2, default=str))
+    save_results(trainer, config, metrics)
     return metrics
 
 
@@ -153,10 +158,7 @@ def train_reward(config: RewardModelConfig) -> dict:
     if eval_pairs is not None:
         metrics.update(trainer.evaluate())
     metrics["reward_min"], metrics["reward_max"] = trainer.normalise(train_index)
-    if trainer.is_world_process_zero():
-        trainer.save_model(config.output_dir)
-        (Path(config.output_dir) / "train_results.json").write_text(json.dumps(
-            {"metrics": metrics, "log_history": trainer.state.log_history}, indent=2, default=str))
+    save_results(trainer, config, metrics)
     return metrics
 
 

@@ -156,9 +156,13 @@ class TrajectoryDataset:
         return self._select(~is_eval), self._select(is_eval)
 
     # -- reading steps -----------------------------------------------------------------------
+    def episode_length(self, episode: int) -> int:
+        """Steps of one episode in this view (after any cut at the outcome)."""
+        return int(self._view.length[episode])
+
     def read(self, episode: int, start: int = 0, length: int | None = None) -> dict:
         """Steps [start, start+length) of one episode: frames uint8 (L, 3, H, W), actions int64 (L, 16), extras."""
-        n = int(self._view.length[episode])
+        n = self.episode_length(episode)
         length = n - start if length is None else length
         if not (0 <= start and start + length <= n):
             raise IndexError(f"steps {start}..{start + length} outside episode {episode} of length {n}")

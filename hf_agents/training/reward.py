@@ -149,7 +149,7 @@ def embed_trajectories(model: TrajectoryRewardModel, trajectories: TrajectoryDat
     order = range(len(trajectories))
     for start in tqdm(range(0, len(order), batch_size), desc="embedding trajectories", disable=not progress):
         idx = list(order[start:start + batch_size])
-        steps = [trajectories.read(i, 0, min(int(trajectories._view.length[i]), model.config.max_steps)) for i in idx]
+        steps = [trajectories.read(i, 0, min(trajectories.episode_length(i), model.config.max_steps)) for i in idx]
         T = max(len(s["frames"]) for s in steps)
         frames = np.zeros((len(idx), T, *steps[0]["frames"].shape[1:]), np.uint8)
         actions = np.zeros((len(idx), T, 16), np.int64)
