@@ -85,9 +85,9 @@ def reward_models(out: Path, rollouts: Path, epochs: int, log) -> dict:
     from hf_agents.data.preferences import synthetic_preferences, write_preferences
 
     prefs = out / f"preferences-{PREFERRED_PAD}.parquet"
-    episodes = load_trajectories(rollouts).episodes
     _stage("synthetic preferences", prefs, lambda: write_preferences(
-        prefs, synthetic_preferences(episodes, PREFERRED_PAD), f"synthetic:{PREFERRED_PAD}"), log)
+        prefs, synthetic_preferences(load_trajectories(rollouts).episodes, PREFERRED_PAD),
+        f"synthetic:{PREFERRED_PAD}"), log)
     results = {}
     for encoder in ("agent", "random"):
         target = out / f"reward-{PREFERRED_PAD}-{encoder}"

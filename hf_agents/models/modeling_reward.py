@@ -57,8 +57,7 @@ class TrajectoryRewardModel(PreTrainedModel):
             nn.init.kaiming_uniform_(module.weight, a=5 ** 0.5)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, AgentModel):
-            pass  # its own weights come from the agent checkpoint
+        # The frozen agent's layers are reset here too; `from_agent` / `from_pretrained` then load its weights.
 
     @classmethod
     def from_agent(cls, agent: AgentModel | str, **config_kwargs) -> TrajectoryRewardModel:
