@@ -4,7 +4,15 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from hf_agents.actions import NOOP_IDS, ActionError
-from hf_agents.models import LORA_TARGET_MODULES, PRESETS, AgentConfig, AgentModel, AgentPolicy
+from hf_agents.models import (
+    LORA_TARGET_MODULES,
+    PRESETS,
+    AgentConfig,
+    AgentModel,
+    AgentPolicy,
+    get_action_and_logprob,
+    split_logits,
+)
 
 
 def tiny(**kw):
@@ -93,10 +101,10 @@ def full_forward_logits(model, frames, actions):
         return model(frames[None], a[None]).logits[0, -1]
 
 
-@pytest.mark.parametrize("num_envs", [1, 3])
-def test_incremental_acting_equals_full_forward(num_envs):
+@pytest.mark.parametrize("num_envs,keep", [(1, None), (3, None), (3, 3)])
+def test_incremental_acting_equals_full_forward(num_envs, keep):
     H = 8
-    m = tiny(context_length=H)
+    m = tiny(context_length=H, keep_steps=keep)
     policy = AgentPolicy(m, num_envs, seed=0)
     rng = np.random.default_rng(0)
     frames_hist = [[] for _ in range(num_envs)]
@@ -114,6 +122,7 @@ def test_incremental_acting_equals_full_forward(num_envs):
             frames_hist[i].append(torch.from_numpy(obs[i]).permute(2, 0, 1))
             n = policy.context_lengths()[i]
             assert 1 <= n <= H
+            assert len(frames_hist[i]) - n == m.context_start(len(frames_hist[i]) - 1)  # the one schedule
             rebuilt |= n < len(frames_hist[i])
             expected = full_forward_logits(m, torch.stack(frames_hist[i][-n:]),
                                            torch.as_tensor(np.asarray(act_hist[i][len(act_hist[i]) - (n - 1):] if n > 1 else np.zeros((0, 16), np.int64))))
@@ -127,9 +136,9 @@ def test_greedy_matches_argmax_and_temperature():
     policy = AgentPolicy(m, 2, greedy=True)
     obs = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     actions, _ = policy.act(obs)
-    expected = torch.stack([lg.argmax(-1) for lg in policy.last_logits.split([2] * 12 + [11] * 4, -1)], -1)
+    expected = torch.stack([lg.argmax(-1) for lg in split_logits(policy.last_logits)], -1)
     np.testing.assert_array_equal(actions, expected.numpy())
-    cold = AgentPolicy(m, 2, temperature=1e-4, seed=3)
+    cold = AgentPolicy(m, 2, temperature=1e-6, seed=3)
     np.testing.assert_array_equal(cold.act(obs)[0], actions)
 
 
@@ -204,3 +213,52 @@ def test_agent_embeddings_reusable_by_reward_model(tmp_path):
     frames, actions = batch()
     emb = frozen(frames, actions).last_hidden_state
     assert emb.shape == (2, 8, 64) and not emb.requires_grad
+
+
+@pytest.mark.parametrize("keep", [None, 3])
+def test_sliding_forward_rescores_what_acting_sampled(keep):
+    """Log-probs recomputed over whole trajectories equal those recorded while acting (with resets and
+    envs out of phase), at the sampling temperature."""
+    H, T, temperature = 8, 27, 0.7
+    m = tiny(context_length=H, keep_steps=keep)
+    policy = AgentPolicy(m, 2, temperature=temperature, seed=0)
+    rng = np.random.default_rng(0)
+    frames, actions, logprobs = [[], []], [[], []], [[], []]
+    policy.act(rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))  # env 1 runs one step ahead
+    policy.reset([0])
+    for _ in range(T):
+        obs = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+        a, lp = policy.act(obs)
+        for i in range(2):
+            frames[i].append(obs[i])
+            actions[i].append(a[i])
+            logprobs[i].append(lp[i])
+    f0 = torch.from_numpy(np.stack(frames[0])).permute(0, 3, 1, 2)[None]
+    a0 = torch.from_numpy(np.stack(actions[0]))[None]
+    with torch.no_grad():
+        rescored = get_action_and_logprob(m.sliding_forward(f0, a0).logits, a0, temperature=temperature)
+    torch.testing.assert_close(rescored.logprob[0], torch.tensor(np.asarray(logprobs[0])), atol=2e-4, rtol=1e-4)
+    assert rescored.entropy.shape == (1, T) and bool((rescored.entropy > 0).all())
+
+
+def test_action_logprob_samples_and_rescores_consistently():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 68)
+    g = torch.Generator().manual_seed(1)
+    sample = get_action_and_logprob(logits, temperature=0.5, generator=g)
+    again = get_action_and_logprob(logits, sample.actions, temperature=0.5)
+    torch.testing.assert_close(again.logprob, sample.logprob)
+    manual = sum(torch.log_softmax(lg / 0.5, -1).gather(-1, sample.actions[:, c:c + 1])[:, 0]
+                 for c, lg in enumerate(split_logits(logits)))
+    torch.testing.assert_close(sample.logprob, manual)
+    assert sample.actions[:, :12].max() <= 1 and sample.actions[:, 12:].max() <= 10
+    # imitation's cross-entropy is minus the same log-prob
+    loss, _ = AgentModel.imitation_loss(logits[None], sample.actions[None], torch.ones(1, 5))
+    torch.testing.assert_close(loss, -get_action_and_logprob(logits, sample.actions).logprob.mean())
+
+
+def test_context_start_schedule():
+    m = tiny(context_length=8, keep_steps=3)
+    assert [m.context_start(t) for t in range(15)] == [0] * 8 + [5] * 5 + [10] * 2
+    with pytest.raises(ValueError, match="keep_steps"):
+        AgentConfig.from_preset("tiny", context_length=8, keep_steps=8)

@@ -2,9 +2,18 @@
 
 from hf_agents.models.configuration_agent import PRESETS, AgentConfig
 from hf_agents.models.configuration_reward import TrajectoryRewardConfig
-from hf_agents.models.modeling_agent import LORA_TARGET_MODULES, AgentModel, AgentOutput, split_logits
+from hf_agents.models.modeling_agent import (
+    LORA_TARGET_MODULES,
+    ActionSample,
+    AgentModel,
+    AgentOutput,
+    get_action_and_logprob,
+    greedy_actions,
+    split_logits,
+)
 from hf_agents.models.modeling_reward import TrajectoryRewardModel
 from hf_agents.models.policy import AgentPolicy
 
-__all__ = ["LORA_TARGET_MODULES", "PRESETS", "AgentConfig", "AgentModel", "AgentOutput", "AgentPolicy",
-           "TrajectoryRewardConfig", "TrajectoryRewardModel", "split_logits"]
+__all__ = ["LORA_TARGET_MODULES", "PRESETS", "ActionSample", "AgentConfig", "AgentModel", "AgentOutput", "AgentPolicy",
+           "TrajectoryRewardConfig", "TrajectoryRewardModel", "get_action_and_logprob", "greedy_actions",
+           "split_logits"]

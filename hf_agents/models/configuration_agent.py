@@ -24,6 +24,9 @@ class AgentConfig(PretrainedConfig):
         encoder_depths (`list[int]`): ConvNeXt blocks per stage (the paper uses one per stage).
         hidden_size, num_layers, num_heads, intermediate_size: the GPT2 backbone.
         context_length (`int`): H, the number of timesteps the transformer sees (2H tokens: observation, action).
+        keep_steps (`int`): when acting fills the window of H steps, the last `keep_steps` are kept and play
+            goes on (learnt positions cannot slide by one step); default H // 2. Acting, the reward model's
+            embeddings and every re-scoring of a trajectory use this one schedule (`AgentModel.context_start`).
         head_hidden_size (`int`): hidden width of the MLP between the transformer and the 16 action heads.
         dropout (`float`): dropout in the backbone (attention, residual, embeddings).
         preset (`str`): name of the preset this config was made from, for cards and logs.
@@ -32,8 +35,8 @@ class AgentConfig(PretrainedConfig):
     model_type = "hf_agent"
 
     def __init__(self, image_size=64, encoder_stem_channels=16, encoder_depths=(1, 1, 1, 1), hidden_size=192,
-                 num_layers=3, num_heads=4, intermediate_size=768, context_length=32, head_hidden_size=192,
-                 dropout=0.0, layer_norm_epsilon=1e-5, initializer_range=0.02, preset=None, **kwargs):
+                 num_layers=3, num_heads=4, intermediate_size=768, context_length=32, keep_steps=None,
+                 head_hidden_size=192, dropout=0.0, layer_norm_epsilon=1e-5, initializer_range=0.02, preset=None, **kwargs):
         self.image_size = image_size
         self.encoder_stem_channels = encoder_stem_channels
         self.encoder_depths = list(encoder_depths)
@@ -42,6 +45,9 @@ class AgentConfig(PretrainedConfig):
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
         self.context_length = context_length
+        self.keep_steps = max(context_length // 2, 1) if keep_steps is None else keep_steps
+        if not 1 <= self.keep_steps < max(context_length, 2):
+            raise ValueError(f"keep_steps={self.keep_steps} must be in 1..context_length-1 (H={context_length})")
         self.head_hidden_size = head_hidden_size
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon

@@ -10,14 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import nn
 from transformers import AutoConfig, AutoModel, GPT2Config, GPT2Model, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from hf_agents.actions import COMPONENT_SIZES, NUM_COMPONENTS, TOKEN_OFFSETS, VOCAB_SIZE, ActionError
+from hf_agents.actions import (
+    COMPONENT_SIZES,
+    NUM_BUCKETS,
+    NUM_BUTTONS,
+    NUM_COMPONENTS,
+    NUM_STICKS,
+    TOKEN_OFFSETS,
+    VOCAB_SIZE,
+    ActionError,
+)
 from hf_agents.models.configuration_agent import AgentConfig
 
 # peft LoRA targets in the GPT2 backbone (Conv1D layers; use fan_in_fan_out=True).
@@ -54,8 +62,8 @@ class AgentOutput(ModelOutput):
     """
     loss: summed cross-entropy over the 16 components, averaged over the steps in `loss_mask`.
     logits: (B, T, 68) action logits at each observation slot; `split_logits` gives the 16 heads.
-    last_hidden_state: (B, T, hidden) layer-normed transformer output at each observation slot
-        (the per-step trajectory embedding used by the reward model and DPO).
+    last_hidden_state: (B, T, hidden) transformer output at each observation slot (the per-step
+        trajectory embedding used by the reward model).
     component_accuracy: (16,) accuracy of the greedy action per component over `loss_mask` steps.
     """
 
@@ -66,9 +74,58 @@ class AgentOutput(ModelOutput):
     component_accuracy: torch.Tensor | None = None
 
 
+@dataclass
+class ActionSample:
+    """actions (…, 16) ids; logprob (…): log pi(action | context), the sum over the 16 components;
+    component_logprobs (…, 16); entropy (…): the summed entropy of the 16 component distributions."""
+
+    actions: torch.Tensor
+    logprob: torch.Tensor
+    component_logprobs: torch.Tensor
+    entropy: torch.Tensor
+
+
 def split_logits(logits: torch.Tensor) -> list[torch.Tensor]:
     """(…, 68) -> 16 tensors (…, 2) x 12 and (…, 11) x 4."""
     return list(logits.split(COMPONENT_SIZES.tolist(), dim=-1))
+
+
+def _grouped_log_softmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(…, 68) -> log-probs of the buttons (…, 12, 2) and of the sticks (…, 4, 11)."""
+    buttons, sticks = logits.split([2 * NUM_BUTTONS, NUM_BUCKETS * NUM_STICKS], dim=-1)
+    return (buttons.unflatten(-1, (NUM_BUTTONS, 2)).log_softmax(-1),
+            sticks.unflatten(-1, (NUM_STICKS, NUM_BUCKETS)).log_softmax(-1))
+
+
+def greedy_actions(logits: torch.Tensor) -> torch.Tensor:
+    """(…, 68) -> the most likely id of each component (…, 16)."""
+    buttons, sticks = logits.split([2 * NUM_BUTTONS, NUM_BUCKETS * NUM_STICKS], dim=-1)
+    return torch.cat([buttons.unflatten(-1, (NUM_BUTTONS, 2)).argmax(-1),
+                      sticks.unflatten(-1, (NUM_STICKS, NUM_BUCKETS)).argmax(-1)], -1)
+
+
+def get_action_and_logprob(logits: torch.Tensor, actions: torch.Tensor | None = None, temperature: float = 1.0,
+                           greedy: bool = False, generator: torch.Generator | None = None) -> ActionSample:
+    """Sample an action (or take the greedy one), or re-score the given `actions`, under pi_temperature.
+
+    The one log pi(a | context) of the library: acting, imitation, REINFORCE/RLOO and DPO all call it, so a
+    log-prob recomputed in training is the log-prob recorded when the action was taken. logits (…, 68).
+    """
+    logp_buttons, logp_sticks = _grouped_log_softmax(logits.float() / max(temperature, 1e-6))
+    if actions is None:
+        if greedy:
+            actions = greedy_actions(logits)
+        else:
+            def draw(logp):
+                flat = logp.exp().reshape(-1, logp.shape[-1])
+                return torch.multinomial(flat, 1, generator=generator).view(logp.shape[:-1])
+
+            actions = torch.cat([draw(logp_buttons), draw(logp_sticks)], -1)
+    actions = actions.long()
+    component = torch.cat([logp_buttons.gather(-1, actions[..., :NUM_BUTTONS, None]),
+                           logp_sticks.gather(-1, actions[..., NUM_BUTTONS:, None])], -2)[..., 0]
+    entropy = -(logp_buttons.exp() * logp_buttons).sum((-1, -2)) - (logp_sticks.exp() * logp_sticks).sum((-1, -2))
+    return ActionSample(actions=actions, logprob=component.sum(-1), component_logprobs=component, entropy=entropy)
 
 
 class AgentPreTrainedModel(PreTrainedModel):
@@ -118,6 +175,9 @@ class AgentModel(AgentPreTrainedModel):
         self.register_buffer("token_offsets", torch.as_tensor(TOKEN_OFFSETS), persistent=False)
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.action_embedding
+
     # -- pieces, also used by the policy and the reward model ---------------------------------
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """(…, 3, H, W) -> (…, hidden)."""
@@ -132,48 +192,98 @@ class AgentModel(AgentPreTrainedModel):
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.head(hidden)
 
+    # -- the sequence layout: [o_1, a_1, o_2, a_2, ...]; step s of a window at positions 2s, 2s+1 -----
+    @staticmethod
+    def interleave(obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Observation and action embeddings (B, T, D) each -> tokens (B, 2T, D)."""
+        return torch.stack([obs, act], dim=2).flatten(1, 2)
+
+    def _transformer(self, tokens, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        return self.backbone(inputs_embeds=tokens, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=past_key_values, use_cache=use_cache)
+
+    def context_start(self, step: int) -> int:
+        """First step of the context the agent acts on at `step` (0-based) of an episode.
+
+        Steps 0..H-1 see the episode from its start; when the window is full, its last `keep_steps` steps are
+        kept, so windows start every H - keep_steps steps.
+        """
+        period = self.config.context_length - self.config.keep_steps
+        return period * max(0, (step - self.config.keep_steps) // period)
+
+    def step(self, obs: torch.Tensor, prev_actions: torch.Tensor, n: torch.Tensor, pending: torch.Tensor,
+             past_key_values=None, slot_mask: torch.Tensor | None = None):
+        """One cache-aware step per sequence: append [previous action, observation] and return the logits.
+
+        obs (N, D) observation embeddings; prev_actions (N, 16) the action of step n-1; n (N,) the step's
+        index in its window; pending (N,) bool: the previous action is not in the cache yet (False at a
+        window start). slot_mask (N, L): which cached slots each sequence attends to.
+        Returns (logits (N, 68), hidden (N, D), past_key_values, slot_mask (N, L + 2)).
+        """
+        tokens = torch.stack([self.embed_actions(prev_actions), obs], dim=1)
+        positions = torch.stack([(2 * n - 1).clamp(min=0), 2 * n], dim=1)
+        if slot_mask is None:
+            slot_mask = n.new_zeros(len(n), 0)
+        slot_mask = torch.cat([slot_mask, torch.stack([pending.long(), torch.ones_like(n)], 1)], 1)
+        out = self._transformer(tokens, slot_mask, positions, past_key_values, use_cache=True)
+        hidden = out.last_hidden_state[:, -1]
+        return self.action_logits(hidden), hidden, out.past_key_values, slot_mask
+
+    def encode_window(self, obs: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor):
+        """A fresh cache holding complete steps: obs (N, K, D), actions (N, K, 16), valid (N, K) with
+        each sequence's steps right-aligned (left padding). Returns (past_key_values, slot_mask (N, 2K))."""
+        steps = (valid.long().cumsum(1) - 1).clamp(min=0)
+        mask = valid.long().repeat_interleave(2, dim=1)
+        positions = torch.stack([2 * steps, 2 * steps + 1], 2).flatten(1) * mask
+        tokens = self.interleave(obs, self.embed_actions(actions))
+        out = self._transformer(tokens, mask, positions, use_cache=True)
+        return out.past_key_values, mask
+
     def _check_frames(self, frames: torch.Tensor) -> None:
         size = self.config.image_size
         if frames.ndim < 4 or frames.shape[-3] != 3:
-            hint = " (channels-last? permute to (..., 3, H, W))" if frames.shape[-1] == 3 else ""
+            hint = " (channels-last? use hf_agents.frames.to_model)" if frames.shape[-1] == 3 else ""
             raise ValueError(f"frames must be (..., 3, {size}, {size}) RGB, got {tuple(frames.shape)}{hint}")
         if tuple(frames.shape[-2:]) != (size, size):
             raise ValueError(f"frames are {tuple(frames.shape[-2:])} but the model takes {size}x{size}; resize them")
 
     def _check_actions(self, actions: torch.Tensor) -> None:
         if actions.shape[-1] != NUM_COMPONENTS or actions.dtype.is_floating_point:
-            raise ActionError(f"actions must be integer bucket ids (..., 16), got {actions.dtype} {tuple(actions.shape)}")
+            raise ActionError(f"actions must be integer bucket ids (..., {NUM_COMPONENTS}), "
+                              f"got {actions.dtype} {tuple(actions.shape)}")
         if not torch.compiler.is_compiling():
             bad = (actions < 0) | (actions >= torch.as_tensor(COMPONENT_SIZES, device=actions.device))
             if bad.any():
                 raise ActionError("actions hold ids outside the gamepad contract (buttons 0-1, sticks 0-10)")
 
-    # -- the forward pass ----------------------------------------------------------------------
+    def _check_inputs(self, frames, actions):
+        if frames.ndim != 5:
+            raise ValueError(f"frames must be (batch, time, 3, H, W), got {tuple(frames.shape)}")
+        if actions is not None:
+            if actions.shape[:2] != frames.shape[:2]:
+                raise ValueError(f"actions {tuple(actions.shape)} do not match frames' (batch, time) = "
+                                 f"{tuple(frames.shape[:2])}")
+            self._check_actions(actions)
+
+    # -- the forward passes --------------------------------------------------------------------
     def forward(self, frames: torch.Tensor, actions: torch.Tensor | None = None, attention_mask=None, loss_mask=None,
                 use_cache: bool = False, num_items_in_batch=None, **kwargs) -> AgentOutput:
         """frames (B, T, 3, H, W) uint8; actions (B, T, 16) ids: inputs for a_1..a_{T-1} and targets for all T.
 
-        attention_mask (B, T): 1 for real steps, 0 for padding. loss_mask (B, T): steps that count in the
-        loss (default: attention_mask), e.g. 0 on no-ops. Without actions, only o_T's logits are meaningful.
-        num_items_in_batch: normaliser of the summed loss (default: this batch's loss_mask steps); the
-        Trainer passes the count over all ranks so that N ranks give the same update as one process.
+        One window of T <= H steps. attention_mask (B, T): 1 for real steps, 0 for padding. loss_mask (B, T):
+        steps that count in the loss (default: attention_mask), e.g. 0 on no-ops. Without actions, only
+        o_T's logits are meaningful. num_items_in_batch: normaliser of the summed loss (default: this batch's
+        loss_mask steps); the Trainer passes the count over all ranks so that N ranks equal one process.
         """
-        if frames.ndim != 5:
-            raise ValueError(f"frames must be (batch, time, 3, H, W), got {tuple(frames.shape)}")
+        self._check_inputs(frames, actions)
         B, T = frames.shape[:2]
         if T > self.config.context_length:
-            raise ValueError(f"{T} timesteps exceed the context length H={self.config.context_length}")
+            raise ValueError(f"{T} timesteps exceed the context length H={self.config.context_length}; "
+                             "use sliding_forward for whole trajectories")
         obs = self.embed_frames(frames)
-        if actions is None:
-            act = torch.zeros_like(obs)
-        else:
-            if actions.shape[:2] != (B, T):
-                raise ValueError(f"actions {tuple(actions.shape)} do not match frames' (batch, time) = {(B, T)}")
-            self._check_actions(actions)
-            act = self.embed_actions(actions)
-        tokens = torch.stack([obs, act], dim=2).reshape(B, 2 * T, -1)
+        act = torch.zeros_like(obs) if actions is None else self.embed_actions(actions)
         mask = None if attention_mask is None else attention_mask.repeat_interleave(2, dim=1)
-        out = self.backbone(inputs_embeds=tokens, attention_mask=mask, use_cache=use_cache)
+        out = self._transformer(self.interleave(obs, act), mask, use_cache=use_cache)
         hidden = out.last_hidden_state[:, 0::2]  # observation slots
         logits = self.action_logits(hidden)
         loss = accuracy = None
@@ -184,19 +294,36 @@ class AgentModel(AgentPreTrainedModel):
         return AgentOutput(loss=loss, logits=logits, last_hidden_state=hidden,
                            past_key_values=out.past_key_values if use_cache else None, component_accuracy=accuracy)
 
+    def sliding_forward(self, frames: torch.Tensor, actions: torch.Tensor) -> AgentOutput:
+        """Whole trajectories (B, T, ...) of any length, each step seen with the context it had when the agent
+        acted (`context_start`): the same numbers as step-by-step acting. Right padding needs no mask (causal).
+
+        Returns logits and last_hidden_state (B, T, ...). Frames are encoded once; windows start every
+        H - keep_steps steps and each contributes the steps whose context starts there.
+        """
+        self._check_inputs(frames, actions)
+        H, keep = self.config.context_length, self.config.keep_steps
+        T = frames.shape[1]
+        obs, act = self.embed_frames(frames), self.embed_actions(actions)
+        hidden = []
+        for start in range(0, max(T - keep, 1), H - keep):
+            window = slice(start, min(start + H, T))
+            out = self._transformer(self.interleave(obs[:, window], act[:, window]))
+            first = 0 if start == 0 else keep  # the kept steps belong to the previous window
+            hidden.append(out.last_hidden_state[:, 0::2][:, first:])
+        hidden = torch.cat(hidden, 1)
+        return AgentOutput(logits=self.action_logits(hidden), last_hidden_state=hidden)
+
     @staticmethod
     def imitation_loss(logits, actions, weights, num_items=None):
         """Cross-entropy summed over components, mean over weighted steps; and per-component accuracy."""
         denom = weights.sum().clamp(min=1)
         loss_denom = denom if num_items is None else num_items
-        loss = logits.new_zeros(())
-        accuracy = []
-        for c, lg in enumerate(split_logits(logits.float())):
-            target = actions[..., c]
-            ce = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), target.reshape(-1), reduction="none")
-            loss = loss + (ce.view_as(weights) * weights).sum() / loss_denom
-            accuracy.append(((lg.argmax(-1) == target).float() * weights).sum() / denom)
-        return loss, torch.stack(accuracy).detach()
+        scored = get_action_and_logprob(logits, actions)
+        loss = -(scored.logprob * weights).sum() / loss_denom
+        correct = (greedy_actions(logits) == actions).float()
+        accuracy = (correct * weights[..., None]).flatten(0, -2).sum(0) / denom
+        return loss, accuracy.detach()
 
 
 AutoConfig.register("hf_agent", AgentConfig)

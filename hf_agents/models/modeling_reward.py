@@ -97,18 +97,8 @@ class TrajectoryRewardModel(PreTrainedModel):
         return self._agent_embeddings(frames, actions)
 
     def _agent_embeddings(self, frames, actions):
-        # The agent acts with a sliding context: once its window of H steps is full it keeps the last H/2
-        # and goes on (see AgentPolicy). Windows starting every H/2 steps give each step that same context.
-        H = self.agent.config.context_length
-        keep = H // 2
-        N = frames.shape[1]
-        out = []
-        for start in range(0, max(N - keep, 1), keep):
-            window = slice(start, min(start + H, N))
-            hidden = self.agent(frames[:, window], actions[:, window]).last_hidden_state
-            first_new = 0 if start == 0 else keep  # steps before it were embedded by the previous window
-            out.append(hidden[:, first_new:])
-        return torch.cat(out, 1)[:, :N]
+        # Each step with the context the agent had when it acted (its sliding window).
+        return self.agent.sliding_forward(frames, actions).last_hidden_state
 
     # -- the reward ----------------------------------------------------------------------------
     def forward(self, embeddings: torch.Tensor | None = None, frames: torch.Tensor | None = None,

@@ -1,10 +1,10 @@
 """Acting with the agent: one observation in, one action out per env, with the KV cache.
 
-The cache is batched across envs; each env has its own episode start (per-env reset), kept apart by
-an attention mask over cache slots and per-env position ids. Learnt absolute positions cap the window
-at H steps, so when an env's window is full the cache is rebuilt from the stored per-step embeddings
-of the last H/2 steps of each env (the CNN is not re-run): every env then acts with H/2..H-1 steps
-of context, and the rebuild happens at most once every H/2 steps.
+The cache is batched across envs; each env has its own episode start (per-env reset), kept apart by a
+mask over cache slots. Learnt absolute positions cap an env's window at H steps: when it is full, that
+env alone keeps its last `config.keep_steps` steps, re-encoded from their stored embeddings (the CNN is
+not re-run), so every env acts on exactly the context `AgentModel.context_start` gives, whatever the other
+envs do. Training re-scores a trajectory with `AgentModel.sliding_forward` and gets the same log-probs.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import numpy as np
 import torch
 
 from hf_agents.actions import NUM_COMPONENTS
-from hf_agents.models.modeling_agent import AgentModel, split_logits
+from hf_agents.frames import to_model
+from hf_agents.models.modeling_agent import AgentModel, get_action_and_logprob
 
 
 class AgentPolicy:
     def __init__(self, model: AgentModel, num_envs: int, temperature: float = 1.0, greedy: bool = False,
-                 seed: int | None = None, keep_steps: int | None = None):
+                 seed: int | None = None):
         self.model = model.eval()
-        self.num_envs, self.temperature, self.greedy = num_envs, temperature, greedy
-        self.H = model.config.context_length
-        self.keep_steps = keep_steps or max(self.H // 2, 1)
+        self.num_envs, self.temperature, self.greedy, self.seed = num_envs, temperature, greedy, seed
+        self.H, self.keep_steps = model.config.context_length, model.config.keep_steps
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device)
         if seed is not None:
@@ -33,6 +33,12 @@ class AgentPolicy:
         self.obs_buf = torch.zeros(N, self.H, D, device=self.device, dtype=model.dtype)
         self.act_buf = torch.zeros(N, self.H, NUM_COMPONENTS, device=self.device, dtype=torch.long)
         self.reset()
+
+    @property
+    def metadata(self) -> dict:
+        """What a rollout dataset records so that training can trust its log-probs."""
+        return {"checkpoint": str(getattr(self.model, "name_or_path", "") or ""), "temperature": self.temperature,
+                "greedy": self.greedy, "keep_steps": self.keep_steps, "context_length": self.H, "seed": self.seed}
 
     # -- state ---------------------------------------------------------------------------------
     def reset(self, envs=None, infos=None) -> None:
@@ -49,7 +55,7 @@ class AgentPolicy:
         envs = np.flatnonzero(envs) if np.asarray(envs).dtype == bool else np.asarray(envs, dtype=np.int64)
         idx = torch.as_tensor(envs, device=self.device, dtype=torch.long)
         self.n[idx] = 0
-        self.action_cached[idx] = False  # True: the last action is already in the cache (after a rebuild)
+        self.action_cached[idx] = False  # True: the last action is already in the cache (after a re-encode)
         self.slot_mask[idx] = 0  # forget its old cache slots
 
     def context_lengths(self) -> list[int]:
@@ -59,67 +65,55 @@ class AgentPolicy:
     # -- acting --------------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, frames, infos=None) -> tuple[np.ndarray, np.ndarray]:
-        """frames: (N, H, W, 3) uint8 observations (or (N, 3, H, W)). Returns action ids (N, 16), log-probs (N,)."""
-        frames = torch.as_tensor(np.asarray(frames) if not torch.is_tensor(frames) else frames, device=self.device)
-        if frames.ndim == 4 and frames.shape[-1] == 3 and frames.shape[1] != 3:
-            frames = frames.permute(0, 3, 1, 2)
+        """frames: (N, H, W, 3) uint8 observations. Returns action ids (N, 16) and their log-probs (N,)."""
+        frames = to_model(frames, self.device)
         if frames.shape[0] != self.num_envs:
             raise ValueError(f"expected {self.num_envs} observations, got {frames.shape[0]}")
-        if int(self.n.max()) >= self.H or self.slot_mask.shape[1] >= 4 * self.H:
-            self._rebuild()
+        full = self.n >= self.H
+        if full.any():
+            self._slide(full.nonzero()[:, 0])
+        if self.slot_mask.shape[1] >= 4 * self.H:
+            self._compact()
         obs = self.model.embed_frames(frames)  # (N, D)
         n = self.n
-        pending = (n > 0) & ~self.action_cached
         prev = self.act_buf[self.rows, (n - 1).clamp(min=0)]
-        # Two new tokens per env: [previous action (masked out at an episode start), observation].
-        tokens = torch.stack([self.model.embed_actions(prev), obs], dim=1)
-        positions = torch.stack([(2 * n - 1).clamp(min=0), 2 * n], dim=1)
-        self.slot_mask = torch.cat([self.slot_mask, torch.stack([pending.long(), torch.ones_like(n)], 1)], 1)
-        out = self.model.backbone(inputs_embeds=tokens, past_key_values=self.cache, attention_mask=self.slot_mask,
-                                  position_ids=positions, use_cache=True)
-        self.cache = out.past_key_values
-        self.last_logits = self.model.action_logits(out.last_hidden_state[:, -1]).float()
-        actions, logprobs = self._sample(self.last_logits)
+        pending = (n > 0) & ~self.action_cached
+        logits, _, self.cache, self.slot_mask = self.model.step(obs, prev, n, pending, self.cache, self.slot_mask)
+        self.last_logits = logits.float()
+        sample = get_action_and_logprob(self.last_logits, temperature=self.temperature, greedy=self.greedy,
+                                        generator=self.generator)
         self.obs_buf[self.rows, n] = obs
-        self.act_buf[self.rows, n] = actions
+        self.act_buf[self.rows, n] = sample.actions
         self.n = n + 1
         self.action_cached[:] = False
-        return actions.cpu().numpy(), logprobs.cpu().numpy()
+        return sample.actions.cpu().numpy(), sample.logprob.cpu().numpy()
 
-    def _sample(self, logits: torch.Tensor):
-        ids, logprob = [], torch.zeros(logits.shape[0], device=logits.device)
-        for lg in split_logits(logits):
-            logp = torch.log_softmax(lg / max(self.temperature, 1e-6), -1)
-            if self.greedy:
-                choice = lg.argmax(-1)
-            else:
-                choice = torch.multinomial(logp.exp(), 1, generator=self.generator)[:, 0]
-            ids.append(choice)
-            logprob += logp.gather(-1, choice[:, None])[:, 0]
-        return torch.stack(ids, -1), logprob
+    def _slide(self, rows: torch.Tensor) -> None:
+        """Envs whose window is full keep their last `keep_steps` steps, re-encoded in their own cache slots."""
+        H, keep = self.H, self.keep_steps
+        self.obs_buf[rows, :keep] = self.obs_buf[rows, H - keep:H]
+        self.act_buf[rows, :keep] = self.act_buf[rows, H - keep:H]
+        self.n[rows] = keep
+        valid = torch.ones(len(rows), keep, dtype=torch.bool, device=self.device)
+        fresh, _ = self.model.encode_window(self.obs_buf[rows, :keep], self.act_buf[rows, :keep], valid)
+        # A full env owns at least the last 2H slots of the cache: its new 2 * keep tokens go there.
+        for layer, new in zip(self.cache.layers, fresh.layers):
+            layer.keys[rows, :, -2 * keep:] = new.keys
+            layer.values[rows, :, -2 * keep:] = new.values
+        self.slot_mask[rows] = 0
+        self.slot_mask[rows, -2 * keep:] = 1
+        self.action_cached[rows] = True
 
-    def _rebuild(self) -> None:
-        """Re-encode the last `keep_steps` complete steps of each env into a fresh, left-padded cache."""
-        keep = self.n.clamp(max=self.keep_steps)
-        K = int(keep.max())
-        # Move each env's last `keep` steps to the front of its buffers.
-        src = (self.n - keep)[:, None] + torch.arange(self.H, device=self.device)[None]
-        src = src.clamp(max=self.H - 1)
-        self.obs_buf = self.obs_buf.gather(1, src[..., None].expand_as(self.obs_buf)).contiguous()
-        self.act_buf = self.act_buf.gather(1, src[..., None].expand_as(self.act_buf)).contiguous()
-        self.n = keep
+    def _compact(self) -> None:
+        """Re-encode every env's current window (same steps, same positions) into a short, left-padded cache."""
+        K = int(self.n.max())
         if K == 0:
             self.cache, self.slot_mask = None, self.slot_mask[:, :0]
             return
-        # Left-pad to K steps: token j of env i is its step j - (K - keep_i), or padding.
-        step = torch.arange(K, device=self.device)[None] - (K - keep)[:, None]  # (N, K)
+        step = torch.arange(K, device=self.device)[None] - (K - self.n)[:, None]  # (N, K), < 0: padding
         valid = step >= 0
         step = step.clamp(min=0)
         obs = self.obs_buf.gather(1, step[..., None].expand(-1, -1, self.obs_buf.shape[-1]))
-        act = self.model.embed_actions(self.act_buf.gather(1, step[..., None].expand(-1, -1, NUM_COMPONENTS)))
-        tokens = torch.stack([obs, act], 2).reshape(self.num_envs, 2 * K, -1)
-        mask = valid.repeat_interleave(2, dim=1).long()
-        positions = (torch.stack([2 * step, 2 * step + 1], 2).reshape(self.num_envs, 2 * K)) * mask
-        out = self.model.backbone(inputs_embeds=tokens, attention_mask=mask, position_ids=positions, use_cache=True)
-        self.cache, self.slot_mask = out.past_key_values, mask
-        self.action_cached = keep > 0
+        act = self.act_buf.gather(1, step[..., None].expand(-1, -1, NUM_COMPONENTS))
+        self.cache, self.slot_mask = self.model.encode_window(obs, act, valid)
+        self.action_cached = self.n > 0

@@ -1,0 +1,59 @@
+"""Frame layout, in one place: games, datasets and videos hold frames channels-last (..., H, W, 3) uint8;
+the model takes channels-first (..., 3, H, W). Every resize and every layout change goes through here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class FrameLayoutError(ValueError):
+    """Frames that are not RGB images in the expected layout."""
+
+
+def resize(frame: np.ndarray, size) -> np.ndarray:
+    """One RGB frame (H, W, 3) -> (h, w, 3) uint8, bilinear; `size` is an int or (h, w)."""
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    frame = to_uint8(frame)
+    if frame.shape[:2] == (h, w):
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
+
+
+def resize_frames(frames: np.ndarray, size) -> np.ndarray:
+    """(T, H, W, 3) -> (T, h, w, 3) uint8."""
+    return np.stack([resize(f, size) for f in frames]) if len(frames) else np.asarray(frames, np.uint8)
+
+
+def to_uint8(frame) -> np.ndarray:
+    """Floats in [0, 1] or [0, 255] (or uint8) -> uint8."""
+    frame = np.asarray(frame)
+    if frame.dtype == np.uint8:
+        return frame
+    scale = 255.0 if frame.size and float(np.nanmax(frame)) <= 1.0 else 1.0
+    return np.clip(np.nan_to_num(frame) * scale, 0, 255).astype(np.uint8)
+
+
+def check_channels_last(frames, where: str = "frames") -> None:
+    """Raise FrameLayoutError unless `frames` is (..., H, W, 3)."""
+    shape = tuple(frames.shape)
+    if len(shape) < 3 or shape[-1] != 3:
+        hint = " (channels-first? use hf_agents.frames.to_channels_last)" if len(shape) >= 3 and shape[-3] == 3 else ""
+        raise FrameLayoutError(f"{where}: frames must be (..., H, W, 3) RGB, got {shape}{hint}")
+
+
+def to_model(frames, device=None) -> torch.Tensor:
+    """Channels-last frames (..., H, W, 3) (numpy or torch) -> the model's (..., 3, H, W) uint8 tensor."""
+    check_channels_last(frames)
+    x = frames if torch.is_tensor(frames) else torch.from_numpy(np.ascontiguousarray(frames))
+    return x.to(device).movedim(-1, -3)
+
+
+def to_channels_last(frames) -> np.ndarray:
+    """The model's (..., 3, H, W) -> (..., H, W, 3) numpy, e.g. for videos."""
+    x = frames.detach().cpu().numpy() if torch.is_tensor(frames) else np.asarray(frames)
+    if x.ndim < 3 or x.shape[-3] != 3:
+        raise FrameLayoutError(f"frames must be (..., 3, H, W) RGB, got {tuple(x.shape)}")
+    return np.ascontiguousarray(np.moveaxis(x, -3, -1))
