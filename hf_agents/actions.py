@@ -19,6 +19,7 @@ NUM_BUCKETS = 11
 BUTTON_NAMES = ("a", "b", "x", "y", "lb", "rb", "lt", "rt", "start", "back", "ls", "rs")
 STICK_NAMES = ("left_x", "left_y", "right_x", "right_y")
 COMPONENT_NAMES = BUTTON_NAMES + STICK_NAMES
+LEFT_X, LEFT_Y, RIGHT_X, RIGHT_Y = range(NUM_BUTTONS, NUM_COMPONENTS)  # component index of each stick axis
 # Bucket centres of a stick axis; recordings hold exactly these values.
 STICK_CENTRES = np.array([-1.0, -0.85, -0.625, -0.375, -0.15, 0.0, 0.15, 0.375, 0.625, 0.85, 1.0], dtype=np.float32)
 CENTRE_BUCKET = 5

@@ -1,4 +1,5 @@
-"""Dataset and model cards (README.md with a YAML header), so a folder pushed to the Hub is self-describing."""
+"""Dataset cards (README.md with a YAML header), so a folder pushed to the Hub is self-describing.
+Model cards are planned."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def dataset_card(info: dict, description: str = "") -> str:
   stick bucket centres -1, -0.85, -0.625, -0.375, -0.15, 0, 0.15, 0.375, 0.625, 0.85, 1)
 - **extra step columns**: {", ".join(extras) or "none"} (`state_*` is privileged game state, for plots and
   synthetic preferences only; it is never a model input)
-
+{_policy_line(info.get("policy"))}
 ## Layout
 
 - `data/*.parquet`: one row per step: `episode_id`, `step`, `frame`, `actions`, extras
@@ -54,6 +55,13 @@ Load it with `hf_agents.data.load_trajectories(path_or_hub_id)`, or the tables w
 
 {_table(info["sources"], "source")}
 """
+
+
+def _policy_line(policy) -> str:
+    """The acting policy of rollouts (checkpoint, temperature, ...), as recorded in meta/info.json."""
+    if not policy:
+        return ""
+    return "- **policy**: " + ", ".join(f"{k}={v}" for k, v in policy.items()) + " (`policy` in meta/info.json)\n"
 
 
 def _size_category(n: int) -> str:

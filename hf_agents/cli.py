@@ -48,7 +48,7 @@ def cmd_data_push(args) -> None:
 
 
 def cmd_data_generate(args) -> None:
-    from hf_agents.data.generate import generate_pretrain, generate_sft
+    from hf_agents.games.jumppads.generate import generate_pretrain, generate_sft
 
     common = dict(frame_size=_size(args.size), num_envs=args.num_envs, seed=args.seed, max_steps=args.max_steps,
                   overwrite=args.overwrite)
@@ -60,7 +60,7 @@ def cmd_data_generate(args) -> None:
 
 
 def cmd_env_contact_sheet(args) -> None:
-    from hf_agents.rollout.media import contact_sheet
+    from hf_agents.games.jumppads.plots import contact_sheet
 
     print(f"wrote {contact_sheet(args.out, frame_size=args.size)}")
 
@@ -70,9 +70,11 @@ def cmd_evaluate(args) -> None:
 
     summary = evaluate_model(args.model, args.out, episodes=args.episodes, num_envs=args.num_envs,
                              temperature=args.temperature, seed=args.seed, videos=args.videos, label=args.label,
-                             trajectories=args.trajectories, overwrite=args.overwrite)
+                             trajectories=args.trajectories, overwrite=args.overwrite, env=args.env,
+                             max_steps=args.max_steps)
     if summary:  # other ranks of a distributed evaluation return nothing; rank 0 reports
-        print(json.dumps({k: summary[k] for k in ("label", "episodes", "dropped", "distribution", "mean_length")}))
+        keys = ("label", "episodes", "dropped", "distribution", "mean_return", "mean_length")
+        print(json.dumps({k: summary[k] for k in keys}))
 
 
 def cmd_preferences_synthetic(args) -> None:
@@ -156,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("rest", nargs=argparse.REMAINDER, help="recipe.yaml [key=value ...]")
     train.set_defaults(fn=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="the paper's evaluation of an agent on JumpPads")
+    ev = sub.add_parser("evaluate", help="evaluate an agent: the paper's evaluation on JumpPads, or --env GAME")
     ev.add_argument("model", help="agent checkpoint directory")
     ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval)")
     ev.add_argument("--episodes", type=int, default=1000)
@@ -168,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--trajectories", default=None,
                     help="also write the episodes as a trajectory dataset here (rollouts for preferences)")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing --trajectories dataset")
+    ev.add_argument("--env", default=None,
+                    help="a Gymnasium id ('module:Id', e.g. ale_py:ALE/Pong-v5) played through GamepadEnv "
+                         "(default: the built-in JumpPads)")
+    ev.add_argument("--max-steps", type=int, default=None, help="episode timeout in steps (default: the game's)")
     ev.set_defaults(fn=cmd_evaluate)
 
     prefs = sub.add_parser("preferences", help="preferences between trajectories").add_subparsers(
@@ -198,7 +204,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) == "evaluate" and args.out is None:
         args.out = f"{args.model.rstrip('/')}/eval"
-    from hf_agents.data.writer import DatasetFormatError
+    from hf_agents.data.schema import DatasetFormatError
 
     try:
         args.fn(args)

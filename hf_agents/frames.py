@@ -51,6 +51,13 @@ def to_model(frames, device=None) -> torch.Tensor:
     return x.to(device).movedim(-1, -3)
 
 
+def to_channels_first(frames) -> np.ndarray:
+    """Channels-last numpy frames (..., H, W, 3) -> the model's layout (..., 3, H, W), contiguous numpy
+    (for data loaders; `to_model` does the same to a tensor)."""
+    check_channels_last(frames)
+    return np.ascontiguousarray(np.moveaxis(np.asarray(frames), -1, -3))
+
+
 def to_channels_last(frames) -> np.ndarray:
     """The model's (..., 3, H, W) -> (..., H, W, 3) numpy, e.g. for videos."""
     x = frames.detach().cpu().numpy() if torch.is_tensor(frames) else np.asarray(frames)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from hf_agents.rollout.evaluate import PAPER
+from hf_agents.games.jumppads import PAPER
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model epochs; "cpu": the README's demo
@@ -42,7 +42,7 @@ def _train(recipe: str, overrides: list[str]) -> None:
 
 
 def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
-    from hf_agents.data.generate import generate_pretrain, generate_sft
+    from hf_agents.games.jumppads.generate import generate_pretrain, generate_sft
     from hf_agents.rollout.evaluate import compare, evaluate_model
 
     s, out = SCALES[scale], Path(out)

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hf_agents.actions import NOOP_IDS  # noqa: E402
+from hf_agents.frames import to_model  # noqa: E402
 from hf_agents.models import AgentConfig, AgentModel, AgentPolicy  # noqa: E402
 
 
@@ -202,7 +203,7 @@ def acting(q) -> dict:
                 policy.act(frames)
             sync()
 
-        window = torch.from_numpy(frames).permute(0, 3, 1, 2)[:, None].repeat(1, H, 1, 1, 1).to(device())
+        window = to_model(frames)[:, None].repeat(1, H, 1, 1, 1).to(device())
         acts = torch.as_tensor(NOOP_IDS, device=device()).repeat(B, H, 1)
 
         def reencode(window=window, acts=acts, steps=steps):
@@ -305,8 +306,8 @@ def data_loading(q, train_fps) -> dict:
 
 
 def env_speed(q) -> dict:
-    from hf_agents.envs.jumppads import JumpPadsEnv, make_jumppads
     from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.games.jumppads.env import JumpPadsEnv, make_jumppads
 
     out = {}
     env = JumpPadsEnv(max_steps=10_000)
@@ -337,8 +338,8 @@ def env_speed(q) -> dict:
 
 
 def rollout_speed(q) -> dict:
-    from hf_agents.envs.jumppads import make_jumppads
     from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.games.jumppads.env import make_jumppads
     from hf_agents.rollout.engine import rollout
 
     B = 16
@@ -435,7 +436,7 @@ def reward_model_speed(q, peak) -> dict:
 
 
 def data_generation(q) -> dict:
-    from hf_agents.data.generate import generate_pretrain
+    from hf_agents.games.jumppads.generate import generate_pretrain
 
     tmp = Path(tempfile.mkdtemp())
     t = time.perf_counter()

@@ -33,7 +33,7 @@ def stick_values(rng):
 @pytest.fixture(scope="session")
 def jumppads_sft(tmp_path_factory):
     """A small curated dataset from the real game (32x32 frames, 3 demonstrations per pad)."""
-    from hf_agents.data.generate import generate_sft
+    from hf_agents.games.jumppads.generate import generate_sft
 
     return generate_sft(tmp_path_factory.mktemp("data") / "sft", per_pad=3, frame_size=32, num_envs=2,
                         progress=False)

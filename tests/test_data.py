@@ -176,3 +176,34 @@ def test_cli_import_info_export(tmp_path, rng, capsys):
     assert '"num_steps": 5' in capsys.readouterr().out
     assert cli(["data", "export", str(tmp_path / "ds"), "--out", str(tmp_path / "npz")]) == 0
     assert len(list((tmp_path / "npz").glob("*.npz"))) == 1
+
+
+def test_any_state_key_and_writer_metadata_round_trip(tmp_path, rng):
+    frames, ids = random_episode(rng, 5)
+    policy = {"checkpoint": "outputs/sft", "temperature": 0.7, "greedy": False, "keep_steps": 16, "seed": 3}
+    with TrajectoryWriter(tmp_path / "ds", frame_size=(16, 16), metadata={"policy": policy}) as w:
+        w.add_episode(frames, ids, reward=np.ones(5), state_speed=np.arange(5), state_x=np.zeros(5))
+    ds = load_trajectories(tmp_path / "ds")
+    assert ds.info["policy"] == policy and ds.info["num_episodes"] == 1  # metadata never replaces the statistics
+    assert ds.info["step_columns"][-3:] == ["reward", "state_speed", "state_x"]
+    np.testing.assert_array_equal(ds.read(0)["state_speed"], np.arange(5))
+    assert "state_speed" not in ds.windows(context=4)[0]  # privileged state stays out of model inputs
+
+
+def test_frames_layout_helpers_round_trip(rng):
+    from hf_agents.frames import (
+        FrameLayoutError,
+        resize_frames,
+        to_channels_first,
+        to_channels_last,
+        to_model,
+    )
+
+    frames, _ = random_episode(rng, 3)
+    chw = to_channels_first(frames)
+    assert chw.shape == (3, 3, 16, 16) and chw.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(chw, to_model(frames).numpy())
+    np.testing.assert_array_equal(to_channels_last(chw), frames)
+    assert resize_frames(frames, (8, 12)).shape == (3, 8, 12, 3)
+    with pytest.raises(FrameLayoutError, match="channels-first"):
+        to_channels_first(chw)

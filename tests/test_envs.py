@@ -10,10 +10,10 @@ import hf_agents.envs  # noqa: F401  (registers hf_agents/JumpPads-v0)
 from hf_agents.actions import NOOP_IDS
 from hf_agents.cli import main as cli
 from hf_agents.data import load_trajectories
-from hf_agents.envs.jumppads import JumpPadsEnv, make_jumppads
-from hf_agents.envs.jumppads_map import PADS, VARIANTS
-from hf_agents.envs.population import Persona, ScriptedPlayer, ScriptedPopulation
 from hf_agents.envs.vector import BatchedEnv
+from hf_agents.games.jumppads.env import JumpPadsEnv, make_jumppads
+from hf_agents.games.jumppads.map import PADS, VARIANTS
+from hf_agents.games.jumppads.population import Persona, ScriptedPlayer, ScriptedPopulation
 from hf_agents.rollout.engine import rollout
 
 EXPERT = Persona(skill=1.0, heading_noise=0, wiggle=0, hesitate_p=0, noop_p=0, wrong_turn_p=0, idle_steps=0, runs=True)
@@ -43,7 +43,9 @@ def test_gymnasium_api(env, tmp_path, monkeypatch):
     check_env(made.unwrapped, skip_render_check=True)
     obs, info = made.reset(seed=0)
     assert obs.shape == (32, 32, 3) and obs.dtype == np.uint8
-    assert {"x", "y", "z", "yaw", "spawn", "pad"} <= set(info)  # privileged state only in info
+    assert {"outcome", "state", "spawn", "variant", "fell"} <= set(info)  # privileged state only in info
+    assert set(info["state"]) == {"x", "y", "z", "yaw"} and info["outcome"] is None
+    assert made.metadata["outcomes"] == PADS  # what the generic evaluation lists
     made.close()
     assert not list(tmp_path.iterdir())  # ViZDoom's scratch files went to a temp dir
     with pytest.raises(ValueError, match="unknown variant"):
@@ -61,7 +63,7 @@ def test_variants_look_different(env):
 def test_scripted_controller_reaches_each_pad_from_every_spawn(env, pad):
     for spawn in range(4):
         info = play(env, ScriptedPlayer(np.random.default_rng(0), pad=pad, persona=EXPERT), spawn=spawn)
-        assert info["pad"] == pad, (pad, spawn, info)
+        assert info["outcome"] == pad, (pad, spawn, info)
 
 
 def test_random_policy_almost_never_reaches_a_pad(env):
@@ -73,7 +75,7 @@ def test_random_policy_almost_never_reaches_a_pad(env):
             return env.action_space.sample()
 
     env.action_space.seed(0)
-    reached = sum(play(env, Random(), seed=s)["pad"] is not None for s in range(15))
+    reached = sum(play(env, Random(), seed=s)["outcome"] is not None for s in range(15))
     assert reached <= 1
 
 
@@ -82,7 +84,7 @@ def test_population_is_middle_biased_with_right_from_right_imbalance(env):
     by_spawn = {s: Counter() for s in range(4)}
     for e in range(48):
         info = play(env, ScriptedPlayer(rng), spawn=e % 4, seed=e)
-        by_spawn[info["spawn"]][info["pad"] or "none"] += 1
+        by_spawn[info["spawn"]][info["outcome"] or "none"] += 1
     total = sum(by_spawn.values(), Counter())
     assert total["middle"] > total["left"] and total["middle"] > total["right"]  # middle bias
     assert min(total[p] for p in PADS) >= 2  # multi-modal
@@ -94,7 +96,7 @@ def test_continue_after_pad_launches_to_main_island():
     env = JumpPadsEnv(continue_after_pad=True, max_steps=80)
     info = play(env, ScriptedPlayer(np.random.default_rng(0), pad="middle", persona=EXPERT), spawn=1)
     env.close()
-    assert info["pad"] == "middle" and info["on_main_island"] and info["step"] == 80
+    assert info["outcome"] == "middle" and info["on_main_island"] and info["step"] == 80
 
 
 def test_batched_env_recovers_crashed_and_hung_workers():

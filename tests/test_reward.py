@@ -90,9 +90,9 @@ def test_reward_model_save_load_and_bad_input(tmp_path):
 @pytest.fixture(scope="module")
 def rollouts(tmp_path_factory):
     """On-policy-style rollouts in the evaluation setting (scripted players: a mix of pads) and left-pad prefs."""
-    from hf_agents.envs.jumppads import make_jumppads
-    from hf_agents.envs.population import ScriptedPopulation
     from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.games.jumppads.env import make_jumppads
+    from hf_agents.games.jumppads.population import ScriptedPopulation
     from hf_agents.rollout.engine import rollout
 
     root = tmp_path_factory.mktemp("reward")

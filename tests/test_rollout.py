@@ -11,24 +11,27 @@ from hf_agents.actions import NOOP_IDS, action_space
 from hf_agents.cli import main as cli
 from hf_agents.data import TrajectoryWriter, load_trajectories
 from hf_agents.envs.adapter import ActionMapper, ActionMappingError, GamepadEnv, make_gamepad_env
-from hf_agents.envs.jumppads import make_jumppads
-from hf_agents.envs.population import ScriptedPopulation
 from hf_agents.envs.vector import BatchedEnv
+from hf_agents.games.jumppads.env import make_jumppads
+from hf_agents.games.jumppads.population import ScriptedPopulation
 from hf_agents.models import AgentConfig, AgentModel, AgentPolicy
 from hf_agents.rollout.engine import rollout
 from hf_agents.rollout.evaluate import evaluate_policy, wilson
 
 
 def test_scripted_policy_evaluation_matches_intended_pad_and_writes_files(tmp_path):
-    summary = evaluate_policy(ScriptedPopulation(4, seed=0, pad="left"), tmp_path, episodes=8, num_envs=4,
-                              frame_size=32, videos=2, label="scripted-left", progress=False)
+    env_fn = functools.partial(make_jumppads, frame_size=32)
+    summary = evaluate_policy(ScriptedPopulation(4, seed=0, pad="left"), tmp_path, env_fn, episodes=8, num_envs=4,
+                              videos=2, label="scripted-left", progress=False)
     assert summary["counts"]["left"] >= 7 and summary["episodes"] == 8 and summary["dropped"] == 0
+    assert summary["outcomes"] == ["left", "middle", "right", "none"]  # the game's order, from its metadata
     assert sum(summary["per_spawn"][s]["episodes"] for s in summary["per_spawn"]) == 8
+    assert summary["fell"] <= 1 and summary["mean_return"] == 0.0  # JumpPads' own entry; it gives no reward
     lo, hi = summary["ci95"]["left"]
     assert lo < summary["distribution"]["left"] <= hi
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["counts"] == summary["counts"]
-    for name in ("jumppad_distribution.png", "heatmap.png", "trajectories.png"):
+    for name in ("outcome_distribution.png", "heatmap.png", "trajectories.png"):
         assert (tmp_path / name).stat().st_size > 5_000
     gifs = list((tmp_path / "videos").glob("*.gif"))
     assert len(gifs) == 2 and all(g.stat().st_size > 10_000 for g in gifs)
@@ -46,16 +49,19 @@ def test_agent_rollouts_are_written_in_the_dataset_format(tmp_path):
     torch.manual_seed(0)
     model = AgentModel(AgentConfig.from_preset("tiny", context_length=8)).eval()
     env_fn = functools.partial(make_jumppads, frame_size=32, max_steps=12)
+    policy = AgentPolicy(model, 2, temperature=0.8, seed=0)
     with BatchedEnv(env_fn, 2) as venv, TrajectoryWriter(tmp_path / "ro", frame_size=32) as writer:
-        result = rollout(venv, AgentPolicy(model, 2, seed=0), 3, seed=5, writer=writer, progress=False,
-                         source="rollout:tiny")
+        result = rollout(venv, policy, 3, seed=5, writer=writer, progress=False, source="rollout:tiny")
     ds = load_trajectories(tmp_path / "ro")
     assert len(ds) == 3 and result.env_steps == ds.num_steps
     steps = ds.read(0)
     assert steps["logprob"].shape == (ds.episodes[0]["length"],) and np.all(steps["logprob"] < 0)
     np.testing.assert_allclose(steps["logprob"], result.episodes[0].logprobs)
-    assert np.isfinite(steps["state_x"]).all()  # privileged state recorded for plots and preferences
+    for key in ("x", "y", "z", "yaw"):  # privileged state recorded for plots and preferences
+        assert np.isfinite(steps[f"state_{key}"]).all()
     assert ds.episodes[0]["source"] == "rollout:tiny"
+    # what RL and DPO need to trust these log-probs (item 8)
+    assert ds.info["policy"] == policy.metadata and ds.info["policy"]["temperature"] == 0.8
 
 
 @pytest.mark.parametrize(
@@ -130,4 +136,83 @@ def test_evaluation_shares_episodes_across_two_ranks(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert summary["ranks"] == 2 and summary["episodes"] + summary["dropped"] == 6
+    assert len(list((tmp_path / "eval" / "videos").glob("*.gif"))) == 1
+
+
+class Corridor(gym.Env):
+    """A third-party toy game speaking only the documented info keys: walk right to the goal, left to the pit."""
+
+    metadata = {"outcomes": ("goal", "pit")}
+    observation_space = spaces.Dict({"pos": spaces.Box(-5.0, 5.0, (1,), np.float32),
+                                     "pixels": spaces.Box(0, 255, (12, 12, 3), np.uint8)})
+    action_space = spaces.Discrete(3)  # 0 stay, 1 right (button A), 2 left (button B)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = 0
+        return self._obs(), self._info()
+
+    def step(self, action):
+        self.x += {0: 0, 1: 1, 2: -1}[int(action)]
+        done = abs(self.x) >= 3
+        return self._obs(), float(self.x >= 3), done, False, self._info()
+
+    def _obs(self):
+        return {"pos": np.array([self.x], np.float32), "pixels": np.full((12, 12, 3), 40 * (self.x + 3), np.uint8)}
+
+    def _info(self):
+        outcome = "goal" if self.x >= 3 else ("pit" if self.x <= -3 else None)
+        return {"outcome": outcome, "state": {"x": float(self.x)}, "spawn": 0}
+
+
+def make_corridor(frame_size=16):
+    return GamepadEnv(Corridor(), frame_size=frame_size)  # a Dict with one RGB image needs no image_key
+
+
+class PressA:
+    metadata = {"policy": "press-a"}
+
+    def reset(self, indices, infos):
+        pass
+
+    def act(self, observations, infos):
+        assert observations.shape[1:] == (16, 16, 3) and observations.dtype == np.uint8
+        ids = np.tile(NOOP_IDS, (len(observations), 1))
+        ids[:, 0] = 1
+        return ids, np.full(len(observations), -0.5, np.float32)
+
+
+def test_a_game_reporting_only_the_documented_info_keys_is_evaluated_and_recorded(tmp_path):
+    summary = evaluate_policy(PressA(), tmp_path / "eval", make_corridor, episodes=3, num_envs=2, videos=1,
+                              progress=False, trajectories=tmp_path / "ro")
+    assert summary["outcomes"] == ["goal", "pit", "none"] and summary["counts"] == {"goal": 3, "pit": 0, "none": 0}
+    assert summary["mean_return"] == 1.0 and summary["mean_length"] == 3.0 and summary["per_spawn"]["0"]["goal"] == 3
+    assert (tmp_path / "eval" / "outcome_distribution.png").exists()
+    assert len(list((tmp_path / "eval" / "videos").glob("*_goal.gif"))) == 1
+    ds = load_trajectories(tmp_path / "ro")
+    assert ds.info["policy"] == {"policy": "press-a"} and ds.episodes[0]["outcome_step"] == 2
+    steps = ds.read(0)
+    np.testing.assert_array_equal(steps["state_x"], [0, 1, 2])  # the game's own state keys, as state_<key>
+    np.testing.assert_array_equal(steps["reward"], [0, 0, 1])
+    assert "state_y" not in steps
+
+
+def test_dict_observations_with_several_images_need_an_image_key():
+    space = spaces.Dict({"a": spaces.Box(0, 255, (8, 8, 3), np.uint8), "b": spaces.Box(0, 255, (8, 8, 3), np.uint8)})
+
+    class TwoCameras(Corridor):
+        observation_space = space
+
+    with pytest.raises(ValueError, match="image_key"):
+        GamepadEnv(TwoCameras())
+    assert GamepadEnv(TwoCameras(), image_key="b").image_key == "b"
+
+
+def test_third_party_atari_game_through_the_evaluate_command(tmp_path):
+    AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=8)).save_pretrained(tmp_path / "agent")
+    assert cli(["evaluate", str(tmp_path / "agent"), "--env", "ale_py:ALE/Pong-v5", "--episodes", "2",
+                "--num-envs", "2", "--max-steps", "15", "--videos", "1", "--out", str(tmp_path / "eval")]) == 0
+    summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert summary["episodes"] == 2 and summary["dropped"] == 0 and summary["mean_length"] == 15
+    assert summary["outcomes"] == ["none"] and np.isfinite(summary["mean_return"])
     assert len(list((tmp_path / "eval" / "videos").glob("*.gif"))) == 1

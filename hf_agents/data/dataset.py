@@ -18,8 +18,15 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from hf_agents.data.schema import NO_OUTCOME, OPTIONAL_STEP_COLUMNS, REQUIRED_STEP_COLUMNS
-from hf_agents.data.writer import DatasetFormatError
+from hf_agents.actions import NOOP_IDS, NUM_BUTTONS
+from hf_agents.data.schema import (
+    NO_OUTCOME,
+    OPTIONAL_STEP_COLUMNS,
+    REQUIRED_STEP_COLUMNS,
+    DatasetFormatError,
+    is_optional_column,
+)
+from hf_agents.frames import to_channels_first
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -53,7 +60,10 @@ class _View:
 
 
 class TrajectoryDataset:
-    """Episodes of a trajectory dataset, possibly filtered or cut; cheap to copy and pickle."""
+    """Episodes of a trajectory dataset, possibly filtered or cut; cheap to copy and pickle.
+
+    `info` is meta/info.json: statistics, and for rollouts the acting policy's settings (`info["policy"]`).
+    """
 
     def __init__(self, root: Path, steps: datasets.Dataset, info: dict, view: _View):
         self.root, self.steps, self.info, self._view = root, steps, info, view
@@ -71,15 +81,14 @@ class TrajectoryDataset:
         shards = sorted((root / "data").glob("*.parquet"))
         if not shards:
             raise DatasetFormatError(f"{root / 'data'}: no parquet shards; the dataset is empty")
-        allowed = set(REQUIRED_STEP_COLUMNS) | set(OPTIONAL_STEP_COLUMNS)
+        allowed = [*REQUIRED_STEP_COLUMNS, *OPTIONAL_STEP_COLUMNS, "state_<key>"]
         for shard in shards:
             names = _read_schema(shard).names
-            unknown = [n for n in names if n not in allowed]
+            unknown = [n for n in names if n not in REQUIRED_STEP_COLUMNS and not is_optional_column(n)]
             missing = [n for n in REQUIRED_STEP_COLUMNS if n not in names]
             if unknown or missing:
                 raise DatasetFormatError(
-                    f"{shard}: unknown column(s) {unknown} / missing column(s) {missing}; "
-                    f"step columns are {sorted(allowed)}"
+                    f"{shard}: unknown column(s) {unknown} / missing column(s) {missing}; step columns are {allowed}"
                 )
         episodes = pq.read_table(_check_readable(episodes_file)).to_pylist()
         if not episodes:
@@ -169,11 +178,11 @@ class TrajectoryDataset:
         table = self._arrow[int(self._view.start[episode]) + start: int(self._view.start[episode]) + start + length]
         frames = np.stack([decode_png(b) for b in table.column("frame").combine_chunks().field("bytes").to_pylist()])
         out = {
-            "frames": np.ascontiguousarray(frames.transpose(0, 3, 1, 2)),
+            "frames": to_channels_first(frames),
             "actions": np.stack(table.column("actions").to_numpy(zero_copy_only=False)).astype(np.int64),
         }
-        for name in OPTIONAL_STEP_COLUMNS:
-            if name in table.column_names:
+        for name in table.column_names:
+            if is_optional_column(name):
                 out[name] = table.column(name).to_numpy()
         return out
 
@@ -218,7 +227,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 value = np.concatenate([value, np.zeros((pad, *value.shape[1:]), value.dtype)])
             item[key] = value
         if pad:  # padded actions are no-ops, masked out by attention_mask anyway
-            item["actions"][length:, 12:] = 5
+            item["actions"][length:, NUM_BUTTONS:] = NOOP_IDS[NUM_BUTTONS:]
         return {k: torch.from_numpy(v) for k, v in item.items()}
 
 

@@ -2,7 +2,7 @@
 
 Schema (one row per comparison): `chosen` and `rejected` are episode ids of one trajectory dataset,
 `labeller` says who judged (a designer's name, or `synthetic:<pad>`). The same file serves the synthetic
-oracle, the designers' labelling app, the reward model, preference fine-tuning and DPO.
+oracle and the reward model, and is meant for the planned labelling app, preference fine-tuning and DPO.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from hf_agents.data.schema import NO_OUTCOME
-from hf_agents.data.writer import DatasetFormatError
+from hf_agents.data.schema import NO_OUTCOME, DatasetFormatError
 
 PREFERENCE_COLUMNS = ("chosen", "rejected", "labeller")
 
@@ -61,8 +61,9 @@ def write_preferences(path: str | Path, pairs, labeller: str) -> Path:
     return path
 
 
-def read_preferences(path: str | Path, episode_ids=None) -> list[tuple[int, int]]:
-    """(chosen, rejected) pairs; with `episode_ids`, checks that every id is in the trajectory dataset."""
+def read_preferences(path: str | Path, episode_ids=None, labeller: str | None = None) -> list[tuple[int, int]]:
+    """(chosen, rejected) pairs; with `episode_ids`, checks that every id is in the trajectory dataset;
+    with `labeller`, only that labeller's comparisons (one designer = one reward model = one adapter)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such preferences file (write one with `hf-agents preferences synthetic`)")
@@ -73,6 +74,11 @@ def read_preferences(path: str | Path, episode_ids=None) -> list[tuple[int, int]
     missing = [c for c in ("chosen", "rejected") if c not in table.column_names]
     if missing:
         raise DatasetFormatError(f"{path}: missing column(s) {missing}; a preferences file has {list(PREFERENCE_COLUMNS)}")
+    if labeller is not None:
+        found = sorted(set(table.column("labeller").to_pylist())) if "labeller" in table.column_names else []
+        if labeller not in found:
+            raise DatasetFormatError(f"{path}: no comparisons by labeller '{labeller}'; labellers here: {found}")
+        table = table.filter(pa.compute.equal(table.column("labeller"), labeller))
     pairs = list(zip(table.column("chosen").to_pylist(), table.column("rejected").to_pylist()))
     if not pairs:
         raise DatasetFormatError(f"{path}: no comparisons")

@@ -15,17 +15,11 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from hf_agents.actions import continuous_to_ids, ids_to_continuous
+from hf_agents.actions import NUM_COMPONENTS, continuous_to_ids, ids_to_continuous
 from hf_agents.data.dataset import TrajectoryDataset
-from hf_agents.data.writer import DatasetFormatError, TrajectoryWriter
-
-
-def resize_frames(frames_hwc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> (T, size[0], size[1], 3), bilinear with antialiasing."""
-    if tuple(frames_hwc.shape[1:3]) == tuple(size):
-        return frames_hwc
-    h, w = size
-    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR)) for f in frames_hwc])
+from hf_agents.data.schema import DatasetFormatError
+from hf_agents.data.writer import TrajectoryWriter
+from hf_agents.frames import resize_frames, to_channels_last
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -39,9 +33,10 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetFormatError(f"{path}: not a readable .npz ({e})") from e
     if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
         raise DatasetFormatError(f"{path}: 'images' must be uint8 (T, 3, H, W), got {images.dtype} {images.shape}")
-    if actions.shape != (len(images), 16):
-        raise DatasetFormatError(f"{path}: 'actions' must be (T, 16) with T={len(images)}, got {actions.shape}")
-    return images.transpose(0, 2, 3, 1), actions
+    if actions.shape != (len(images), NUM_COMPONENTS):
+        raise DatasetFormatError(f"{path}: 'actions' must be (T, {NUM_COMPONENTS}) with T={len(images)}, "
+                                 f"got {actions.shape}")
+    return to_channels_last(images), actions
 
 
 def read_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -59,10 +54,11 @@ def read_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
     frames, actions = [], []
     for img in images:
         if img.name not in table:
-            raise DatasetFormatError(f"{actions_file}: no entry for '{img.name}'; add its 16 action values")
+            raise DatasetFormatError(f"{actions_file}: no entry for '{img.name}'; "
+                                     f"add its {NUM_COMPONENTS} action values")
         values = table[img.name]
-        if not isinstance(values, list) or len(values) != 16:
-            raise DatasetFormatError(f"{actions_file}: entry '{img.name}' must be a list of 16 numbers")
+        if not isinstance(values, list) or len(values) != NUM_COMPONENTS:
+            raise DatasetFormatError(f"{actions_file}: entry '{img.name}' must be a list of {NUM_COMPONENTS} numbers")
         frames.append(np.asarray(Image.open(img).convert("RGB")))
         actions.append(values)
     shapes = {f.shape for f in frames}

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from hf_agents.actions import validate_ids
+from hf_agents.actions import NUM_COMPONENTS, validate_ids
 from hf_agents.data.schema import (
     EPISODE_SCHEMA,
     FORMAT_VERSION,
@@ -23,12 +23,13 @@ from hf_agents.data.schema import (
     NO_OUTCOME,
     OPTIONAL_STEP_COLUMNS,
     REQUIRED_STEP_COLUMNS,
+    DatasetFormatError,
+    is_optional_column,
     step_schema,
 )
+from hf_agents.frames import FrameLayoutError, check_channels_last
 
-
-class DatasetFormatError(ValueError):
-    """Input that does not fit the trajectory dataset schema; the message names file, field and fix."""
+__all__ = ["DatasetFormatError", "TrajectoryWriter", "check_frames", "encode_png"]
 
 
 def encode_png(frame: np.ndarray) -> bytes:
@@ -40,9 +41,12 @@ def encode_png(frame: np.ndarray) -> bytes:
 def check_frames(frames: np.ndarray, frame_size: tuple[int, int], where: str) -> np.ndarray:
     """Frames must be uint8 (T, H, W, 3) at the dataset's size."""
     frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        hint = " (channels-first? transpose to (T, H, W, 3))" if frames.ndim == 4 and frames.shape[1] == 3 else ""
-        raise DatasetFormatError(f"{where}: frames must have shape (T, H, W, 3), got {frames.shape}{hint}")
+    try:
+        check_channels_last(frames, where)
+    except FrameLayoutError as e:
+        raise DatasetFormatError(str(e)) from None
+    if frames.ndim != 4:
+        raise DatasetFormatError(f"{where}: frames must have shape (T, H, W, 3), got {frames.shape}")
     if tuple(frames.shape[1:3]) != tuple(frame_size):
         raise DatasetFormatError(
             f"{where}: frame of shape {frames.shape[1:3]} but the dataset is {tuple(frame_size)}; resize when importing"
@@ -60,7 +64,8 @@ class TrajectoryWriter:
     previous dataset at `path` intact.
     """
 
-    def __init__(self, path, frame_size=(64, 64), overwrite=False, rows_per_shard=8192, fps=FPS, description=""):
+    def __init__(self, path, frame_size=(64, 64), overwrite=False, rows_per_shard=8192, fps=FPS, description="",
+                 metadata: dict | None = None):
         self.path = Path(path)
         if isinstance(frame_size, int):
             frame_size = (frame_size, frame_size)
@@ -69,6 +74,7 @@ class TrajectoryWriter:
             raise FileExistsError(f"{self.path} already exists; pass overwrite=True (--overwrite) to replace it")
         self.rows_per_shard = rows_per_shard
         self.fps, self.description = fps, description
+        self.metadata = dict(metadata or {})  # extra meta/info.json entries, e.g. the rollouts' `policy`
         self.staging = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
         (self.staging / "data").mkdir(parents=True)
         (self.staging / "episodes").mkdir()
@@ -85,7 +91,7 @@ class TrajectoryWriter:
                     outcome_step=-1, seed=-1, episode_id=None, **step_columns) -> int:
         """Append one episode. frames: uint8 (T, H, W, 3); actions: ids (T, 16).
 
-        `step_columns` may hold `logprob`, `reward` and privileged `state_*` arrays of length T.
+        `step_columns` may hold `logprob`, `reward` and privileged `state_<key>` arrays of length T.
         Returns the episode id.
         """
         episode_id = len(self.episodes) if episode_id is None else int(episode_id)
@@ -95,14 +101,15 @@ class TrajectoryWriter:
         T = len(frames)
         if T == 0:
             raise DatasetFormatError(f"{where}: an episode needs at least one step")
-        if actions.shape != (T, 16):
-            raise DatasetFormatError(f"{where}: actions must have shape ({T}, 16) to match the frames, got {actions.shape}")
-        unknown = set(step_columns) - set(OPTIONAL_STEP_COLUMNS)
+        if actions.shape != (T, NUM_COMPONENTS):
+            raise DatasetFormatError(f"{where}: actions must have shape ({T}, {NUM_COMPONENTS}) to match the frames, "
+                                     f"got {actions.shape}")
+        unknown = [c for c in step_columns if not is_optional_column(c)]
         if unknown:
-            raise DatasetFormatError(
-                f"{where}: unknown step column(s) {sorted(unknown)}; allowed extras are {list(OPTIONAL_STEP_COLUMNS)}"
-            )
+            raise DatasetFormatError(f"{where}: unknown step column(s) {sorted(unknown)}; allowed extras are "
+                                     f"{list(OPTIONAL_STEP_COLUMNS)} and state_<key>")
         columns = list(REQUIRED_STEP_COLUMNS) + [c for c in OPTIONAL_STEP_COLUMNS if c in step_columns]
+        columns += [c for c in step_columns if c not in OPTIONAL_STEP_COLUMNS]  # state_<key>, in the given order
         if self.columns is None:
             self.columns = columns
         elif columns != self.columns:
@@ -113,7 +120,8 @@ class TrajectoryWriter:
             "frame": [{"bytes": encode_png(f), "path": None} for f in frames],
             "actions": list(actions.astype(np.int8)),
         }
-        for name, values in step_columns.items():
+        for name in columns[len(REQUIRED_STEP_COLUMNS):]:
+            values = step_columns[name]
             values = np.asarray(values, dtype=np.float32)
             if values.shape != (T,):
                 raise DatasetFormatError(f"{where}: column '{name}' must have shape ({T},), got {values.shape}")
@@ -157,7 +165,7 @@ class TrajectoryWriter:
                            self.staging / "episodes" / "episodes.parquet")
             info = self.info()
             (self.staging / "meta").mkdir()
-            (self.staging / "meta" / "info.json").write_text(json.dumps(info, indent=2))
+            (self.staging / "meta" / "info.json").write_text(json.dumps(info, indent=2, default=str))
             from hf_agents.cards import dataset_card
 
             (self.staging / "README.md").write_text(dataset_card(info, self.description))
@@ -170,7 +178,7 @@ class TrajectoryWriter:
 
     def info(self) -> dict:
         eps = self.episodes
-        return {
+        core = {
             "format_version": FORMAT_VERSION,
             "frame_size": list(self.frame_size),
             "fps": self.fps,
@@ -184,6 +192,7 @@ class TrajectoryWriter:
             "spawns": {str(k): v for k, v in sorted(Counter(e["spawn"] for e in eps).items())},
             "mean_length": self.num_steps / max(len(eps), 1),
         }
+        return {**core, **{k: v for k, v in self.metadata.items() if k not in core}}
 
     def _replace(self) -> None:
         old = None

@@ -1,10 +1,28 @@
-"""Gymnasium environments: the built-in JumpPads game (registered as hf_agents/JumpPads-v0) and the batched env."""
+"""Gymnasium envs behind the gamepad contract: the batched env, the adapter for any game, registration.
+
+What a game reports, and all that the rollout engine and the evaluation read (every key optional):
+
+`info` (from reset and step):
+- "outcome": None until the episode's outcome happens, then a short string (JumpPads: the pad reached);
+  the first one is the episode's outcome, an episode without one ends as "none";
+- "state": a dict of privileged floats (JumpPads: x, y, z, yaw), recorded as `state_<key>` step columns
+  for plots and synthetic preferences; never shown to the model;
+- "spawn" (int) and "variant" (str): recorded per episode;
+- "error": the env failed; the episode is dropped and counted, never used (paper C.4).
+The step's reward goes to the `reward` step column, its sum is the episode's return.
+
+`env.metadata`: "outcomes", the outcomes in the order summaries list them; "outcome_colours" for the
+figures; "figures", a "module:function" called as `function(episodes, out_dir, label)` after an evaluation
+to draw the game's own figures (it may return extra summary entries).
+
+The built-in JumpPads is registered by name here (`gym.make("hf_agents/JumpPads-v0")`) and loaded on use.
+"""
 
 import gymnasium as gym
 
-from hf_agents.envs.jumppads_map import DEFAULT_VARIANT, PADS, VARIANTS
+JUMPPADS_ID = "hf_agents/JumpPads-v0"
 
-if "hf_agents/JumpPads-v0" not in gym.registry:
-    gym.register(id="hf_agents/JumpPads-v0", entry_point="hf_agents.envs.jumppads:JumpPadsEnv")
+if JUMPPADS_ID not in gym.registry:
+    gym.register(id=JUMPPADS_ID, entry_point="hf_agents.games.jumppads.env:JumpPadsEnv")
 
-__all__ = ["DEFAULT_VARIANT", "PADS", "VARIANTS"]
+__all__ = ["JUMPPADS_ID"]

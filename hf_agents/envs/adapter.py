@@ -1,23 +1,27 @@
 """Bring your own game: any Gymnasium env with an RGB image observation, behind the gamepad contract.
 
 `GamepadEnv(env)` resizes frames to the agent's size and maps the env's action space to and from the
-16-component gamepad, so the rollout engine, recording and every training stage work unchanged:
+16-component gamepad, so the rollout engine, recording, evaluation and every training stage work unchanged.
+A Dict observation needs `image_key=` only when it holds more than one RGB image. Actions:
 - Discrete(n), n <= 13: action 0 is 'no button', action k is button k-1 (the lowest pressed button wins);
 - MultiBinary(n), n <= 12: buttons;
 - MultiDiscrete: size-2 components take buttons, components of 3..11 values take stick axes;
 - Box (1-D, bounded), up to 4 values: stick axes, the bucket centre scaled to [low, high];
 - Dict of these: allocated in key order.
 What does not fit (too many buttons or axes, unbounded boxes, other spaces) raises a clear error.
+The env's reward passes through; for outcomes and privileged state see the `info` keys in `hf_agents.envs`.
 """
 
 from __future__ import annotations
 
+import functools
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from PIL import Image
 
 from hf_agents.actions import NOOP_IDS, NUM_BUTTONS, NUM_STICKS, STICK_CENTRES, action_space
+from hf_agents.frames import resize
 
 
 class ActionMappingError(ValueError):
@@ -30,13 +34,15 @@ class _Slots:
 
     def buttons(self, n, what):
         if self.button + n > NUM_BUTTONS:
-            raise ActionMappingError(f"{what} needs {n} buttons but only {NUM_BUTTONS - self.button} of 12 are left")
+            raise ActionMappingError(f"{what} needs {n} buttons but only {NUM_BUTTONS - self.button} of "
+                                     f"{NUM_BUTTONS} are left")
         start, self.button = self.button, self.button + n
         return list(range(start, start + n))
 
     def sticks(self, n, what):
         if self.stick + n > NUM_STICKS:
-            raise ActionMappingError(f"{what} needs {n} stick axes but only {NUM_STICKS - self.stick} of 4 are left")
+            raise ActionMappingError(f"{what} needs {n} stick axes but only {NUM_STICKS - self.stick} of "
+                                     f"{NUM_STICKS} are left")
         start, self.stick = self.stick, self.stick + n
         return [NUM_BUTTONS + i for i in range(start, start + n)]
 
@@ -50,7 +56,7 @@ class ActionMapper:
             self.children = {k: ActionMapper(s, slots, f"{name}['{k}']") for k, s in space.spaces.items()}
         elif isinstance(space, spaces.Discrete):
             if space.n > NUM_BUTTONS + 1:
-                raise ActionMappingError(f"{name}: Discrete({space.n}) has more than 13 actions; "
+                raise ActionMappingError(f"{name}: Discrete({space.n}) has more than {NUM_BUTTONS + 1} actions; "
                                          "wrap the env to expose a MultiDiscrete or Dict action space")
             self.index = slots.buttons(int(space.n) - 1, name)
         elif isinstance(space, spaces.MultiBinary):
@@ -58,7 +64,8 @@ class ActionMapper:
         elif isinstance(space, spaces.MultiDiscrete):
             nvec = np.asarray(space.nvec).reshape(-1)
             if nvec.max() > len(STICK_CENTRES):
-                raise ActionMappingError(f"{name}: a MultiDiscrete component has {nvec.max()} values; at most 11 fit a stick")
+                raise ActionMappingError(f"{name}: a MultiDiscrete component has {nvec.max()} values; "
+                                         f"at most {len(STICK_CENTRES)} fit a stick")
             self.index = [slots.buttons(1, name)[0] if n <= 2 else slots.sticks(1, name)[0] for n in nvec]
         elif isinstance(space, spaces.Box):
             if len(space.shape) != 1 or not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
@@ -113,25 +120,21 @@ class GamepadEnv(gym.Wrapper):
     def __init__(self, env: gym.Env, frame_size=64, image_key: str | None = None):
         super().__init__(env)
         self.frame_size = (frame_size, frame_size) if isinstance(frame_size, int) else tuple(frame_size)
-        self.image_key = image_key
         obs_space = env.observation_space
         if isinstance(obs_space, spaces.Dict):
-            if image_key is None or image_key not in obs_space.spaces:
+            image_key = image_key or _only_image_key(obs_space)
+            if image_key not in obs_space.spaces:
                 raise ValueError(f"observation space is a Dict {list(obs_space.spaces)}; pass image_key= the RGB image")
             obs_space = obs_space.spaces[image_key]
-        if not (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 3 and obs_space.shape[-1] == 3):
+        if not _is_rgb(obs_space):
             raise ValueError(f"observations must be RGB images (H, W, 3), got {obs_space}")
+        self.image_key = image_key
         self.mapper = ActionMapper(env.action_space)
         self.observation_space = spaces.Box(0, 255, (*self.frame_size, 3), np.uint8)
         self.action_space = action_space()
 
     def _frame(self, obs) -> np.ndarray:
-        img = obs[self.image_key] if self.image_key else obs
-        img = np.asarray(img)
-        if img.dtype != np.uint8:
-            img = np.clip(img * (255 if img.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
-        h, w = self.frame_size
-        return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+        return resize(obs[self.image_key] if self.image_key else obs, self.frame_size)
 
     def reset(self, *, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)
@@ -144,9 +147,33 @@ class GamepadEnv(gym.Wrapper):
         return self._frame(obs), reward, terminated, truncated, info
 
 
+def _is_rgb(space) -> bool:
+    return isinstance(space, spaces.Box) and len(space.shape) == 3 and space.shape[-1] == 3
+
+
+def _only_image_key(space: spaces.Dict) -> str | None:
+    """The key of the Dict's one RGB image, else None (none, or several to choose from)."""
+    keys = [k for k, s in space.spaces.items() if _is_rgb(s)]
+    return keys[0] if len(keys) == 1 else None
+
+
 def make_gamepad_env(env_id: str, frame_size=64, image_key=None, **kwargs) -> GamepadEnv:
     """`gymnasium.make(env_id, **kwargs)` behind the gamepad contract (picklable for `BatchedEnv`).
 
     Use "module:EnvId" (e.g. "ale_py:ALE/Pong-v5") so that worker processes import the module registering it.
     """
     return GamepadEnv(gym.make(env_id, **kwargs), frame_size=frame_size, image_key=image_key)
+
+
+def env_factory(env: str | None = None, frame_size=64, max_steps: int | None = None):
+    """A picklable factory for `BatchedEnv`: the built-in JumpPads for `env=None` (its defaults are the paper's
+    evaluation setting), else any Gymnasium id ("module:Id") behind `GamepadEnv`; frames of `frame_size`.
+    `max_steps` is the episode timeout in steps (None: the game's own)."""
+    from hf_agents.envs import JUMPPADS_ID
+
+    if env is None or env == JUMPPADS_ID:
+        limit = {} if max_steps is None else {"max_steps": max_steps}
+        return functools.partial(gym.make, f"hf_agents.envs:{JUMPPADS_ID}", frame_size=frame_size,
+                                 disable_env_checker=True, **limit)
+    limit = {} if max_steps is None else {"max_episode_steps": max_steps}
+    return functools.partial(make_gamepad_env, env, frame_size=frame_size, **limit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import sys
 import time
@@ -46,7 +47,7 @@ def _worker(conn, env_fn):
             elif cmd == "reset":
                 conn.send(("ok", env.reset(**data)))
             elif cmd == "spaces":
-                conn.send(("ok", (env.observation_space, env.action_space)))
+                conn.send(("ok", (env.observation_space, env.action_space, _picklable(env.metadata))))
             elif cmd == "close":
                 env.close()
                 conn.send(("ok", None))
@@ -54,6 +55,18 @@ def _worker(conn, env_fn):
         except Exception:
             conn.send(("error", traceback.format_exc(limit=5)))
     conn.close()
+
+
+def _picklable(metadata) -> dict:
+    """The env's metadata entries that can cross the pipe."""
+    out = {}
+    for key, value in dict(metadata or {}).items():
+        try:
+            pickle.dumps(value)
+            out[key] = value
+        except Exception:
+            pass
+    return out
 
 
 # Heavy libraries a worker would otherwise import again: every forkserver child re-runs the main script's
@@ -73,7 +86,7 @@ def _preload_modules(env_fn) -> list[str]:
 
 
 class BatchedEnv:
-    """`num_envs` copies of `env_fn()` stepping in parallel, one process each."""
+    """`num_envs` copies of `env_fn()` stepping in parallel, one process each; `metadata` is the env's."""
 
     def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, step_timeout: float = 30.0,
                  reset_timeout: float = 60.0):
@@ -85,7 +98,7 @@ class BatchedEnv:
         self.restarts = 0
         for i in range(num_envs):
             self._start(i)
-        self.observation_space, self.action_space = self._call(0, "spaces", None, reset_timeout)
+        self.observation_space, self.action_space, self.metadata = self._call(0, "spaces", None, reset_timeout)
         self._last_obs = [np.zeros(self.observation_space.shape, self.observation_space.dtype)] * num_envs
 
     # -- worker management -------------------------------------------------------------------------

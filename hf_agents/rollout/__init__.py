@@ -1,1 +1,2 @@
-"""Rollouts: one engine for evaluation, data generation, preferences and RL; plots and videos."""
+"""Rollouts: one engine for evaluation, data generation, preferences and alignment; evaluation of any game,
+outcome charts and videos."""

@@ -1,10 +1,15 @@
-"""The paper's evaluation (section 3.2): default variant, random spawn, empty context, run to a pad or
-the 100-step timeout; the distribution over left / middle / right / none, with figures and videos."""
+"""Evaluation of a policy on any game behind the gamepad contract (for JumpPads, the paper's section 3.2:
+default variant, random spawn, empty context, run to a pad or the 100-step timeout).
+
+The summary covers the outcomes the game reports (`info["outcome"]`, listed in `env.metadata["outcomes"]`)
+with 95% intervals, the mean return and length, and per-spawn counts when spawns are reported; the game's
+own figures come from `env.metadata["figures"]` (or the `figures` argument); plus videos.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import importlib
 import json
 import math
 from pathlib import Path
@@ -12,16 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hf_agents.data.schema import NO_OUTCOME
 from hf_agents.data.writer import TrajectoryWriter
-from hf_agents.envs.jumppads import make_jumppads
-from hf_agents.envs.jumppads_map import DEFAULT_VARIANT, NUM_SPAWNS
+from hf_agents.envs.adapter import env_factory
 from hf_agents.envs.vector import BatchedEnv
-from hf_agents.rollout.engine import rollout
+from hf_agents.rollout.engine import RolloutResult, rollout
 from hf_agents.rollout.media import save_video
-from hf_agents.rollout.plots import OUTCOMES, plot_distribution, plot_heatmap, plot_trajectories
-
-# The paper's numbers (Figures 3-5), for the comparison table.
-PAPER = {"base": {"none": 0.44}, "sft": {"none": 0.11}, "scratch": {"none": 0.20}}
+from hf_agents.rollout.plots import plot_distribution
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -34,42 +36,54 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def summarize(episodes, dropped: int = 0) -> dict:
-    n = len(episodes)
-    counts = {o: sum(e.outcome == o for e in episodes) for o in OUTCOMES}
+def outcome_names(episodes, declared=()) -> list[str]:
+    """The game's declared outcomes in order, then any other reported ones, then "none"."""
+    other = sorted({e.outcome for e in episodes} - set(declared) - {NO_OUTCOME})
+    return [*declared, *other, NO_OUTCOME]
+
+
+def _counts(episodes, names) -> dict:
+    return {o: sum(e.outcome == o for e in episodes) for o in names}
+
+
+def summarize(episodes, dropped: int = 0, outcomes=()) -> dict:
+    """Outcome counts, shares and 95% intervals, mean return and length, per-spawn counts."""
+    n, names = len(episodes), outcome_names(episodes, outcomes)
+    counts = _counts(episodes, names)
     per_spawn = {}
-    for s in range(NUM_SPAWNS):
+    for s in sorted({e.spawn for e in episodes if e.spawn >= 0}):
         eps = [e for e in episodes if e.spawn == s]
-        per_spawn[str(s)] = {"episodes": len(eps), **{o: sum(e.outcome == o for e in eps) for o in OUTCOMES}}
+        per_spawn[str(s)] = {"episodes": len(eps), **_counts(eps, names)}
     return {
         "episodes": n,
         "dropped": dropped,
+        "outcomes": names,
         "counts": counts,
-        "distribution": {o: counts[o] / max(n, 1) for o in OUTCOMES},
-        "ci95": {o: wilson(counts[o], n) for o in OUTCOMES},
-        "failure_rate": counts["none"] / max(n, 1),
-        "fell": sum(e.fell for e in episodes),
+        "distribution": {o: counts[o] / max(n, 1) for o in names},
+        "ci95": {o: wilson(counts[o], n) for o in names},
+        "failure_rate": counts[NO_OUTCOME] / max(n, 1),
+        "mean_return": float(np.mean([e.episode_return for e in episodes])) if episodes else 0.0,
         "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0,
         "per_spawn": per_spawn,
     }
 
 
-def evaluate_policy(policy, out_dir, episodes=100, num_envs=8, frame_size=64, seed=12345, videos=3,
-                    label="agent", progress=True, max_steps=100, trajectories=None, overwrite=False) -> dict:
-    """Run the evaluation for any policy of the rollout interface; write eval.json, figures and videos.
+def evaluate_policy(policy, out_dir, env_fn, episodes=100, num_envs=8, seed=12345, videos=3, label="agent",
+                    progress=True, trajectories=None, overwrite=False, outcomes=None, figures=None) -> dict:
+    """Run the evaluation for any policy of the rollout interface on `env_fn()` (a picklable env factory);
+    write eval.json, figures and videos.
 
-    trajectories: also write every episode (frames, actions, log-probs, state, outcome) as a trajectory
+    trajectories: also write every episode (frames, actions, log-probs, rewards, state, outcome) as a trajectory
     dataset there: the on-policy rollouts that preferences, the reward model and alignment start from.
+    outcomes / figures: override the game's `metadata["outcomes"]` / `metadata["figures"]` (False: none).
     Under `accelerate launch` / torchrun, each rank rolls out its share (episodes rank, rank + world, ...)
     and rank 0 gathers the episodes and writes the results (and rank k writes `trajectories`/rank-k).
     """
     from accelerate import PartialState
-    from accelerate.utils import gather_object
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: gloo ranks when there is no GPU
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env_fn = functools.partial(make_jumppads, frame_size=frame_size, variant=DEFAULT_VARIANT, max_steps=max_steps)
     share = list(range(state.process_index, episodes, state.num_processes))
     with contextlib.ExitStack() as stack:
         venv = stack.enter_context(BatchedEnv(env_fn, num_envs))
@@ -77,44 +91,63 @@ def evaluate_policy(policy, out_dir, episodes=100, num_envs=8, frame_size=64, se
         if trajectories is not None:
             path = Path(trajectories) / f"rank-{state.process_index}" if state.num_processes > 1 else trajectories
             writer = stack.enter_context(TrajectoryWriter(
-                path, frame_size=frame_size, overwrite=overwrite,
-                description=f"On-policy rollouts of {label} in the paper's evaluation setting (variant "
-                            f"'{DEFAULT_VARIANT}', random spawn, up to {max_steps} steps)."))
+                path, frame_size=venv.observation_space.shape[:2], overwrite=overwrite,
+                description=f"On-policy rollouts of {label}: evaluation episodes (reset seeds from {seed})."))
         result = rollout(venv, policy, len(share), seed=seed, keep_frames=videos if state.is_main_process else 0,
                          progress=progress and state.is_main_process, desc=f"evaluate {label}", episode_ids=share,
                          writer=writer, source=f"rollout:{label}")
+        game = venv.metadata
     if state.num_processes > 1:
-        local = [(e if e.frames is None else None) for e in result.episodes]
-        gathered = gather_object([(local, result.dropped, result.errors, result.env_steps, result.seconds)])
-        if not state.is_main_process:
+        result = _gather(result, state)
+        if result is None:
             return {}
-        with_frames = [e for e in result.episodes if e.frames is not None]
-        result.episodes = with_frames + [e for eps, *_ in gathered for e in eps if e is not None]
-        result.dropped = sum(g[1] for g in gathered)
-        result.errors = [err for g in gathered for err in g[2]]
-        result.env_steps = sum(g[3] for g in gathered)
-        result.seconds = max(g[4] for g in gathered)
-    summary = summarize(result.episodes, result.dropped)
-    summary["ranks"] = state.num_processes
-    summary.update(label=label, env_steps_per_second=result.steps_per_second, errors=result.errors[:5])
-    (out / "eval.json").write_text(json.dumps(summary, indent=2))
-    plot_distribution({label: summary}, out / "jumppad_distribution.png", title=f"{label}: jumppad reached")
-    plot_heatmap(result.episodes, out / "heatmap.png", title=f"{label}: trajectory heatmap")
-    plot_trajectories(result.episodes, out / "trajectories.png", title=f"{label}: successful trajectories")
-    for i, ep in enumerate(e for e in result.episodes if e.frames is not None):
-        save_video(ep.frames, out / "videos" / f"episode_{i}_{ep.outcome}.gif")
+    summary = summarize(result.episodes, result.dropped, game.get("outcomes", ()) if outcomes is None else outcomes)
+    summary.update(ranks=state.num_processes, label=label, env_steps_per_second=result.steps_per_second,
+                   errors=result.errors[:5])
+    _write_results(summary, result, out, label, game, game.get("figures") if figures is None else figures)
     return summary
 
 
+def _gather(result: RolloutResult, state) -> RolloutResult | None:
+    """Rank 0: every rank's episodes (frames only of its own video episodes); other ranks: None."""
+    from accelerate.utils import gather_object
+
+    local = [(e if e.frames is None else None) for e in result.episodes]
+    gathered = gather_object([(local, result.dropped, result.errors, result.env_steps, result.seconds)])
+    if not state.is_main_process:
+        return None
+    with_frames = [e for e in result.episodes if e.frames is not None]
+    return RolloutResult(episodes=with_frames + [e for eps, *_ in gathered for e in eps if e is not None],
+                         dropped=sum(g[1] for g in gathered), errors=[err for g in gathered for err in g[2]],
+                         env_steps=sum(g[3] for g in gathered), seconds=max(g[4] for g in gathered))
+
+
+def _write_results(summary: dict, result: RolloutResult, out: Path, label: str, game: dict, figures) -> None:
+    """The game's figures (which may add summary entries), eval.json, the outcome chart and videos."""
+    if isinstance(figures, str):
+        module, name = figures.split(":")
+        figures = getattr(importlib.import_module(module), name)
+    if figures:
+        summary.update(figures(result.episodes, out, label) or {})
+    (out / "eval.json").write_text(json.dumps(summary, indent=2))
+    if len(summary["outcomes"]) > 1:
+        plot_distribution({label: summary}, out / "outcome_distribution.png", title=f"{label}: outcome reached",
+                          colours=game.get("outcome_colours"))
+    for i, ep in enumerate(e for e in result.episodes if e.frames is not None):
+        save_video(ep.frames, out / "videos" / f"episode_{i}_{ep.outcome}.gif")
+
+
 def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.0, seed=12345, videos=3,
-                   label=None, progress=True, trajectories=None, overwrite=False) -> dict:
+                   label=None, progress=True, trajectories=None, overwrite=False, env=None, max_steps=None) -> dict:
+    """Evaluate a saved agent on `env`: None for JumpPads (the paper's setting), or a Gymnasium id such as
+    "ale_py:ALE/Pong-v5" behind `GamepadEnv`; frames at the model's size. `max_steps`: episode timeout."""
     from hf_agents.models import AgentModel, AgentPolicy
 
     model = AgentModel.from_pretrained(model_path).eval()
     policy = AgentPolicy(model, num_envs, temperature=temperature, seed=seed)
-    return evaluate_policy(policy, out_dir, episodes=episodes, num_envs=num_envs, frame_size=model.config.image_size,
-                           seed=seed, videos=videos, label=label or Path(model_path).name, progress=progress,
-                           trajectories=trajectories, overwrite=overwrite)
+    return evaluate_policy(policy, out_dir, env_factory(env, model.config.image_size, max_steps), episodes=episodes,
+                           num_envs=num_envs, seed=seed, videos=videos, label=label or Path(model_path).name,
+                           progress=progress, trajectories=trajectories, overwrite=overwrite)
 
 
 def compare(eval_dirs, out, labels=None) -> Path:
@@ -123,4 +156,4 @@ def compare(eval_dirs, out, labels=None) -> Path:
     for i, d in enumerate(eval_dirs):
         summary = json.loads((Path(d) / "eval.json").read_text())
         runs[labels[i] if labels else summary.get("label", Path(d).name)] = summary
-    return plot_distribution(runs, out, title="Jumppad reached: comparison")
+    return plot_distribution(runs, out, title="Outcome reached: comparison")

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from hf_agents.data.writer import TrajectoryWriter
-from hf_agents.envs.jumppads import make_jumppads
-from hf_agents.envs.jumppads_map import DEFAULT_VARIANT, PADS, VARIANTS
-from hf_agents.envs.population import ScriptedPopulation
 from hf_agents.envs.vector import BatchedEnv
+from hf_agents.games.jumppads.env import make_jumppads
+from hf_agents.games.jumppads.map import DEFAULT_VARIANT, PADS, VARIANTS
+from hf_agents.games.jumppads.population import ScriptedPopulation
 from hf_agents.rollout.engine import rollout
 
 
@@ -44,7 +44,8 @@ def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=
     with BatchedEnv(env_fn, num_envs) as venv, TrajectoryWriter(
         out, frame_size=frame_size, overwrite=overwrite,
         description=f"Curated JumpPads demonstrations: {per_pad} successful episodes per pad, variant "
-                    f"'{DEFAULT_VARIANT}', each cut at the pad."
+                    f"'{DEFAULT_VARIANT}', each cut at the pad.",
+        metadata={"policy": {"policy": "scripted-population", "seed": seed, "pads": list(PADS), "min_skill": min_skill}},
     ) as writer:
         for p, pad in enumerate(PADS):
             kept = []

@@ -9,8 +9,9 @@ right stick y looks up/down; A jumps, B crouches, X uses, LB runs, RT attacks; o
 
 An episode ends at a pad (launch task), on falling into a pit, or at `max_steps` (truncated). With
 `continue_after_pad=True` a pad launches the player onto the main island and play goes on until
-`max_steps` (the pretraining data's general gameplay). `info` carries privileged state for plots and
-synthetic preferences only: x, y, z, yaw, spawn, variant, pad, fell.
+`max_steps` (the pretraining data's general gameplay). `info` follows the contract of `hf_agents.envs`:
+`outcome` (the pad reached, else None), `state` (x, y, z, yaw: privileged, for plots and synthetic
+preferences only), `spawn`, `variant`; and this game's own `fell`, `on_main_island`, `step`.
 """
 
 from __future__ import annotations
@@ -25,20 +26,20 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from PIL import Image
 
 from hf_agents.actions import NUM_BUTTONS, STICK_CENTRES, action_space
-from hf_agents.envs.jumppads_map import (
+from hf_agents.frames import resize
+from hf_agents.games.jumppads.map import (
     DEFAULT_VARIANT,
     FALL_Z,
     MAIN_ISLAND,
     MAIN_OFFSET,
     NUM_SPAWNS,
+    PAD_COLOURS,
+    PADS,
     VARIANTS,
     IslandLayout,
-    _grid,
     map_name,
-    tile_centre,
     write_wad,
 )
 
@@ -53,7 +54,7 @@ _CHDIR_LOCK = threading.Lock()
 
 def wad_path() -> Path:
     """The generated WAD, written once per map version into a temp dir."""
-    from hf_agents.envs import jumppads_map
+    from hf_agents.games.jumppads import map as jumppads_map
 
     digest = hashlib.sha1(Path(jumppads_map.__file__).read_bytes()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"hf-agents-jumppads-{digest}.wad"
@@ -78,7 +79,9 @@ def _in_dir(path):
 
 
 class JumpPadsEnv(gym.Env):
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    # outcomes / outcome_colours / figures: what the generic evaluation reports and draws (see hf_agents.envs)
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "outcomes": PADS, "outcome_colours": PAD_COLOURS,
+                "figures": "hf_agents.games.jumppads.plots:evaluation_figures"}
 
     def __init__(self, frame_size=64, variant: str = DEFAULT_VARIANT, spawn: int | None = None, max_steps: int = 100,
                  continue_after_pad: bool = False, render_mode: str | None = "rgb_array"):
@@ -92,9 +95,8 @@ class JumpPadsEnv(gym.Env):
         self.variant, self.spawn, self.max_steps = variant, spawn, max_steps
         self.continue_after_pad, self.render_mode = continue_after_pad, render_mode
         self.layout = IslandLayout()
-        main = _grid(MAIN_ISLAND)
-        (col, row), = [(c, r) for r, line in enumerate(main) for c, k in enumerate(line) if k == "T"]
-        self.main_landing = tile_centre(col, row, MAIN_OFFSET)
+        main = IslandLayout(MAIN_ISLAND, MAIN_OFFSET)
+        self.main_landing = main.centre(*main.tiles("T")[0])
         self.observation_space = gym.spaces.Box(0, 255, (*self.frame_size, 3), np.uint8)
         self.action_space = action_space()
 
@@ -193,14 +195,13 @@ class JumpPadsEnv(gym.Env):
             return self._frame
         self._xyz = tuple(float(v) for v in state.game_variables[:3])
         self._yaw = float(state.game_variables[3])
-        h, w = self.frame_size
-        self._frame = np.asarray(Image.fromarray(state.screen_buffer).resize((w, h), Image.BILINEAR))
+        self._frame = resize(state.screen_buffer, self.frame_size)
         return self._frame
 
     def _info(self) -> dict:
         x, y, z = self._xyz
-        return {"x": x, "y": y, "z": z, "yaw": self._yaw, "spawn": self._spawn, "variant": self._variant,
-                "pad": self._pad, "fell": self._fell, "on_main_island": self._launched, "step": self._steps}
+        return {"outcome": self._pad, "state": {"x": x, "y": y, "z": z, "yaw": self._yaw}, "spawn": self._spawn,
+                "variant": self._variant, "fell": self._fell, "on_main_island": self._launched, "step": self._steps}
 
 
 def make_jumppads(fault_injection: bool = False, **kwargs) -> gym.Env:

@@ -4,7 +4,7 @@ Each episode draws a persona (skill, habits) and a target pad. Pad choice is mul
 to the middle (paper Figure 3): P(pad | spawn) ~ prior(pad) * exp(-detour_aversion * extra path length),
 so from the right-hand spawns, where the right pad needs a detour, it is rarely chosen. Habits:
 reaction noise, camera wiggle, hesitation, no-op pauses, wrong turns and idling at the start.
-Controllers read `info` (x, y, yaw); they never see pixels, and the dataset keeps only pixels and actions.
+Controllers read `info["state"]` (x, y, yaw); they never see pixels, and the dataset keeps only pixels and actions.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hf_agents.actions import NOOP_IDS, STICK_CENTRES
-from hf_agents.envs.jumppads_map import LAUNCH_ISLAND, MAIN_ISLAND, MAIN_OFFSET, PADS, IslandLayout
+from hf_agents.actions import LEFT_X, LEFT_Y, NOOP_IDS, RIGHT_X, STICK_CENTRES
+from hf_agents.games.jumppads.map import LAUNCH_ISLAND, MAIN_ISLAND, MAIN_OFFSET, PADS, IslandLayout
 
 PAD_PRIOR = {"left": 0.27, "middle": 0.46, "right": 0.27}
-LEFT_X, LEFT_Y, RIGHT_X, RIGHT_Y = 12, 13, 14, 15
 
 
 def stick_bucket(value: float) -> int:
@@ -91,7 +90,7 @@ class ScriptedPlayer:
     def act(self, info: dict) -> np.ndarray:
         p, rng = self.persona, self.rng
         ids = NOOP_IDS.copy()
-        if p is None:
+        if p is None or "state" not in info:  # an idle slot, or an env that failed
             return ids
         self.t += 1
         if self.t <= p.idle_steps or rng.random() < p.noop_p:
@@ -101,7 +100,7 @@ class ScriptedPlayer:
         heading = self._desired_heading(info)
         if heading is None:
             return ids
-        diff = (heading - info["yaw"] + rng.normal(0, p.heading_noise) + 180) % 360 - 180  # >0: target to the left
+        diff = (heading - info["state"]["yaw"] + rng.normal(0, p.heading_noise) + 180) % 360 - 180  # >0: target to the left
         turn = -diff / 35.0 * (0.6 + 0.4 * p.skill)  # right stick x > 0 turns right
         turn += p.wiggle * math.sin(self.phase + 0.9 * self.t)
         ids[RIGHT_X] = stick_bucket(turn)
@@ -120,7 +119,7 @@ class ScriptedPlayer:
         return ids
 
     def _desired_heading(self, info: dict) -> float | None:
-        x, y = info["x"], info["y"]
+        x, y = info["state"]["x"], info["state"]["y"]
         if info.get("on_main_island"):
             layout = self.main
             if self.wander is None or layout.tile_of(x, y) == self.wander:
@@ -166,6 +165,8 @@ class ScriptedPopulation:
 
     def __init__(self, num_envs: int, seed: int = 0, pad: str | None = None, detour_aversion: float = 0.4,
                  min_skill: float = 0.0):
+        self.metadata = {"policy": "scripted-population", "seed": seed, "pad": pad, "detour_aversion": detour_aversion,
+                         "min_skill": min_skill}  # recorded by rollout datasets
         self.rngs = [np.random.default_rng([seed, i]) for i in range(num_envs)]
         self.players = [ScriptedPlayer(r, pad=pad, detour_aversion=detour_aversion, min_skill=min_skill)
                         for r in self.rngs]

@@ -64,6 +64,7 @@ PAD_TILES = {"L": "left", "M": "middle", "R": "right"}
 PAD_LIGHT = {"left": "ff3030", "middle": "30ff30", "right": "3060ff"}
 PAD_WALL = {"left": "LITERED", "middle": "LITEGRN1", "right": "LITEBLU1"}
 PAD_FLOOR = {"left": "FLAT5_3", "middle": "GATE1", "right": "FWATER1"}
+PAD_COLOURS = {"left": "#d62728", "middle": "#2ca02c", "right": "#1f4fd6"}  # in figures
 NUM_SPAWNS = 4
 
 
@@ -109,6 +110,10 @@ class IslandLayout:
                              key=lambda cr: self.rows[cr[1]][cr[0]])
         self.pad_tiles = {name: [(c, r) for r in range(self.h) for c in range(self.w) if self.rows[r][c] == k]
                           for k, name in PAD_TILES.items()}
+
+    def tiles(self, kind: str) -> list[tuple[int, int]]:
+        """(col, row) of every tile of one kind, e.g. "T" (where a launch lands)."""
+        return [(c, r) for r in range(self.h) for c in range(self.w) if self.rows[r][c] == kind]
 
     def walkable(self, col, row) -> bool:
         return 0 <= col < self.w and 0 <= row < self.h and self.rows[row][col] not in "#pb"
