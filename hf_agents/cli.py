@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -71,10 +72,24 @@ def cmd_evaluate(args) -> None:
     summary = evaluate_model(args.model, args.out, episodes=args.episodes, num_envs=args.num_envs,
                              temperature=args.temperature, seed=args.seed, videos=args.videos, label=args.label,
                              trajectories=args.trajectories, overwrite=args.overwrite, env=args.env,
-                             max_steps=args.max_steps)
-    if summary:  # other ranks of a distributed evaluation return nothing; rank 0 reports
-        keys = ("label", "episodes", "dropped", "distribution", "mean_return", "mean_length")
-        print(json.dumps({k: summary[k] for k in keys}))
+                             max_steps=args.max_steps, adapters=_adapters(args.adapter))
+    keys = ("label", "episodes", "dropped", "distribution", "mean_return", "mean_length")
+    for one in (summary.values() if summary and "episodes" not in summary else [summary]):
+        if one:  # other ranks of a distributed evaluation return nothing; rank 0 reports
+            print(json.dumps({k: one[k] for k in keys}))
+
+
+def _adapters(specs) -> dict | None:
+    """--adapter NAME=DIR or DIR (named after the folder) -> {name: dir}."""
+    if not specs:
+        return None
+    out = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else (None, None, spec)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"--adapter {spec}: no such adapter directory (an alignment run's output_dir)")
+        out[name or os.path.basename(os.path.normpath(path))] = path
+    return out
 
 
 def cmd_preferences_synthetic(args) -> None:
@@ -98,7 +113,7 @@ def cmd_compare(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from hf_agents.train import main as train_main
+    from hf_agents.training.launch import main as train_main
 
     code = train_main(args.rest)
     if code:
@@ -153,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--out", default="docs/contact_sheet.png")
     sheet.add_argument("--size", type=int, default=128)
     sheet.set_defaults(fn=cmd_env_contact_sheet)
-    train = sub.add_parser("train", help="pretrain / SFT from a recipe (same as python -m hf_agents.train)",
+    train = sub.add_parser("train", help="train any stage from a recipe (same as python -m hf_agents.training)",
                            add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER, help="recipe.yaml [key=value ...]")
     train.set_defaults(fn=cmd_train)
@@ -174,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a Gymnasium id ('module:Id', e.g. ale_py:ALE/Pong-v5) played through GamepadEnv "
                          "(default: the built-in JumpPads)")
     ev.add_argument("--max-steps", type=int, default=None, help="episode timeout in steps (default: the game's)")
+    ev.add_argument("--adapter", action="append", default=None, metavar="[NAME=]DIR",
+                    help="LoRA adapter(s) of a designer, loaded onto MODEL at once; each is evaluated in turn")
     ev.set_defaults(fn=cmd_evaluate)
 
     prefs = sub.add_parser("preferences", help="preferences between trajectories").add_subparsers(

@@ -37,7 +37,7 @@ def _stage(name, done: Path, fn, log):
 
 
 def _train(recipe: str, overrides: list[str]) -> None:
-    cmd = [sys.executable, "-m", "hf_agents.train", str(RECIPES / f"{recipe}.yaml"), *overrides]
+    cmd = [sys.executable, "-m", "hf_agents.training", str(RECIPES / f"{recipe}.yaml"), *overrides]
     subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1"})
 
 

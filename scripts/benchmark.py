@@ -362,7 +362,7 @@ def reward_model_speed(q, peak) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from hf_agents.models import TrajectoryRewardConfig, TrajectoryRewardModel
-    from hf_agents.training.reward import RewardModelConfig, TrajectoryRewardTrainer
+    from hf_agents.training.reward import RewardTrainingConfig, TrajectoryRewardTrainer
 
     tmp = Path(tempfile.mkdtemp())
     agent = AgentModel(AgentConfig.from_preset("cpu")).to(device()).eval()
@@ -411,7 +411,7 @@ def reward_model_speed(q, peak) -> dict:
                     opt.zero_grad(set_to_none=True)
                 sync()
                 results["bare" if dedup else "bare_without_dedup"].append(B * steps / (time.perf_counter() - t))
-            args = RewardModelConfig(output_dir=str(tmp / encoder), trajectories="-", preferences="-",
+            args = RewardTrainingConfig(output_dir=str(tmp / encoder), trajectories="-", preferences="-",
                                      per_device_train_batch_size=B, max_steps=steps, report_to="none",
                                      save_strategy="no", logging_steps=10_000, disable_tqdm=True,
                                      lr_scheduler_type="constant", dataloader_num_workers=0)

@@ -13,7 +13,8 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 from hf_agents.data import DatasetFormatError, TrajectoryWriter, load_trajectories
 from hf_agents.data.preferences import read_preferences, synthetic_preferences, write_preferences
 from hf_agents.models import AgentConfig, AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel
-from hf_agents.train import RecipeError, main, parse_recipe
+from hf_agents.training.common import RecipeError, parse_recipe
+from hf_agents.training.launch import main
 from hf_agents.training.reward import embed_trajectories
 
 

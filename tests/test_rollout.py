@@ -114,7 +114,7 @@ def test_third_party_atari_game_through_rollout_recording_and_training(tmp_path)
     assert len(result.episodes) == 2 and result.dropped == 0
     ds = load_trajectories(tmp_path / "pong")
     assert ds.read(0)["frames"].shape[1:] == (3, 32, 32)
-    from hf_agents.train import main as train_main
+    from hf_agents.training.launch import main as train_main
 
     assert train_main([f"dataset={tmp_path / 'pong'}", "model_preset=tiny", "context_length=8", "max_steps=2",
                        "per_device_train_batch_size=2", "report_to=none", "eval_fraction=0",

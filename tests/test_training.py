@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_agents.train import RecipeError, main, parse_recipe
+from hf_agents.training.common import RecipeError, parse_recipe
 from hf_agents.training.imitation import UNIFORM_LOSS
+from hf_agents.training.launch import main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model_preset=tiny", "context_length=8", "per_device_train_batch_size=4", "per_device_eval_batch_size=4",
@@ -20,7 +21,7 @@ TINY = ["model_preset=tiny", "context_length=8", "per_device_train_batch_size=4"
 
 def run(args, **kw):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, "-m", "hf_agents.train", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "hf_agents.training", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
@@ -40,6 +41,52 @@ def test_recipe_errors_name_file_and_field(tmp_path):
     assert config.learning_rate == 0.5 and config.max_steps == 3  # overrides win
     for shipped in ("pretrain", "sft", "scratch"):
         parse_recipe(str(REPO / "recipes" / f"{shipped}.yaml"))  # the shipped recipes parse
+
+
+def test_the_stage_registry_is_the_one_place_a_stage_is_named(tmp_path, capsys, monkeypatch):
+    import dataclasses
+    import inspect
+    import re
+    import types
+
+    import hf_agents.training as training
+    from hf_agents.training.common import StageArguments
+
+    for name in training.STAGES:
+        module = training.load_stage(name)
+        assert dataclasses.is_dataclass(module.CONFIG) and callable(module.run), name
+        shared = {"output_dir", *StageArguments.__dataclass_fields__} - {"save_safetensors"}  # check_output_dir's
+        assert shared <= set(module.CONFIG.__dataclass_fields__), name
+        assert module.REQUIRED and set(module.REQUIRED) <= set(module.CONFIG.__dataclass_fields__), name
+        ours = [c for c in module.CONFIG.__mro__ if c.__module__.startswith("hf_agents")]
+        for field in set().union(*map(inspect.get_annotations, ours)):  # our fields (and overrides) say what they do
+            assert module.CONFIG.__dataclass_fields__[field].metadata.get("help"), (name, field)
+    assert parse_recipe(None, ["dataset=x"]).__class__ is training.load_stage("imitation").CONFIG  # the default
+    reward = parse_recipe(None, ["stage=reward", "trajectories=t", "preferences=p", "report_to=none"])
+    assert type(reward) is training.load_stage("reward").CONFIG and type(reward).__name__ == "RewardTrainingConfig"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stage: pretrain\n")
+    valid = re.escape(str(sorted(training.STAGES)))
+    with pytest.raises(RecipeError, match=f"r.yaml: unknown stage 'pretrain'; choose one of {valid}"):
+        parse_recipe(str(recipe))
+    assert main(["--help"]) == 0
+    shown = capsys.readouterr().out
+    assert all(f"== stage: {name} ==" in shown for name in training.STAGES) and "--learning_rate" in shown
+
+    # A new stage is one module and one registry line: parse, dispatch and --help need nothing else.
+    @dataclasses.dataclass
+    class ToyConfig(StageArguments):
+        output_dir: str = dataclasses.field(default="", metadata={"help": "Where it goes."})
+        steps: int = dataclasses.field(default=1, metadata={"help": "How long."})
+
+    toy = types.ModuleType("toy_stage")
+    toy.CONFIG, toy.REQUIRED, toy.run = ToyConfig, ("output_dir",), lambda config: {"steps": config.steps}
+    monkeypatch.setitem(sys.modules, "toy_stage", toy)
+    monkeypatch.setitem(training.STAGES, "toy", "toy_stage")
+    assert main(["stage=toy", "output_dir=o", "steps=3"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"steps": 3}
+    assert main(["stage=toy"]) == 2
+    assert "`output_dir` is required for the toy stage" in capsys.readouterr().err
 
 
 def test_bad_inputs_fail_before_training(tmp_path, jumppads_sft, capsys):
@@ -106,7 +153,7 @@ def test_two_cpu_ranks_match_one_process(tmp_path, jumppads_sft):
     assert one.wait(timeout=300) == 0, one.stdout.read()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                          str(REPO / "recipes" / "accelerate" / "cpu-2ranks.yaml"), "-m", "hf_agents.train",
+                          str(REPO / "recipes" / "accelerate" / "cpu-2ranks.yaml"), "-m", "hf_agents.training",
                           *common, "per_device_train_batch_size=4", f"output_dir={tmp_path / 'two'}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]

@@ -22,6 +22,7 @@ class AgentPolicy:
                  seed: int | None = None):
         self.model = model.eval()
         self.num_envs, self.temperature, self.greedy, self.seed = num_envs, temperature, greedy, seed
+        self.checkpoint = str(getattr(model, "name_or_path", "") or "")  # recorded with rollouts
         self.H, self.keep_steps = model.config.context_length, model.config.keep_steps
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device)
@@ -37,7 +38,7 @@ class AgentPolicy:
     @property
     def metadata(self) -> dict:
         """What a rollout dataset records so that training can trust its log-probs."""
-        return {"checkpoint": str(getattr(self.model, "name_or_path", "") or ""), "temperature": self.temperature,
+        return {"checkpoint": self.checkpoint, "temperature": self.temperature,
                 "greedy": self.greedy, "keep_steps": self.keep_steps, "context_length": self.H, "seed": self.seed}
 
     # -- state ---------------------------------------------------------------------------------

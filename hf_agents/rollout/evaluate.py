@@ -138,16 +138,40 @@ def _write_results(summary: dict, result: RolloutResult, out: Path, label: str, 
 
 
 def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.0, seed=12345, videos=3,
-                   label=None, progress=True, trajectories=None, overwrite=False, env=None, max_steps=None) -> dict:
+                   label=None, progress=True, trajectories=None, overwrite=False, env=None, max_steps=None,
+                   adapters: dict[str, str] | None = None) -> dict:
     """Evaluate a saved agent on `env`: None for JumpPads (the paper's setting), or a Gymnasium id such as
-    "ale_py:ALE/Pong-v5" behind `GamepadEnv`; frames at the model's size. `max_steps`: episode timeout."""
-    from hf_agents.models import AgentModel, AgentPolicy
+    "ale_py:ALE/Pong-v5" behind `GamepadEnv`; frames at the model's size. `max_steps`: episode timeout.
 
-    model = AgentModel.from_pretrained(model_path).eval()
-    policy = AgentPolicy(model, num_envs, temperature=temperature, seed=seed)
-    return evaluate_policy(policy, out_dir, env_factory(env, model.config.image_size, max_steps), episodes=episodes,
-                           num_envs=num_envs, seed=seed, videos=videos, label=label or Path(model_path).name,
-                           progress=progress, trajectories=trajectories, overwrite=overwrite)
+    `model_path` may be a LoRA adapter saved by alignment (its base agent is loaded beneath it). `adapters`
+    (name -> directory) load onto the one base at once; each is evaluated in turn into out_dir/<name>, and the
+    summaries come back by name.
+    """
+    from hf_agents.models import AgentPolicy
+    from hf_agents.models.adapters import active_adapter, adapter_base, agent_of, is_adapter, load_agent
+
+    if is_adapter(model_path):
+        adapters = {Path(model_path).name: str(model_path), **(adapters or {})}
+        model_path = adapter_base(model_path)
+    model = load_agent(model_path, adapters)
+    agent = agent_of(model)
+    env_fn = env_factory(env, agent.config.image_size, max_steps)
+
+    def run(out, name):
+        policy = AgentPolicy(agent, num_envs, temperature=temperature, seed=seed)
+        policy.checkpoint = str(adapters[name]) if name else str(model_path)
+        return evaluate_policy(policy, out, env_fn, episodes=episodes, num_envs=num_envs, seed=seed, videos=videos,
+                               label=label or name or Path(model_path).name, progress=progress,
+                               trajectories=trajectories if not name or len(adapters) == 1 else None,
+                               overwrite=overwrite)
+
+    if not adapters:
+        return run(out_dir, None)
+    summaries = {}
+    for name in adapters:
+        with active_adapter(model, name):
+            summaries[name] = run(Path(out_dir) / name if len(adapters) > 1 else out_dir, name)
+    return summaries[name] if len(adapters) == 1 else summaries
 
 
 def compare(eval_dirs, out, labels=None) -> Path:

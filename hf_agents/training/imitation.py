@@ -2,6 +2,7 @@
 
 Pretraining, SFT and the from-scratch baseline are the same code with different recipes.
 No-op steps are masked out of the loss but stay in the context (the paper 'filters out all no-op actions').
+Recipes: `stage: imitation` (the default).
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torchvision.transforms import v2
-from transformers import AutoConfig, Trainer, TrainingArguments
+from transformers import AutoConfig, Trainer, TrainingArguments, set_seed
 
-from hf_agents.actions import is_noop
+from hf_agents.actions import COMPONENT_NAMES, NUM_BUCKETS, NUM_BUTTONS, NUM_STICKS, is_noop
 from hf_agents.data import load_trajectories
 from hf_agents.data.dataset import WindowDataset
 from hf_agents.models import AgentConfig, AgentModel
+from hf_agents.training.common import StageArguments, check_output_dir, save_results
 
 
 @dataclass
-class ImitationConfig(TrainingArguments):
+class ImitationConfig(StageArguments, TrainingArguments):
     r"""Configuration of an imitation stage; every `TrainingArguments` field is available too.
 
     Paper values (C.1 pretrain / C.2 SFT): AdamW, lr 1e-4 / 1e-6, weight decay 1e-4, batch 256 / 128,
@@ -45,17 +47,12 @@ class ImitationConfig(TrainingArguments):
     window_stride: int | None = field(default=None, metadata={"help": "Steps between window starts (default H/2)."})
     augment: bool = field(default=True, metadata={"help": "VPT-style image augmentation on training frames."})
     filter_noops: bool = field(default=True, metadata={"help": "Mask no-op actions out of the loss (paper)."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
-    overwrite: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={"help": "Where to log metrics "
-                                                                                    "(tensorboard, wandb, none)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (paper: 1e-4 pretrain)."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay (paper: 1e-4)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (paper: 1)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "cosine or constant_with_warmup, ..."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep our batch keys (frames, actions)."})
     label_names: list[str] | None = field(default_factory=lambda: ["actions"], metadata={"help": "Target keys."})
-    save_safetensors: bool = field(default=True, metadata={"help": "Checkpoints as safetensors."})
 
 
 def augmentation(strength: float = 1.0):
@@ -127,8 +124,6 @@ class ImitationTrainer(Trainer):
 
 
 def component_metrics(pred):
-    from hf_agents.actions import COMPONENT_NAMES
-
     weighted, weights = np.asarray(pred.predictions), np.asarray(pred.label_ids)
     acc = weighted.sum(0) / max(weights.sum(), 1e-9)
     metrics = {f"accuracy_{n}": float(a) for n, a in zip(COMPONENT_NAMES, acc)}
@@ -136,7 +131,8 @@ def component_metrics(pred):
     return metrics
 
 
-UNIFORM_LOSS = 12 * math.log(2) + 4 * math.log(11)  # loss of a policy that knows nothing
+# The loss of a policy that knows nothing: uniform over each button's 2 and each stick's NUM_BUCKETS values.
+UNIFORM_LOSS = NUM_BUTTONS * math.log(2) + NUM_STICKS * math.log(NUM_BUCKETS)
 
 
 def build_model(config: ImitationConfig, frame_size) -> AgentModel:
@@ -179,3 +175,26 @@ def build_datasets(config: ImitationConfig):
         train_windows = AugmentedWindows(train_windows, augmentation(), seed=config.seed)
     eval_windows = evaluation.windows(config.context_length, config.context_length) if len(evaluation) else None
     return data.frame_size, train_windows, eval_windows
+
+
+CONFIG = ImitationConfig
+REQUIRED = ("dataset",)
+
+
+def run(config: ImitationConfig) -> dict:
+    """Train, evaluate (when there is held-out data) and save; returns the metrics."""
+    resume_from = check_output_dir(config)
+    frame_size, train_windows, eval_windows = build_datasets(config)
+    set_seed(config.seed)  # the model's initialisation too, not only the Trainer's data order
+    model = build_model(config, frame_size)  # all checks happen before the first step
+    if eval_windows is None:
+        config.eval_strategy = "no"
+    trainer = ImitationTrainer(model=model, args=config, train_dataset=train_windows, eval_dataset=eval_windows,
+                               data_collator=ImitationCollator(config.filter_noops),
+                               compute_metrics=component_metrics)
+    trainer.train(resume_from_checkpoint=resume_from)
+    metrics = {"uniform_loss": UNIFORM_LOSS}
+    if eval_windows is not None:
+        metrics.update(trainer.evaluate())
+    save_results(trainer, config, metrics)
+    return metrics

@@ -4,6 +4,8 @@ The encoder (the fine-tuned agent, or a random projection) is frozen, so every t
 and the trainer sees only embeddings: a batch is the chosen trajectories' embeddings followed by the
 rejected ones', which is the (2B, 1) layout `RewardTrainer.compute_loss` expects. Trajectories are split
 into train and held-out sets by episode; a comparison is held out when both its trajectories are.
+Recipes: `stage: reward`. `RewardTrainingConfig` configures the training; the model's own config (what is
+saved with it) is `TrajectoryRewardConfig` in `hf_agents.models`.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ import datasets
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast, set_seed
 from trl import RewardConfig, RewardTrainer
 
-from hf_agents.data import TrajectoryDataset
+from hf_agents.actions import CENTRE_BUCKET, NUM_BUTTONS, NUM_COMPONENTS
+from hf_agents.data import TrajectoryDataset, load_trajectories
 from hf_agents.data.preferences import read_preferences
 from hf_agents.models import AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel
 from hf_agents.models.configuration_reward import ENCODERS
+from hf_agents.training.common import RecipeError, StageArguments, check_output_dir, save_results
 
 
 @dataclass
-class RewardModelConfig(RewardConfig):
-    r"""Configuration of the reward-model stage; every `RewardConfig`/`TrainingArguments` field is available too.
+class RewardTrainingConfig(StageArguments, RewardConfig):
+    r"""Training arguments of the reward-model stage; every `RewardConfig`/`TrainingArguments` field too.
 
     Paper values (C.3): minibatch 2048 comparisons, lr 1e-4, L2 penalty 0.1, 200 epochs (50 for the largest
     set), trajectories padded to 100 steps, agent-encoder embeddings (or a 512-d random projection).
@@ -42,8 +46,6 @@ class RewardModelConfig(RewardConfig):
     eval_fraction: float = field(default=0.2, metadata={"help": "Share of trajectories held out; comparisons among "
                                                         "them measure preference accuracy."})
     embed_batch_size: int = field(default=8, metadata={"help": "Trajectories embedded at once by the frozen encoder."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
-    overwrite: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
     per_device_train_batch_size: int = field(default=2048, metadata={"help": "Comparisons per step (paper: 2048)."})
     per_device_eval_batch_size: int = field(default=2048, metadata={"help": "Comparisons per evaluation step."})
     num_train_epochs: float = field(default=200, metadata={"help": "Epochs over the comparisons (paper: 200)."})
@@ -56,9 +58,7 @@ class RewardModelConfig(RewardConfig):
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of "
                                                 "activation_checkpointing (off: the encoder is frozen)."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; default: on where a GPU supports it."})
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={"help": "Where to log metrics."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_safetensors: bool = field(default=True, metadata={"help": "Checkpoints as safetensors."})
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:
@@ -94,7 +94,7 @@ class EmbeddingCollator:
 class TrajectoryRewardTrainer(RewardTrainer):
     """TRL's RewardTrainer on trajectory embeddings; adds the min-max normalisation after training (C.3)."""
 
-    def __init__(self, model: TrajectoryRewardModel, args: RewardModelConfig, embeddings: torch.Tensor,
+    def __init__(self, model: TrajectoryRewardModel, args: RewardTrainingConfig, embeddings: torch.Tensor,
                  train_dataset, eval_dataset=None, **kwargs):
         self.embeddings = embeddings
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -126,7 +126,7 @@ class TrajectoryRewardTrainer(RewardTrainer):
         return model.config.reward_min, model.config.reward_max
 
 
-def build_reward_model(config: RewardModelConfig, frame_size: int) -> TrajectoryRewardModel:
+def build_reward_model(config: RewardTrainingConfig, frame_size: int) -> TrajectoryRewardModel:
     if config.encoder == "agent":
         if not config.agent:
             raise ValueError("encoder='agent' needs `agent`: the checkpoint of the (fine-tuned) agent to embed with")
@@ -152,7 +152,8 @@ def embed_trajectories(model: TrajectoryRewardModel, trajectories: TrajectoryDat
         steps = [trajectories.read(i, 0, min(trajectories.episode_length(i), model.config.max_steps)) for i in idx]
         T = max(len(s["frames"]) for s in steps)
         frames = np.zeros((len(idx), T, *steps[0]["frames"].shape[1:]), np.uint8)
-        actions = np.zeros((len(idx), T, 16), np.int64)
+        actions = np.zeros((len(idx), T, NUM_COMPONENTS), np.int64)
+        actions[..., NUM_BUTTONS:] = CENTRE_BUCKET  # no-op padding (masked by `lengths` anyway)
         for j, s in enumerate(steps):
             frames[j, :len(s["frames"])], actions[j, :len(s["frames"])] = s["frames"], s["actions"]
         lengths = torch.as_tensor([len(s["frames"]) for s in steps])
@@ -161,7 +162,7 @@ def embed_trajectories(model: TrajectoryRewardModel, trajectories: TrajectoryDat
     return torch.cat(out)
 
 
-def build_comparisons(config: RewardModelConfig, trajectories: TrajectoryDataset):
+def build_comparisons(config: RewardTrainingConfig, trajectories: TrajectoryDataset):
     """Train and held-out comparison datasets (rows of trajectory indices) and the train trajectory indices."""
     position = {m["episode_id"]: i for i, m in enumerate(trajectories.episodes)}
     pairs = read_preferences(config.preferences, position)
@@ -180,3 +181,31 @@ def build_comparisons(config: RewardModelConfig, trajectories: TrajectoryDataset
     make = lambda r: datasets.Dataset.from_dict({"chosen_ids": r[0], "rejected_ids": r[1]})  # noqa: E731
     train_idx = sorted(position[m["episode_id"]] for m in train_part.episodes)
     return make(rows["train"]), (make(rows["eval"]) if rows["eval"][0] else None), train_idx
+
+
+CONFIG = RewardTrainingConfig
+REQUIRED = ("trajectories", "preferences")
+
+
+def run(config: RewardTrainingConfig) -> dict:
+    """Embed every trajectory once, train on the comparisons, normalise the rewards and save; returns the metrics."""
+    resume_from = check_output_dir(config)
+    trajectories = load_trajectories(config.trajectories)
+    height, width = trajectories.frame_size
+    if height != width:
+        raise RecipeError(f"{config.trajectories}: frames are {height}x{width}; the reward model takes square frames")
+    train_pairs, eval_pairs, train_index = build_comparisons(config, trajectories)
+    set_seed(config.seed)
+    model = build_reward_model(config, height)
+    embeddings = embed_trajectories(model, trajectories, config.embed_batch_size)  # once: the encoder is frozen
+    if eval_pairs is None:
+        config.eval_strategy = "no"
+    trainer = TrajectoryRewardTrainer(model, config, embeddings, train_pairs, eval_pairs)
+    trainer.train(resume_from_checkpoint=resume_from)
+    metrics = {"train_comparisons": len(train_pairs), "eval_comparisons": len(eval_pairs) if eval_pairs else 0,
+               "train_trajectories": len(train_index)}
+    if eval_pairs is not None:
+        metrics.update(trainer.evaluate())
+    metrics["reward_min"], metrics["reward_max"] = trainer.normalise(train_index)
+    save_results(trainer, config, metrics)
+    return metrics

@@ -1,0 +1,371 @@
+"""Stage 5b (paper 3.6, Appendix A, C.4): online alignment with REINFORCE or RLOO.
+
+Each update rolls out a batch of episodes with the current policy (the one rollout engine), scores each
+whole trajectory (reward model, oracle or game reward: `training/rewards.py`) and applies REINFORCE with
+that score as the undiscounted return of every step. Options: RLOO's leave-one-out baseline over k
+episodes started from the same reset seed (same spawn); the KL penalty to the reference policy of
+Appendix A (beta, folded into the return: R - beta * sum_t log pi/pi_ref); an entropy bonus; training the
+head (paper), LoRA adapters or everything. Episodes whose env failed are dropped (paper C.4). A killed run
+resumes exactly: rollouts of update u depend only on (seed, u) and the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob
+from hf_agents.models.adapters import (
+    TRAINABLE,
+    Reference,
+    agent_of,
+    prepare_trainable,
+    save_policy,
+    trajectory_logits,
+)
+from hf_agents.training.common import StageArguments, check_output_dir
+from hf_agents.training.rewards import REWARD_SOURCES, RewardFunction, stack_episodes
+
+ALGORITHMS = ("reinforce", "rloo")
+
+
+@dataclass
+class AlignConfig(StageArguments):
+    r"""Online alignment. Paper values (C.4): REINFORCE, 16 episodes an update, 600 updates, lr 1e-4, head only."""
+
+    agent: str = field(default="", metadata={"help": "The fine-tuned (SFT) agent to align."})
+    output_dir: str = field(default="", metadata={"help": "Where the aligned agent (or adapter), logs and plots go."})
+    reward_source: str = field(default="model", metadata={"help": f"One of {REWARD_SOURCES}: the reward model, the "
+                                                          "privileged oracle (upper bound), or the game's reward."})
+    reward_model: str | None = field(default=None, metadata={"help": "Reward model directory (reward_source=model)."})
+    target: str | None = field(default=None, metadata={"help": "The outcome the designer wants (e.g. left): the "
+                                                       "oracle's target, and the success shown in logs and plots."})
+    env: str | None = field(default=None, metadata={"help": "Gymnasium id of a third-party game ('module:Id'); "
+                                                    "default: the built-in JumpPads."})
+    algorithm: str = field(default="reinforce", metadata={"help": "reinforce (paper) or rloo (leave-one-out "
+                                                          "baseline over `rloo_k` episodes of one spawn)."})
+    rloo_k: int = field(default=4, metadata={"help": "RLOO: episodes per group sharing a reset seed (spawn)."})
+    kl_coef: float = field(default=0.0, metadata={"help": "beta of Appendix A's KL penalty to the reference policy "
+                                                  "(paper's experiments: 0, head only)."})
+    entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus per step."})
+    trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE}: the MLP head (paper), LoRA "
+                                                     "adapters, or everything."})
+    adapter_name: str = field(default="default", metadata={"help": "Name of the LoRA adapter (one per designer)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    episodes_per_update: int = field(default=16, metadata={"help": "Episodes rolled out per update (paper: 16)."})
+    num_updates: int = field(default=600, metadata={"help": "Parameter updates (paper: 600)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate (paper: 1e-4)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts (and of the "
+                                                      "log-probs that are trained)."})
+    max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps (paper: 100)."})
+    num_envs: int = field(default=8, metadata={"help": "Parallel game processes."})
+    micro_batch_size: int = field(default=16, metadata={"help": "Episodes per backward pass (memory)."})
+    save_steps: int = field(default=25, metadata={"help": "Checkpoint every N updates."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
+    logging_steps: int = field(default=1, metadata={"help": "Log every N updates."})
+    seed: int = field(default=0, metadata={"help": "Seeds rollouts (env and sampling) and initialisation."})
+
+    def __post_init__(self):
+        for name, value, allowed in (("algorithm", self.algorithm, ALGORITHMS), ("trainable", self.trainable, TRAINABLE),
+                                     ("reward_source", self.reward_source, REWARD_SOURCES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got '{value}'")
+        if self.algorithm == "rloo" and (self.rloo_k < 2 or self.episodes_per_update % self.rloo_k):
+            raise ValueError(f"rloo needs rloo_k >= 2 dividing episodes_per_update ({self.episodes_per_update}), "
+                             f"got rloo_k={self.rloo_k}")
+
+
+def game_outcomes(env: str | None) -> tuple[str, ...] | None:
+    """The outcomes a game reports (None: unknown, any string)."""
+    if env is None:
+        from hf_agents.games.jumppads import OUTCOMES
+
+        return tuple(OUTCOMES)
+    return None
+
+
+def make_env_fn(env: str | None, frame_size: int, max_steps: int):
+    """A picklable factory of the game: JumpPads (default variant) or a Gymnasium id behind the gamepad."""
+    import functools
+
+    if env is None:
+        from hf_agents.games.jumppads import make_jumppads
+
+        return functools.partial(make_jumppads, frame_size=frame_size, max_steps=max_steps)
+    from hf_agents.envs.adapter import make_gamepad_env
+
+    return functools.partial(make_gamepad_env, env, frame_size=frame_size, max_episode_steps=max_steps)
+
+
+def advantages(rewards: np.ndarray, algorithm: str, groups: np.ndarray) -> np.ndarray:
+    """REINFORCE: the return itself. RLOO: minus the mean of the other episodes of the same group."""
+    if algorithm == "reinforce":
+        return rewards.astype(np.float32)
+    out = np.zeros_like(rewards, dtype=np.float32)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        if len(idx) < 2:  # the others were dropped: no baseline to leave one out of
+            out[idx] = 0.0
+            continue
+        total = rewards[idx].sum()
+        out[idx] = rewards[idx] - (total - rewards[idx]) / (len(idx) - 1)
+    return out
+
+
+class AlignTrainer:
+    """Rollout -> score -> REINFORCE/RLOO update, `num_updates` times, with checkpoints and exact resume."""
+
+    def __init__(self, config: AlignConfig, model: AgentModel | None = None, env_fn=None, device=None):
+        self.config, self.env_fn = config, env_fn
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        base = model if model is not None else AgentModel.from_pretrained(config.agent)
+        self.frame_size = base.config.image_size
+        self.reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target,
+                                        game_outcomes(config.env), config.max_episode_steps, self.frame_size,
+                                        device=self.device)
+        torch.manual_seed(config.seed)
+        self.model = prepare_trainable(base.to(self.device), config.trainable, config.adapter_name, config.lora_r,
+                                       config.lora_alpha)
+        self.reference = Reference(self.model, config.trainable) if config.kl_coef else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
+        self.update, self.log_history = 0, []
+
+    # -- one update ------------------------------------------------------------------------------
+    def rollout(self, venv, update: int):
+        """The batch of update `update`: env seeds and policy sampling depend only on (seed, update)."""
+        from hf_agents.rollout.engine import rollout
+
+        c = self.config
+        k = c.rloo_k if c.algorithm == "rloo" else 1
+        base_seed = (c.seed * 1_000_003 + update) * 1000
+        groups = np.repeat(np.arange(c.episodes_per_update // k), k)
+        seeds = [base_seed + int(g) for g in groups]  # one reset seed (so one spawn) per RLOO group
+        agent = agent_of(self.model)
+        policy = AgentPolicy(agent, venv.num_envs, temperature=c.temperature, seed=base_seed)
+        result = rollout(venv, policy, len(seeds), seeds=seeds, options=self.reset_options(update),
+                         progress=False, keep_frames=True)
+        result.episodes.sort(key=lambda e: e.index)  # completion order depends on timing; the update must not
+        return result, groups[[e.index for e in result.episodes]]
+
+    def reset_options(self, update: int) -> list[dict] | None:
+        """Per-episode reset options of an update (none by default; tests inject faults here)."""
+        return None
+
+    def loss(self, episodes, adv: np.ndarray):
+        """Backward of -mean_i adv_i * sum_t log pi(a_t) (and the entropy bonus) over micro-batches.
+
+        Returns the mean entropy per step and the largest gap between a recomputed and a recorded log-prob
+        (0 up to float noise: the rollout's policy is the one being trained)."""
+        c, n = self.config, len(episodes)
+        entropy_sum, steps, drift = 0.0, 0, 0.0
+        for start in range(0, n, c.micro_batch_size):
+            chunk = episodes[start:start + c.micro_batch_size]
+            frames, actions, mask = stack_episodes(chunk, self.device)
+            logits, _ = trajectory_logits(self.model, frames, actions, c.trainable)
+            scored = get_action_and_logprob(logits, actions, temperature=c.temperature)
+            m = mask.float()
+            logp = (scored.logprob * m).sum(1)
+            a = torch.as_tensor(adv[start:start + len(chunk)], device=self.device)
+            ent = (scored.entropy * m).sum()
+            loss = -(a * logp).sum() / n - c.entropy_coef * ent / max(int(mask.sum()), 1) * len(chunk) / n
+            loss.backward()
+            entropy_sum += float(ent.detach())
+            steps += int(mask.sum())
+            recorded = torch.as_tensor(stack_logprobs(chunk), device=self.device)
+            drift = max(drift, float(((scored.logprob.detach() - recorded).abs() * m).max()))
+        return entropy_sum / max(steps, 1), drift
+
+    @torch.no_grad()
+    def kl(self, episodes) -> np.ndarray:
+        """sum_t log pi(a_t) - log pi_ref(a_t) per episode (pi's log-probs as recorded by the rollout)."""
+        out = []
+        for start in range(0, len(episodes), self.config.micro_batch_size):
+            chunk = episodes[start:start + self.config.micro_batch_size]
+            frames, actions, mask = stack_episodes(chunk, self.device)
+            _, hidden = trajectory_logits(self.model, frames, actions, "head") if self.config.trainable == "head" \
+                else (None, None)
+            ref = get_action_and_logprob(self.reference.logits(frames, actions, hidden), actions,
+                                         temperature=self.config.temperature).logprob
+            recorded = torch.as_tensor(stack_logprobs(chunk), device=self.device)
+            out.append(((recorded - ref) * mask).sum(1).cpu().numpy())
+        return np.concatenate(out)
+
+    def step(self, venv) -> dict:
+        """One update: roll out, score, learn. Returns the update's log."""
+        t0 = time.monotonic()
+        result, groups = self.rollout(venv, self.update)
+        log = self.learn(result.episodes, groups)
+        log.update(dropped=result.dropped, seconds=time.monotonic() - t0)
+        return log
+
+    def learn(self, episodes, groups) -> dict:
+        """The REINFORCE/RLOO update on a batch of finished episodes (dropped ones already left out)."""
+        c = self.config
+        rewards = self.reward_fn(episodes)
+        kl = self.kl(episodes) if self.reference is not None and episodes else np.zeros(len(episodes), np.float32)
+        adv = advantages(rewards - c.kl_coef * kl, c.algorithm, groups)
+        self.optimizer.zero_grad(set_to_none=True)
+        entropy, drift, grad_norm = 0.0, 0.0, 0.0
+        if episodes:  # every episode of the batch failed: nothing to learn from, the update is skipped
+            entropy, drift = self.loss(episodes, adv)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm))
+            self.optimizer.step()
+        self.update += 1
+        outcomes = [e.outcome for e in episodes]
+        log = {"update": self.update, "episodes": len(episodes), "reward_mean": float(np.mean(rewards)) if episodes
+               else 0.0, "kl": float(np.mean(kl)) if episodes else 0.0, "entropy": entropy, "grad_norm": grad_norm,
+               "logprob_drift": drift, "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0}
+        for o in sorted(set(outcomes) | set(game_outcomes(c.env) or ())):
+            log[f"success_{o}"] = outcomes.count(o) / max(len(outcomes), 1)
+        return log
+
+    # -- the run ---------------------------------------------------------------------------------
+    def train(self) -> dict:
+        from hf_agents.envs.vector import BatchedEnv
+
+        c = self.config
+        writer = _summary_writer(c)
+        env_fn = self.env_fn or make_env_fn(c.env, self.frame_size, c.max_episode_steps)
+        bar = tqdm(total=c.num_updates, initial=self.update, desc="align", unit="update")
+        with BatchedEnv(env_fn, min(c.num_envs, c.episodes_per_update)) as venv:
+            while self.update < c.num_updates:
+                log = self.step(venv)
+                self.log_history.append(log)
+                if writer is not None:
+                    for key, value in log.items():
+                        if key != "update":
+                            writer.add_scalar(f"align/{key}", value, self.update)
+                target = f"success_{c.target}" if c.target else None
+                bar.set_postfix(reward=f"{log['reward_mean']:.2f}", **({c.target: f"{log[target]:.2f}"}
+                                                                        if target in log else {}))
+                bar.update(1)
+                if self.update % c.save_steps == 0 or self.update == c.num_updates:
+                    self.save_checkpoint()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return self.finish()
+
+    def finish(self) -> dict:
+        c, out = self.config, Path(self.config.output_dir)
+        save_policy(self.model, out, c.trainable, c.agent)
+        last = self.log_history[-min(len(self.log_history), 20):]
+        metrics = {"updates": self.update, "episodes": sum(h["episodes"] for h in self.log_history),
+                   "dropped": sum(h["dropped"] for h in self.log_history),
+                   "reward_mean_last20": float(np.mean([h["reward_mean"] for h in last])) if last else 0.0}
+        if c.target:
+            metrics[f"success_{c.target}_last20"] = float(np.mean([h.get(f"success_{c.target}", 0) for h in last]))
+        _atomic_json(out / "train_results.json", {"metrics": metrics, "config": asdict(c),
+                                                  "log_history": self.log_history})
+        plot_success(self.log_history, out / "success.png", title=f"alignment ({c.algorithm}, {c.trainable})")
+        return metrics
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def trainable_state(self) -> dict:
+        return {n: p.detach().cpu().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self) -> Path:
+        out = Path(self.config.output_dir)
+        final = out / f"checkpoint-{self.update}"
+        tmp = out / f".tmp-checkpoint-{self.update}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(self.trainable_state(), tmp / "trainable.safetensors")
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        _atomic_json(tmp / "state.json", {"update": self.update, "log_history": self.log_history})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in checkpoints[:-self.config.save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path) -> None:
+        path = Path(path)
+        state = load_file(path / "trainable.safetensors")
+        params = dict(self.model.named_parameters())
+        missing = set(state) ^ {n for n, p in params.items() if p.requires_grad}
+        if missing:
+            raise ValueError(f"{path}: checkpoint parameters do not match this run's trainable={self.config.trainable} "
+                             f"({sorted(missing)[:3]} ...); resume with the same recipe")
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        saved = json.loads((path / "state.json").read_text())
+        self.update, self.log_history = saved["update"], saved["log_history"]
+
+
+def stack_logprobs(episodes) -> np.ndarray:
+    T = max(e.length for e in episodes)
+    out = np.zeros((len(episodes), T), np.float32)
+    for i, e in enumerate(episodes):
+        out[i, :e.length] = e.logprobs
+    return out
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _summary_writer(config: AlignConfig):
+    if "tensorboard" not in config.report_to:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(Path(config.output_dir) / "runs"))
+
+
+def plot_success(log_history: list[dict], out, title="alignment", window: int = 10) -> Path:
+    """Success rate of each outcome over updates (moving average), as the paper's Figures 8-9."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    episodes = np.cumsum([h["episodes"] for h in log_history])
+    for key in sorted(k for k in (log_history[0] if log_history else {}) if k.startswith("success_")):
+        values = np.asarray([h.get(key, 0.0) for h in log_history])
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid") if len(values) >= window else values
+        ax.plot(episodes[len(episodes) - len(smooth):], smooth, label=key.removeprefix("success_"))
+    ax.set_xlabel("episodes")
+    ax.set_ylabel(f"success (mean of {window} updates)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def run(config: AlignConfig) -> dict:
+    resume_from = check_output_dir(config)
+    trainer = AlignTrainer(config)  # every check (reward model, target, agent) before any rollout
+    if resume_from:
+        trainer.load_checkpoint(resume_from)
+    else:
+        for old in Path(config.output_dir).glob("checkpoint-*"):  # overwrite=true: an old run's checkpoints
+            shutil.rmtree(old)
+    return trainer.train()
+
+
+CONFIG = AlignConfig
+REQUIRED = ("agent", "output_dir")

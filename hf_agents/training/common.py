@@ -1,0 +1,118 @@
+"""What every training stage shares: recipe parsing, the common config fields, output-dir checks, result saving."""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentError
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_agents.training import DEFAULT_STAGE, STAGES, load_stage
+
+
+class RecipeError(ValueError):
+    """A recipe or override that does not fit the config; names the file, field and fix."""
+
+
+@dataclass
+class StageArguments:
+    """Fields every stage's config has; put it before the `TrainingArguments` base so its defaults win."""
+
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    overwrite: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={"help": "Where to log metrics "
+                                                                                    "(tensorboard, wandb, none)."})
+    save_safetensors: bool = field(default=True, metadata={"help": "Checkpoints as safetensors."})
+
+
+def _argv_from(mapping: dict) -> list[str]:
+    argv = []
+    for key, value in mapping.items():
+        if isinstance(value, (list, tuple)):
+            argv += [f"--{key}", *map(str, value)]
+        elif value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def _read_values(recipe: str | None, overrides) -> dict:
+    values = {}
+    if recipe:
+        path = Path(recipe)
+        if not path.exists():
+            raise RecipeError(f"{recipe}: no such recipe file")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise RecipeError(f"{recipe}: a recipe is a mapping of field: value")
+    where = recipe or "command line"
+    rest = list(overrides)
+    while rest:  # key=value or --key value [value ...]; an override replaces the recipe's value
+        token = rest.pop(0)
+        if token.startswith("--"):
+            key, found = token[2:].replace("-", "_"), []
+            if "=" in key:
+                key, found = key.split("=", 1)[0], [key.split("=", 1)[1]]
+            while rest and not rest[0].startswith("--") and "=" not in rest[0]:
+                found.append(rest.pop(0))
+            values[key] = found if len(found) != 1 else found[0]
+        elif "=" in token:
+            key, value = token.split("=", 1)
+            values[key] = value
+        else:
+            raise RecipeError(f"{where}: cannot read override '{token}'; use key=value or --key value")
+    return values
+
+
+def parse_stage(recipe: str | None, overrides=()) -> tuple[str, object]:
+    """Recipe YAML + overrides -> (stage name, that stage's config); errors name the file and field."""
+    values = _read_values(recipe, overrides)
+    where = recipe or "command line"
+    stage = values.pop("stage", DEFAULT_STAGE)
+    if stage not in STAGES:
+        raise RecipeError(f"{where}: unknown stage '{stage}'; choose one of {sorted(STAGES)}")
+    module = load_stage(stage)
+    config_class = module.CONFIG
+    argv = _argv_from(values)
+    parser = HfArgumentParser(config_class, exit_on_error=False)
+    known = set(config_class.__dataclass_fields__)
+    unknown = [a[2:] for a in argv if a.startswith("--") and a[2:].replace("-", "_") not in known]
+    if unknown:
+        raise RecipeError(f"{where}: unknown field(s) {unknown}; see `python -m hf_agents.training --help`")
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=argv)
+    except (ArgumentError, ValueError, TypeError) as e:
+        raise RecipeError(f"{where}: {e}") from e
+    for name in module.REQUIRED:
+        if not getattr(config, name):
+            raise RecipeError(f"{where}: `{name}` is required for the {stage} stage (see --help)")
+    return stage, config
+
+
+def parse_recipe(recipe: str | None, overrides=()):
+    """Recipe YAML + overrides -> the config of the recipe's `stage:` (default: imitation)."""
+    return parse_stage(recipe, overrides)[1]
+
+
+def check_output_dir(config) -> str | None:
+    """The checkpoint to resume from, or None; refuses to write into a used output_dir by accident."""
+    out = Path(config.output_dir)
+    if config.resume:
+        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if last is None:
+            raise RecipeError(f"{out}: --resume given but there is no checkpoint-* to resume from")
+        return last
+    if out.is_dir() and any(out.iterdir()) and not config.overwrite:
+        raise RecipeError(f"{out}: output_dir is not empty; pass resume=true to continue or overwrite=true to replace")
+    return None
+
+
+def save_results(trainer, config, metrics: dict) -> None:
+    """The final model (safetensors) and train_results.json (metrics + log history), written by rank 0."""
+    if trainer.is_world_process_zero():
+        trainer.save_model(config.output_dir)
+        (Path(config.output_dir) / "train_results.json").write_text(json.dumps(
+            {"metrics": metrics, "log_history": trainer.state.log_history}, indent=2, default=str))

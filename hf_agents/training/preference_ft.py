@@ -1,0 +1,118 @@
+"""Stage 5a (paper C.4, Appendix H): preference fine-tuning, repeatable for several iterations.
+
+Each iteration rolls out `rollout_episodes` with the current agent, scores every whole trajectory (reward
+model or oracle), keeps the top `top_fraction` and behaviour-clones on them (the imitation stage's trainer,
+head only by default). Iteration k writes its rollouts and model under output_dir/iteration-k; the last
+model is also saved in output_dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from transformers import set_seed
+
+from hf_agents.data import TrajectoryWriter, load_trajectories
+from hf_agents.models import AgentModel, AgentPolicy
+from hf_agents.models.adapters import TRAINABLE, prepare_trainable
+from hf_agents.training.align import game_outcomes, make_env_fn
+from hf_agents.training.common import check_output_dir
+from hf_agents.training.imitation import ImitationCollator, ImitationConfig, ImitationTrainer
+from hf_agents.training.rewards import REWARD_SOURCES, RewardFunction
+
+
+@dataclass
+class PreferenceFTConfig(ImitationConfig):
+    r"""Preference fine-tuning. Paper (C.4): top 20 % of the reward model's trajectories, lr 1e-5, 1,000 updates
+    of 256 windows, head only, one iteration."""
+
+    agent: str = field(default="", metadata={"help": "The fine-tuned (SFT) agent to start from."})
+    reward_source: str = field(default="model", metadata={"help": f"One of {REWARD_SOURCES}."})
+    reward_model: str | None = field(default=None, metadata={"help": "Reward model directory (reward_source=model)."})
+    target: str | None = field(default=None, metadata={"help": "Oracle target outcome (reward_source=oracle)."})
+    env: str | None = field(default=None, metadata={"help": "Gymnasium id of a third-party game; default JumpPads."})
+    iterations: int = field(default=1, metadata={"help": "generate -> score -> filter -> fine-tune rounds (paper: 1)."})
+    rollout_episodes: int = field(default=200, metadata={"help": "Episodes rolled out per iteration (paper: the "
+                                                         "reward model's 2,400 trajectories)."})
+    top_fraction: float = field(default=0.2, metadata={"help": "Share of the best-scored trajectories kept (paper: 0.2)."})
+    trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE} (paper: head)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
+    max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps."})
+    num_envs: int = field(default=8, metadata={"help": "Parallel game processes."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (paper: 1e-5)."})
+    augment: bool = field(default=False, metadata={"help": "Image augmentation (off: the agent's own frames)."})
+    eval_fraction: float = field(default=0.0, metadata={"help": "No held-out split: every kept trajectory trains."})
+
+    def __post_init__(self):
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got '{self.trainable}'")
+        if not 0 < self.top_fraction <= 1:
+            raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
+        super().__post_init__()
+
+
+def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, out: Path, iteration: int):
+    """Roll out, write the rollouts as a dataset, and return it with each episode's score."""
+    from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.rollout.engine import rollout
+
+    size = model.config.image_size
+    env_fn = make_env_fn(config.env, size, config.max_episode_steps)
+    policy = AgentPolicy(model.eval(), config.num_envs, temperature=config.temperature,
+                         seed=config.seed * 1000 + iteration)
+    with BatchedEnv(env_fn, config.num_envs) as venv, TrajectoryWriter(
+            out, frame_size=size, overwrite=True, metadata={"policy": policy.metadata},
+            description=f"Preference fine-tuning rollouts, iteration {iteration}.") as writer:
+        result = rollout(venv, policy, config.rollout_episodes, seed=config.seed * 100_000 + iteration * 10_000,
+                         writer=writer, source=f"preference-ft:{iteration}", desc=f"rollouts (iteration {iteration})")
+    scores = {e.seed: float(s) for e, s in zip(result.episodes, reward_fn(result.episodes))}
+    data = load_trajectories(out)
+    return data, np.asarray([scores[m["seed"]] for m in data.episodes], np.float32)
+
+
+def fine_tune(model, config: PreferenceFTConfig, selected, out: Path):
+    """Behaviour cloning on the kept trajectories with the imitation stage's trainer."""
+    windows = selected.windows(config.context_length, config.window_stride or max(config.context_length // 2, 1))
+    args = dataclasses.replace(config, output_dir=str(out), eval_strategy="no")
+    trainer = ImitationTrainer(model=model, args=args, train_dataset=windows,
+                               data_collator=ImitationCollator(config.filter_noops))
+    trainer.train()
+    return trainer
+
+
+def run(config: PreferenceFTConfig) -> dict:
+    check_output_dir(config)
+    set_seed(config.seed)
+    base = AgentModel.from_pretrained(config.agent)
+    reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, game_outcomes(config.env),
+                               config.max_episode_steps, base.config.image_size)
+    model = prepare_trainable(base, config.trainable)
+    out, history = Path(config.output_dir), []
+    for it in range(1, config.iterations + 1):
+        it_dir = out / f"iteration-{it}"
+        data, scores = rollout_and_score(base, config, reward_fn, it_dir / "rollouts", it)
+        keep = max(1, int(round(config.top_fraction * len(scores))))
+        cutoff = np.sort(scores)[::-1][keep - 1]
+        top = {m["episode_id"] for m, s in sorted(zip(data.episodes, scores), key=lambda p: -p[1])[:keep]}
+        selected = data.filter(fn=lambda m, top=top: m["episode_id"] in top)
+        outcomes = [m["outcome"] for m in selected.episodes]
+        trainer = fine_tune(model, config, selected, it_dir / "model")
+        trainer.save_model(str(it_dir / "model"))
+        history.append({"iteration": it, "rollouts": len(scores), "kept": keep, "score_cutoff": float(cutoff),
+                        "score_mean": float(scores.mean()), "kept_outcomes": {o: outcomes.count(o) for o in set(outcomes)},
+                        "all_outcomes": {o: [m["outcome"] for m in data.episodes].count(o)
+                                         for o in {m["outcome"] for m in data.episodes}}})
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy2(out / f"iteration-{config.iterations}" / "model" / name, out / name)
+    metrics = {"iterations": config.iterations, "history": history}
+    (out / "train_results.json").write_text(json.dumps({"metrics": metrics}, indent=2))
+    return metrics
+
+
+CONFIG = PreferenceFTConfig
+REQUIRED = ("agent", "output_dir")

@@ -1,0 +1,92 @@
+"""Rewards of whole trajectories for alignment, in [0, 1], from one of three sources.
+
+model:  a trained `TrajectoryRewardModel`, min-max normalised as stored at training time (paper C.3);
+oracle: the privileged synthetic oracle (paper 3.4): the target outcome reached scores 0.5-1, sooner is
+        better, anything else 0; the upper bound that tells RL problems from reward-model problems;
+env:    the game's own reward summed over the episode (third-party games), not normalised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hf_agents.actions import CENTRE_BUCKET, NUM_BUTTONS, NUM_COMPONENTS
+from hf_agents.frames import to_model
+
+REWARD_SOURCES = ("model", "oracle", "env")
+
+
+def stack_episodes(episodes, device=None, max_steps: int | None = None):
+    """Episodes -> frames (B, T, 3, H, W) uint8, actions (B, T, 16) (padded with no-ops), mask (B, T)."""
+    lengths = [min(e.length, max_steps or e.length) for e in episodes]
+    B, T = len(episodes), max(lengths)
+    h, w = episodes[0].frames.shape[1:3]
+    frames = np.zeros((B, T, h, w, 3), np.uint8)
+    actions = np.zeros((B, T, NUM_COMPONENTS), np.int64)
+    actions[..., NUM_BUTTONS:] = CENTRE_BUCKET
+    for i, (e, n) in enumerate(zip(episodes, lengths)):
+        frames[i, :n], actions[i, :n] = e.frames[:n], e.actions[:n]
+    mask = torch.as_tensor(np.arange(T)[None] < np.asarray(lengths)[:, None], device=device)
+    return to_model(frames, device), torch.as_tensor(actions, device=device), mask
+
+
+def oracle_reward(episode, target: str, max_steps: int) -> float:
+    if episode.outcome != target:
+        return 0.0
+    step = episode.outcome_step if episode.outcome_step >= 0 else episode.length - 1
+    return 0.5 + 0.5 * (1.0 - min(step + 1, max_steps) / max_steps)
+
+
+class RewardFunction:
+    """Scores a list of episodes; built once per run and checked against the agent before any rollout."""
+
+    def __init__(self, source: str, reward_model: str | None = None, target: str | None = None,
+                 outcomes: tuple[str, ...] | None = None, max_steps: int = 100, frame_size: int | None = None,
+                 batch_size: int = 16, device=None):
+        if source not in REWARD_SOURCES:
+            raise ValueError(f"reward_source must be one of {REWARD_SOURCES}, got '{source}'")
+        self.source, self.target, self.max_steps, self.batch_size = source, target, max_steps, batch_size
+        self.device = device
+        if source == "oracle":
+            if not target:
+                raise ValueError("reward_source=oracle needs `target`, the outcome to reach (e.g. target=left)")
+            if outcomes is not None and target not in outcomes:
+                raise ValueError(f"target '{target}' is not an outcome of this game; choose one of {list(outcomes)}")
+        if source == "model":
+            self.model = load_reward_model(reward_model, frame_size).to(device)
+
+    @torch.no_grad()
+    def __call__(self, episodes) -> np.ndarray:
+        if not episodes:
+            return np.zeros(0, np.float32)
+        if self.source == "oracle":
+            return np.asarray([oracle_reward(e, self.target, self.max_steps) for e in episodes], np.float32)
+        if self.source == "env":
+            return np.asarray([float(np.sum(getattr(e, "rewards", 0.0))) for e in episodes], np.float32)
+        out = []
+        for start in range(0, len(episodes), self.batch_size):
+            chunk = episodes[start:start + self.batch_size]
+            frames, actions, mask = stack_episodes(chunk, self.device, self.model.config.max_steps)
+            raw = self.model(frames=frames, actions=actions, lengths=mask.sum(1)).logits[:, 0]
+            out.append(self.model.normalized_reward(raw).float().cpu().numpy())
+        return np.concatenate(out)
+
+
+def load_reward_model(path, frame_size: int | None):
+    """A trained reward model, checked to score the agent's frames (size) and to be normalised."""
+    from transformers import AutoConfig
+
+    from hf_agents.models import TrajectoryRewardModel
+
+    if not path:
+        raise ValueError("reward_source=model needs `reward_model`: the output_dir of the reward stage")
+    found = AutoConfig.from_pretrained(path)
+    if found.model_type != "hf_agent_reward":
+        raise ValueError(f"{path}: a '{found.model_type}' checkpoint, not an hf-agents reward model")
+    if frame_size is not None and found.image_size != frame_size:
+        raise ValueError(f"{path}: the reward model scores {found.image_size}px frames but the agent plays at "
+                         f"{frame_size}px; train a reward model on this agent's rollouts")
+    if found.reward_min is None or found.reward_max is None:
+        raise ValueError(f"{path}: the reward model has no normalisation (reward_min/max); it did not finish training")
+    return TrajectoryRewardModel.from_pretrained(path).eval()

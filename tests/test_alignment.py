@@ -1,0 +1,256 @@
+"""Alignment: trainable parts and the reference policy, per-designer adapters, RLOO, DPO, preference FT and
+online REINFORCE/RLOO on real (small) ViZDoom episodes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_agents.data import TrajectoryWriter
+from hf_agents.data.preferences import write_preferences
+from hf_agents.models import AgentConfig, AgentModel
+from hf_agents.models.adapters import (
+    AdapterError,
+    Reference,
+    active_adapter,
+    load_agent,
+    prepare_trainable,
+    save_policy,
+    trajectory_logits,
+)
+from hf_agents.training.align import advantages
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_agent(seed=0, **kw) -> AgentModel:
+    torch.manual_seed(seed)
+    return AgentModel(AgentConfig.from_preset("tiny", context_length=8, **kw)).eval()
+
+
+def trajectories(B=2, T=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (B, T, 3, 32, 32), dtype=torch.uint8, generator=g)
+    actions = torch.cat([torch.randint(0, 2, (B, T, 12), generator=g), torch.randint(0, 11, (B, T, 4), generator=g)], -1)
+    return frames, actions
+
+
+@pytest.mark.parametrize("trainable", ["head", "lora", "full"])
+def test_trainable_parts_and_reference_equal_policy_before_training(trainable):
+    model = prepare_trainable(tiny_agent(), trainable, adapter_name="left")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if trainable == "head":
+        assert names and all(n.startswith("head.") for n in names)
+    elif trainable == "lora":
+        assert names and all("lora_" in n for n in names) and any("head" in n for n in names)
+    else:
+        assert "backbone.wte.weight" not in names and any(n.startswith("encoder") for n in names)
+    frames, actions = trajectories()
+    logits, hidden = trajectory_logits(model, frames, actions, trainable)
+    reference = Reference(model, trainable)
+    # KL is zero before the first update (LoRA: B = 0 at init, so disabling the adapter changes nothing)
+    torch.testing.assert_close(reference.logits(frames, actions, hidden), logits.detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_adapters_per_designer_load_on_one_base_and_switch(tmp_path):
+    base = tiny_agent()
+    base.save_pretrained(tmp_path / "sft")
+    frames, actions = trajectories()
+    outputs = {}
+    for seed, name in enumerate(["left", "right"]):
+        model = prepare_trainable(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name=name)
+        torch.manual_seed(seed)
+        with torch.no_grad():  # stand-in for training: move the adapter away from zero
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(std=0.2)
+        save_policy(model, tmp_path / f"align-{name}", "lora", tmp_path / "sft")
+        outputs[name] = model.base_model.model.sliding_forward(frames, actions).logits.detach()
+        size = sum(f.stat().st_size for f in (tmp_path / f"align-{name}").iterdir())
+        assert size < 2_000_000 and not (tmp_path / f"align-{name}" / "model.safetensors").exists()
+    both = load_agent(tmp_path / "sft", {"left": tmp_path / "align-left", "right": tmp_path / "align-right"})
+    agent = both.get_base_model()
+    for name in ("left", "right"):
+        with active_adapter(both, name):
+            torch.testing.assert_close(agent.sliding_forward(frames, actions).logits, outputs[name], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(outputs["left"], outputs["right"])
+    other = tiny_agent(seed=1)
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(AdapterError, match="trained on .*sft"):
+        load_agent(tmp_path / "other", {"left": tmp_path / "align-left"})
+
+
+def test_rloo_baseline_leaves_one_out_within_each_spawn_group():
+    rewards = np.array([1.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.2, 0.8], np.float32)
+    groups = np.repeat([0, 1], 4)
+    adv = advantages(rewards, "rloo", groups)
+    np.testing.assert_allclose(adv[0], 1.0 - 0.0)
+    np.testing.assert_allclose(adv[1], 0.0 - 1 / 3)
+    np.testing.assert_allclose(adv[4:].sum(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(advantages(rewards, "reinforce", groups), rewards)
+    # a group left with one episode (the rest dropped) has no baseline: no signal rather than a wrong one
+    assert advantages(np.array([0.7], np.float32), "rloo", np.array([3]))[0] == 0.0
+
+
+def _write_random_rollouts(path, n=8, T=10, seed=0):
+    rng = np.random.default_rng(seed)
+    with TrajectoryWriter(path, frame_size=(32, 32)) as w:
+        for i in range(n):
+            frames = rng.integers(0, 256, (T, 32, 32, 3), dtype=np.uint8)
+            ids = np.concatenate([rng.integers(0, 2, (T, 12)), rng.integers(0, 11, (T, 4))], 1)
+            w.add_episode(frames, ids, outcome="left" if i % 2 == 0 else "none", outcome_step=T - 1 if i % 2 == 0 else -1,
+                          seed=i)
+    return path
+
+
+def test_dpo_raises_the_chosen_trajectories_likelihood_against_the_reference(tmp_path):
+    from hf_agents.training import launch
+
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    data = _write_random_rollouts(tmp_path / "rollouts")
+    pairs = [(c, r) for c in (0, 2, 4, 6) for r in (1, 3, 5, 7)]
+    write_preferences(tmp_path / "prefs.parquet", pairs, "designer-a")
+    write_preferences(tmp_path / "prefs.parquet", pairs, "designer-a")
+    common = [f"agent={tmp_path / 'sft'}", f"trajectories={data}", f"preferences={tmp_path / 'prefs.parquet'}",
+              "per_device_train_batch_size=4", "learning_rate=3e-3", "report_to=none", "logging_steps=1",
+              "save_strategy=no", "use_cpu=true"]
+    code = launch.main([str(REPO / "recipes" / "dpo.yaml"), *common, "labeller=nobody",
+                        f"output_dir={tmp_path / 'bad'}"])
+    assert code == 2 and not (tmp_path / "bad").exists()  # an unknown labeller stops before any work
+    code = launch.main([str(REPO / "recipes" / "dpo.yaml"), *common, "labeller=designer-a", "max_steps=12",
+                        f"output_dir={tmp_path / 'dpo'}"])
+    assert code == 0
+    history = json.loads((tmp_path / "dpo" / "train_results.json").read_text())["log_history"]
+    accuracy = [h["pair_accuracy"] for h in history if "pair_accuracy" in h]
+    margin = [h["reward_margin"] for h in history if "reward_margin" in h]
+    assert margin[0] == pytest.approx(0.0, abs=1e-4)  # policy == reference at the start
+    assert margin[-1] > 0.05 and accuracy[-1] > 0.9
+    assert (tmp_path / "dpo" / "adapter_model.safetensors").exists()
+
+
+# -- online alignment on real ViZDoom episodes ----------------------------------------------------------------
+def _align_config(tmp_path, **kw):
+    from hf_agents.training.align import AlignConfig
+
+    values = dict(agent=str(tmp_path / "sft"), output_dir=str(tmp_path / "align"), reward_source="oracle",
+                  target="left", episodes_per_update=4, num_envs=2, max_episode_steps=12, trainable="head",
+                  learning_rate=1e-2, report_to=["none"], save_steps=1)
+    values.update(kw)
+    return AlignConfig(**values)
+
+
+def _env_fn(fault_injection=False):
+    import functools
+
+    from hf_agents.games.jumppads import make_jumppads
+
+    return functools.partial(make_jumppads, frame_size=32, max_steps=12, fault_injection=fault_injection)
+
+
+def _trajectory_logprobs(trainer, episodes):
+    from hf_agents.models import get_action_and_logprob
+    from hf_agents.training.rewards import stack_episodes
+
+    frames, actions, mask = stack_episodes(episodes)
+    with torch.no_grad():
+        logits, _ = trajectory_logits(trainer.model, frames, actions, trainer.config.trainable)
+        return (get_action_and_logprob(logits, actions).logprob * mask).sum(1).numpy()
+
+
+@pytest.mark.parametrize("algorithm,trainable", [("reinforce", "head"), ("rloo", "lora")])
+def test_one_update_moves_the_policy_towards_higher_reward_trajectories(tmp_path, algorithm, trainable):
+    from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.training.align import AlignTrainer
+
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    config = _align_config(tmp_path, algorithm=algorithm, rloo_k=2, trainable=trainable,
+                           learning_rate=1e-2 if trainable == "head" else 3e-2)
+    trainer = AlignTrainer(config, env_fn=_env_fn())
+    with BatchedEnv(trainer.env_fn, 2) as venv:
+        result, groups = trainer.rollout(venv, 0)
+    episodes = result.episodes
+    assert len(episodes) == 4 and sorted(e.index for e in episodes) == [0, 1, 2, 3]
+    if algorithm == "rloo":  # a group shares its reset seed, so its spawn
+        assert episodes[0].spawn == episodes[1].spawn and episodes[2].spawn == episodes[3].spawn
+    before = _trajectory_logprobs(trainer, episodes)
+    np.testing.assert_allclose(before, [e.logprobs.sum() for e in episodes], atol=1e-3)  # rollout == re-scored
+    trainer.reward_fn = lambda eps: np.asarray([1.0 if e.index in (0, 2) else 0.0 for e in eps], np.float32)
+    log = trainer.learn(episodes, groups)
+    assert log["episodes"] == 4 and log["logprob_drift"] < 1e-3
+    gain = _trajectory_logprobs(trainer, episodes) - before
+    assert gain[[0, 2]].min() > gain[[1, 3]].max(), gain
+
+
+def test_kl_is_zero_with_fresh_adapters_and_grows_after_updates(tmp_path):
+    from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.training.align import AlignTrainer
+
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    trainer = AlignTrainer(_align_config(tmp_path, trainable="lora", kl_coef=0.1, learning_rate=5e-2),
+                           env_fn=_env_fn())
+    with BatchedEnv(trainer.env_fn, 2) as venv:
+        result, groups = trainer.rollout(venv, 0)
+        np.testing.assert_allclose(trainer.kl(result.episodes), 0.0, atol=1e-4)
+        trainer.reward_fn = lambda eps: np.asarray([float(e.index % 2) for e in eps], np.float32)
+        trainer.learn(result.episodes, groups)
+        result, _ = trainer.rollout(venv, 1)
+        assert np.abs(trainer.kl(result.episodes)).max() > 1e-3
+
+
+def test_dropped_episodes_shrink_the_batch(tmp_path):
+    from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.training.align import AlignTrainer
+
+    class Crashing(AlignTrainer):
+        def reset_options(self, update):
+            return [{"crash_at": 3} if k == 1 else {} for k in range(self.config.episodes_per_update)]
+
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    trainer = Crashing(_align_config(tmp_path), env_fn=_env_fn(fault_injection=True))
+    trainer.reward_fn = lambda eps: np.asarray([float(e.index) for e in eps], np.float32)
+    head = trainer.model.head[3].weight.detach().clone()
+    with BatchedEnv(trainer.env_fn, 2) as venv:
+        log = trainer.step(venv)
+    assert log["dropped"] == 1 and log["episodes"] == 3
+    assert not torch.equal(head, trainer.model.head[3].weight)  # the update used the 3 that finished
+
+
+def _align_cli(tmp_path, out, *extra):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    args = [sys.executable, "-m", "hf_agents.training", str(REPO / "recipes" / "align_left.yaml"),
+            f"agent={tmp_path / 'sft'}", f"output_dir={out}", "reward_source=oracle", "reward_model=",
+            "episodes_per_update=4", "num_envs=2", "max_episode_steps=12", "num_updates=5", "save_steps=1",
+            "save_total_limit=10", "learning_rate=3e-2", "rloo_k=2", "report_to=none", *extra]
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_killed_alignment_run_resumes_to_the_same_weights(tmp_path):
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    full = _align_cli(tmp_path, tmp_path / "full")
+    assert full.wait(timeout=400) == 0, full.stdout.read()
+    killed = _align_cli(tmp_path, tmp_path / "killed")
+    deadline = time.time() + 300
+    while not (tmp_path / "killed" / "checkpoint-2").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "adapter_model.safetensors").exists()  # it did not finish
+    resumed = _align_cli(tmp_path, tmp_path / "killed", "resume=true")
+    assert resumed.wait(timeout=400) == 0, resumed.stdout.read()
+    a = load_file(tmp_path / "full" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and len(a) > 0
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+    history = json.loads((tmp_path / "killed" / "train_results.json").read_text())["log_history"]
+    assert [h["update"] for h in history] == [1, 2, 3, 4, 5]
+    assert (tmp_path / "killed" / "success.png").exists()
