@@ -2,8 +2,9 @@
 
 generate data -> pretrain -> SFT and the from-scratch baseline -> evaluate all three (the SFT agent's
 evaluation episodes are kept as its on-policy rollouts) -> synthetic preferences for the left pad ->
-reward models with the agent encoder and the random-projection baseline -> comparison figure and results
-tables beside the paper's. Stage outputs are reused when present.
+reward models with the agent encoder and the random-projection baseline -> align the SFT agent to the left
+pad with the agent-encoder reward model (a LoRA adapter named "left") and evaluate it -> comparison figure
+and results tables beside the paper's. Stage outputs are reused when present.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from hf_agents.games.jumppads import PAPER
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model epochs; "cpu": the README's demo
     "cpu": dict(pretrain_episodes=400, per_pad=40, pretrain_steps=None, sft_steps=None, eval_episodes=100,
-                reward_epochs=30),
-    "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8, reward_epochs=2),
+                reward_epochs=30, align_updates=None, align_episodes=16),
+    "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8, reward_epochs=2,
+                  align_updates=2, align_episodes=4),
 }
 PREFERRED_PAD = "left"  # the paper aligns to the left pad first
 
@@ -72,6 +74,8 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
         summaries[label] = json.loads((target / "eval.json").read_text())
     compare([out / "eval" / k for k in summaries], out / "comparison.png", labels=list(summaries))
     rewards = reward_models(out, rollouts, s["reward_epochs"], log)
+    if "agent" in rewards:
+        summaries["sft + left adapter"] = align_left(out, s, num_envs, log)
     report = results_table(summaries, out) + "\n" + reward_table(rewards)
     (out / "report.md").write_text(report)
     log(report)
@@ -102,6 +106,23 @@ def reward_models(out: Path, rollouts: Path, epochs: int, log) -> dict:
     return results
 
 
+def align_left(out: Path, s: dict, num_envs: int, log) -> dict:
+    """The left designer's adapter: online RLOO on the agent-encoder reward model, then its evaluation."""
+    from hf_agents.rollout.evaluate import evaluate_model
+
+    target = out / f"align-{PREFERRED_PAD}"
+    _stage(f"align ({PREFERRED_PAD} adapter)", target / "adapter_model.safetensors", lambda: _train(
+        f"align_{PREFERRED_PAD}", [f"agent={out / 'sft'}", f"reward_model={out / f'reward-{PREFERRED_PAD}-agent'}",
+                                   f"output_dir={target}", "overwrite=true", f"num_envs={num_envs}",
+                                   f"episodes_per_update={s['align_episodes']}"]
+        + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])), log)
+    evaluation = out / "eval" / f"align-{PREFERRED_PAD}"
+    _stage(f"evaluate the {PREFERRED_PAD} adapter", evaluation / "eval.json", lambda: evaluate_model(
+        target, evaluation, episodes=s["eval_episodes"], num_envs=num_envs, label=f"sft + {PREFERRED_PAD} adapter"),
+        log)
+    return json.loads((evaluation / "eval.json").read_text())
+
+
 def reward_table(results: dict) -> str:
     lines = [f"| reward model ({PREFERRED_PAD} pad) | train comparisons | held-out comparisons | held-out accuracy | "
              "paper (~100 comparisons) |", "|---|---|---|---|---|"]
@@ -118,7 +139,7 @@ def results_table(summaries: dict, out: Path) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for label, s in summaries.items():
         d = s["distribution"]
-        run = {"base": "pretrain"}.get(label, label)
+        run = {"base": "pretrain", f"sft + {PREFERRED_PAD} adapter": f"align-{PREFERRED_PAD}"}.get(label, label)
         results = out / run / "train_results.json"
         loss = json.loads(results.read_text())["metrics"].get("eval_loss") if results.exists() else None
         paper = PAPER.get(label, {}).get("none")

@@ -254,3 +254,76 @@ def test_killed_alignment_run_resumes_to_the_same_weights(tmp_path):
     history = json.loads((tmp_path / "killed" / "train_results.json").read_text())["log_history"]
     assert [h["update"] for h in history] == [1, 2, 3, 4, 5]
     assert (tmp_path / "killed" / "success.png").exists()
+
+
+def test_bad_alignment_inputs_fail_before_any_work(tmp_path):
+    from hf_agents.models import TrajectoryRewardConfig, TrajectoryRewardModel
+    from hf_agents.training import launch
+
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    recipe = str(REPO / "recipes" / "align_left.yaml")
+    base = [f"agent={tmp_path / 'sft'}", "report_to=none"]
+    # a target pad that does not exist
+    assert launch.main([recipe, *base, "reward_source=oracle", "target=up", f"output_dir={tmp_path / 'a'}"]) == 2
+    # a reward model of another frame size, and one that never finished training (no normalisation)
+    other = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=64, reward_min=0.0, reward_max=1.0))
+    other.save_pretrained(tmp_path / "rm64")
+    unfinished = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=32))
+    unfinished.save_pretrained(tmp_path / "rm-unfinished")
+    for rm in ("rm64", "rm-unfinished"):
+        assert launch.main([recipe, *base, f"reward_model={tmp_path / rm}", f"output_dir={tmp_path / 'b'}"]) == 2
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # an existing run is not overwritten by accident
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "adapter_model.safetensors").write_bytes(b"keep")
+    assert launch.main([recipe, *base, "reward_source=oracle", f"output_dir={tmp_path / 'c'}"]) == 2
+    assert (tmp_path / "c" / "adapter_model.safetensors").read_bytes() == b"keep"
+
+
+@pytest.mark.slow
+def test_preference_fine_tuning_clones_the_best_scored_rollouts_and_resumes(tmp_path):
+    from hf_agents.data import load_trajectories
+    from hf_agents.training import launch
+
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    out = tmp_path / "pft"
+    args = [str(REPO / "recipes" / "preference_ft.yaml"), f"agent={tmp_path / 'sft'}", f"output_dir={out}",
+            "reward_source=oracle", "target=left", "reward_model=", "rollout_episodes=6", "top_fraction=0.5", "trainable=head",
+            "max_episode_steps=12", "num_envs=2", "max_steps=3", "per_device_train_batch_size=2", "context_length=8",
+            "learning_rate=1e-2", "warmup_steps=0", "report_to=none", "use_cpu=true"]
+    assert launch.main([*args, "iterations=1"]) == 0
+    history = json.loads((out / "train_results.json").read_text())["metrics"]["history"]
+    assert history[0]["rollouts"] == 6 and history[0]["kept"] == 3
+    rollouts = load_trajectories(out / "iteration-1" / "rollouts")
+    assert rollouts.info["policy"]["checkpoint"].endswith("sft")
+    before = load_file(tmp_path / "sft" / "model.safetensors")
+    after = load_file(out / "model.safetensors")
+    assert not torch.equal(before["head.3.weight"], after["head.3.weight"])  # the head was trained
+    torch.testing.assert_close(before["backbone.h.0.attn.c_attn.weight"], after["backbone.h.0.attn.c_attn.weight"])
+    # resume=true goes on from the saved iteration instead of starting again
+    assert launch.main([*args, "iterations=2", "resume=true"]) == 0
+    history = json.loads((out / "train_results.json").read_text())["metrics"]["history"]
+    assert [h["iteration"] for h in history] == [1, 2]
+    assert load_trajectories(out / "iteration-2" / "rollouts").info["policy"]["checkpoint"].endswith("model")
+
+
+def test_logprobs_recomputed_in_training_equal_the_rollout_datasets_column(tmp_path):
+    """The `logprob` column written while acting is what training re-scores (same context, same temperature)."""
+    from hf_agents.data import load_trajectories
+    from hf_agents.models import get_action_and_logprob
+    from hf_agents.rollout.evaluate import evaluate_model
+
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    evaluate_model(tmp_path / "sft", tmp_path / "eval", episodes=4, num_envs=2, temperature=0.8, videos=0,
+                   progress=False, trajectories=tmp_path / "rollouts", max_steps=20)
+    data = load_trajectories(tmp_path / "rollouts")
+    policy = data.info["policy"]
+    assert policy["temperature"] == 0.8 and policy["keep_steps"] == 4 and policy["checkpoint"].endswith("sft")
+    model = AgentModel.from_pretrained(policy["checkpoint"]).eval()
+    for i in range(len(data)):
+        steps = data.read(i)
+        frames, actions = torch.from_numpy(steps["frames"])[None], torch.from_numpy(steps["actions"])[None]
+        with torch.no_grad():
+            logits = model.sliding_forward(frames, actions).logits
+        rescored = get_action_and_logprob(logits, actions, temperature=policy["temperature"]).logprob[0]
+        torch.testing.assert_close(rescored, torch.from_numpy(steps["logprob"]), atol=1e-3, rtol=1e-4)

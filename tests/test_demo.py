@@ -13,11 +13,15 @@ def test_smoke_demo_runs_the_whole_chain_and_reuses_stages(tmp_path):
     lines = []
     summaries = run_demo(tmp_path / "out", scale="smoke", num_envs=2, log=lines.append)
     out = tmp_path / "out"
-    assert set(summaries) == {"base", "sft", "scratch"}
+    assert {"base", "sft", "scratch"} <= set(summaries)
     assert all(s["episodes"] + s["dropped"] == 8 for s in summaries.values())
     report = (out / "report.md").read_text()
     for row in ("| base |", "| sft |", "| scratch |", "agent encoder"):
         assert row in report
+    if (out / "reward-left-agent" / "model.safetensors").exists():  # alignment needs a reward model
+        assert "| sft + left adapter |" in report
+        assert (out / "align-left" / "adapter_model.safetensors").exists()
+        assert (out / "align-left" / "success.png").exists()
     assert (out / "comparison.png").stat().st_size > 0
     # the SFT evaluation doubles as the on-policy rollouts: log-probs kept, preferences refer to them
     rollouts = load_trajectories(out / "rollouts" / "sft")

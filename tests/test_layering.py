@@ -14,7 +14,7 @@ LAYERS = [
     {"models"},
     {"rollout"},
     {"games"},
-    {"training", "train"},
+    {"training"},
     {"cli", "pipeline", "__main__"},
 ]
 FLOOR = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -2,7 +2,7 @@
 
 Schema (one row per comparison): `chosen` and `rejected` are episode ids of one trajectory dataset,
 `labeller` says who judged (a designer's name, or `synthetic:<pad>`). The same file serves the synthetic
-oracle and the reward model, and is meant for the planned labelling app, preference fine-tuning and DPO.
+oracle, the reward model, preference fine-tuning and DPO (and the planned labelling app).
 """
 
 from __future__ import annotations

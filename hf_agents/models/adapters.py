@@ -43,12 +43,21 @@ def base_fingerprint(agent_dir) -> str:
 
 
 def prepare_trainable(model: AgentModel, trainable: str, adapter_name: str = "default", lora_r: int = 8,
-                      lora_alpha: int = 16, lora_dropout: float = 0.0) -> nn.Module:
-    """Freeze what is not trained; for "lora", wrap in a peft model with one adapter named `adapter_name`."""
+                      lora_alpha: int = 16, lora_dropout: float = 0.0, init_adapter=None) -> nn.Module:
+    """Freeze what is not trained; for "lora", wrap in a peft model with one adapter named `adapter_name`
+    (new, or `init_adapter` to go on training a saved one, e.g. after preference fine-tuning)."""
     if trainable not in TRAINABLE:
         raise ValueError(f"trainable must be one of {TRAINABLE}, got '{trainable}'")
+    if init_adapter and trainable != "lora":
+        raise ValueError("init_adapter continues a LoRA adapter; set trainable=lora")
     if trainable == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if init_adapter:
+            check_adapter(init_adapter, model.name_or_path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return PeftModel.from_pretrained(model, init_adapter, adapter_name=adapter_name, is_trainable=True)
 
         config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                             target_modules=LORA_TARGET_MODULES + HEAD_LORA_TARGETS)

@@ -60,6 +60,8 @@ class AlignConfig(StageArguments):
     trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE}: the MLP head (paper), LoRA "
                                                      "adapters, or everything."})
     adapter_name: str = field(default="default", metadata={"help": "Name of the LoRA adapter (one per designer)."})
+    init_adapter: str | None = field(default=None, metadata={"help": "A saved LoRA adapter of `agent` to go on "
+                                                         "training (e.g. the designer's preference fine-tuning)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     episodes_per_update: int = field(default=16, metadata={"help": "Episodes rolled out per update (paper: 16)."})
@@ -136,7 +138,7 @@ class AlignTrainer:
                                         device=self.device)
         torch.manual_seed(config.seed)
         self.model = prepare_trainable(base.to(self.device), config.trainable, config.adapter_name, config.lora_r,
-                                       config.lora_alpha)
+                                       config.lora_alpha, init_adapter=config.init_adapter)
         self.reference = Reference(self.model, config.trainable) if config.kl_coef else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
@@ -357,6 +359,9 @@ def plot_success(log_history: list[dict], out, title="alignment", window: int = 
 
 
 def run(config: AlignConfig) -> dict:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("the align stage runs in one process (its rollouts use the machine's cores); launch it "
+                         "with recipes/accelerate/cpu.yaml or gpu.yaml, not several ranks")
     resume_from = check_output_dir(config)
     trainer = AlignTrainer(config)  # every check (reward model, target, agent) before any rollout
     if resume_from:

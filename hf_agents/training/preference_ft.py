@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from transformers import set_seed
 
 from hf_agents.data import TrajectoryWriter, load_trajectories
 from hf_agents.models import AgentModel, AgentPolicy
-from hf_agents.models.adapters import TRAINABLE, prepare_trainable
+from hf_agents.models.adapters import TRAINABLE, prepare_trainable, save_policy
 from hf_agents.training.align import game_outcomes, make_env_fn
 from hf_agents.training.common import check_output_dir
 from hf_agents.training.imitation import ImitationCollator, ImitationConfig, ImitationTrainer
@@ -40,7 +39,9 @@ class PreferenceFTConfig(ImitationConfig):
     rollout_episodes: int = field(default=200, metadata={"help": "Episodes rolled out per iteration (paper: the "
                                                          "reward model's 2,400 trajectories)."})
     top_fraction: float = field(default=0.2, metadata={"help": "Share of the best-scored trajectories kept (paper: 0.2)."})
-    trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE} (paper: head)."})
+    trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE} (paper: head; lora gives the "
+                                                     "designer's adapter, which alignment can go on training)."})
+    adapter_name: str = field(default="default", metadata={"help": "Name of the LoRA adapter (trainable=lora)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
     max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps."})
     num_envs: int = field(default=8, metadata={"help": "Parallel game processes."})
@@ -56,8 +57,10 @@ class PreferenceFTConfig(ImitationConfig):
         super().__post_init__()
 
 
-def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, out: Path, iteration: int):
-    """Roll out, write the rollouts as a dataset, and return it with each episode's score."""
+def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, out: Path, iteration: int,
+                      checkpoint: str):
+    """Roll out the agent saved at `checkpoint` (in memory as `model`), write the rollouts as a dataset, and
+    return it with each episode's score."""
     from hf_agents.envs.vector import BatchedEnv
     from hf_agents.rollout.engine import rollout
 
@@ -65,6 +68,7 @@ def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, 
     env_fn = make_env_fn(config.env, size, config.max_episode_steps)
     policy = AgentPolicy(model.eval(), config.num_envs, temperature=config.temperature,
                          seed=config.seed * 1000 + iteration)
+    policy.checkpoint = str(checkpoint)
     with BatchedEnv(env_fn, config.num_envs) as venv, TrajectoryWriter(
             out, frame_size=size, overwrite=True, metadata={"policy": policy.metadata},
             description=f"Preference fine-tuning rollouts, iteration {iteration}.") as writer:
@@ -85,32 +89,45 @@ def fine_tune(model, config: PreferenceFTConfig, selected, out: Path):
     return trainer
 
 
+def completed_iterations(out: Path) -> int:
+    """Iterations whose model was saved (resume=true goes on after the last of them)."""
+    done = [int(p.parents[1].name.split("-")[1]) for p in out.glob("iteration-*/model/config.json")]
+    return max(done, default=0)
+
+
 def run(config: PreferenceFTConfig) -> dict:
-    check_output_dir(config)
+    out = Path(config.output_dir)
+    start = completed_iterations(out) if config.resume else 0
+    if not config.resume:
+        check_output_dir(config)
     set_seed(config.seed)
-    base = AgentModel.from_pretrained(config.agent)
+    if config.trainable == "lora" and start:
+        raise ValueError(f"{out}: resume=true continues head or full fine-tuning only; rerun with overwrite=true")
+    base = AgentModel.from_pretrained(out / f"iteration-{start}" / "model" if start else config.agent)
     reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, game_outcomes(config.env),
                                config.max_episode_steps, base.config.image_size)
-    model = prepare_trainable(base, config.trainable)
-    out, history = Path(config.output_dir), []
-    for it in range(1, config.iterations + 1):
+    model = prepare_trainable(base, config.trainable, config.adapter_name)
+    history = json.loads((out / "history.json").read_text())[:start] if start else []
+    for it in range(start + 1, config.iterations + 1):
         it_dir = out / f"iteration-{it}"
-        data, scores = rollout_and_score(base, config, reward_fn, it_dir / "rollouts", it)
+        source = out / f"iteration-{it - 1}" / "model" if it > 1 else config.agent
+        data, scores = rollout_and_score(base, config, reward_fn, it_dir / "rollouts", it, source)
         keep = max(1, int(round(config.top_fraction * len(scores))))
         cutoff = np.sort(scores)[::-1][keep - 1]
         top = {m["episode_id"] for m, s in sorted(zip(data.episodes, scores), key=lambda p: -p[1])[:keep]}
         selected = data.filter(fn=lambda m, top=top: m["episode_id"] in top)
         outcomes = [m["outcome"] for m in selected.episodes]
-        trainer = fine_tune(model, config, selected, it_dir / "model")
-        trainer.save_model(str(it_dir / "model"))
+        fine_tune(model, config, selected, it_dir / "model")
+        save_policy(model, it_dir / "model", config.trainable, config.agent)
         history.append({"iteration": it, "rollouts": len(scores), "kept": keep, "score_cutoff": float(cutoff),
                         "score_mean": float(scores.mean()), "kept_outcomes": {o: outcomes.count(o) for o in set(outcomes)},
                         "all_outcomes": {o: [m["outcome"] for m in data.episodes].count(o)
                                          for o in {m["outcome"] for m in data.episodes}}})
-    for name in ("model.safetensors", "config.json"):
-        shutil.copy2(out / f"iteration-{config.iterations}" / "model" / name, out / name)
+        (out / "history.json").write_text(json.dumps(history, indent=2))
+    save_policy(model, out, config.trainable, config.agent)  # the last iteration's agent (or adapter)
     metrics = {"iterations": config.iterations, "history": history}
-    (out / "train_results.json").write_text(json.dumps({"metrics": metrics}, indent=2))
+    (out / "train_results.json").write_text(json.dumps({"metrics": metrics, "config": config.to_dict()}, indent=2,
+                                                       default=str))
     return metrics
 
 

@@ -37,6 +37,8 @@ class RewardTrainingConfig(StageArguments, RewardConfig):
 
     trajectories: str = field(default="", metadata={"help": "Trajectory dataset the preferences refer to (rollouts)."})
     preferences: str = field(default="", metadata={"help": "Preferences parquet file (chosen, rejected episode ids)."})
+    labeller: str | None = field(default=None, metadata={"help": "Use only this labeller's preferences (one designer "
+                                                         "= one reward model); default: all."})
     encoder: str = field(default="agent", metadata={"help": "'agent' (frozen agent embeddings) or 'random' (frozen "
                                                      "random projection of the frame, the paper's baseline)."})
     agent: str | None = field(default=None, metadata={"help": "Agent checkpoint whose transformer embeds the steps "
@@ -165,7 +167,7 @@ def embed_trajectories(model: TrajectoryRewardModel, trajectories: TrajectoryDat
 def build_comparisons(config: RewardTrainingConfig, trajectories: TrajectoryDataset):
     """Train and held-out comparison datasets (rows of trajectory indices) and the train trajectory indices."""
     position = {m["episode_id"]: i for i, m in enumerate(trajectories.episodes)}
-    pairs = read_preferences(config.preferences, position)
+    pairs = read_preferences(config.preferences, position, labeller=config.labeller)
     train_part, eval_part = trajectories.split(config.eval_fraction, seed=config.seed)
     held_out = {m["episode_id"] for m in eval_part.episodes}
     rows = {"train": ([], []), "eval": ([], [])}
