@@ -346,7 +346,7 @@ def plot_success(log_history: list[dict], out, title="alignment", window: int = 
         smooth = np.convolve(values, np.ones(window) / window, mode="valid") if len(values) >= window else values
         ax.plot(episodes[len(episodes) - len(smooth):], smooth, label=key.removeprefix("success_"))
     ax.set_xlabel("episodes")
-    ax.set_ylabel(f"success (mean of {window} updates)")
+    ax.set_ylabel(f"share of episodes (mean of {window} updates)")
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend()
