@@ -33,24 +33,17 @@ from hf_agents.models.adapters import (
     trajectory_logits,
 )
 from hf_agents.training.common import StageArguments, check_output_dir
-from hf_agents.training.rewards import REWARD_SOURCES, RewardFunction, stack_episodes
+from hf_agents.training.rewards import REWARD_SOURCES, RewardFunction, RewardSourceArguments, stack_episodes
 
 ALGORITHMS = ("reinforce", "rloo")
 
 
 @dataclass
-class AlignConfig(StageArguments):
+class AlignConfig(StageArguments, RewardSourceArguments):
     r"""Online alignment. Paper values (C.4): REINFORCE, 16 episodes an update, 600 updates, lr 1e-4, head only."""
 
     agent: str = field(default="", metadata={"help": "The fine-tuned (SFT) agent to align."})
     output_dir: str = field(default="", metadata={"help": "Where the aligned agent (or adapter), logs and plots go."})
-    reward_source: str = field(default="model", metadata={"help": f"One of {REWARD_SOURCES}: the reward model, the "
-                                                          "privileged oracle (upper bound), or the game's reward."})
-    reward_model: str | None = field(default=None, metadata={"help": "Reward model directory (reward_source=model)."})
-    target: str | None = field(default=None, metadata={"help": "The outcome the designer wants (e.g. left): the "
-                                                       "oracle's target, and the success shown in logs and plots."})
-    env: str | None = field(default=None, metadata={"help": "Gymnasium id of a third-party game ('module:Id'); "
-                                                    "default: the built-in JumpPads."})
     algorithm: str = field(default="reinforce", metadata={"help": "reinforce (paper) or rloo (leave-one-out "
                                                           "baseline over `rloo_k` episodes of one spawn)."})
     rloo_k: int = field(default=4, metadata={"help": "RLOO: episodes per group sharing a reset seed (spawn)."})

@@ -22,19 +22,15 @@ from hf_agents.models.adapters import TRAINABLE, prepare_trainable, save_policy
 from hf_agents.training.align import game_outcomes, make_env_fn
 from hf_agents.training.common import check_output_dir
 from hf_agents.training.imitation import ImitationCollator, ImitationConfig, ImitationTrainer
-from hf_agents.training.rewards import REWARD_SOURCES, RewardFunction
+from hf_agents.training.rewards import RewardFunction, RewardSourceArguments
 
 
 @dataclass
-class PreferenceFTConfig(ImitationConfig):
+class PreferenceFTConfig(RewardSourceArguments, ImitationConfig):
     r"""Preference fine-tuning. Paper (C.4): top 20 % of the reward model's trajectories, lr 1e-5, 1,000 updates
     of 256 windows, head only, one iteration."""
 
     agent: str = field(default="", metadata={"help": "The fine-tuned (SFT) agent to start from."})
-    reward_source: str = field(default="model", metadata={"help": f"One of {REWARD_SOURCES}."})
-    reward_model: str | None = field(default=None, metadata={"help": "Reward model directory (reward_source=model)."})
-    target: str | None = field(default=None, metadata={"help": "Oracle target outcome (reward_source=oracle)."})
-    env: str | None = field(default=None, metadata={"help": "Gymnasium id of a third-party game; default JumpPads."})
     iterations: int = field(default=1, metadata={"help": "generate -> score -> filter -> fine-tune rounds (paper: 1)."})
     rollout_episodes: int = field(default=200, metadata={"help": "Episodes rolled out per iteration (paper: the "
                                                          "reward model's 2,400 trajectories)."})

@@ -8,6 +8,8 @@ env:    the game's own reward summed over the episode (third-party games), not n
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
@@ -15,6 +17,19 @@ from hf_agents.actions import CENTRE_BUCKET, NUM_BUTTONS, NUM_COMPONENTS
 from hf_agents.frames import to_model
 
 REWARD_SOURCES = ("model", "oracle", "env")
+
+
+@dataclass
+class RewardSourceArguments:
+    """Where trajectory rewards come from, and which game is played: the fields every alignment stage shares."""
+
+    reward_source: str = field(default="model", metadata={"help": f"One of {REWARD_SOURCES}: the reward model, the "
+                                                          "privileged oracle (upper bound), or the game's reward."})
+    reward_model: str | None = field(default=None, metadata={"help": "Reward model directory (reward_source=model)."})
+    target: str | None = field(default=None, metadata={"help": "The outcome the designer wants (e.g. left): the "
+                                                       "oracle's target, and the success shown in logs and plots."})
+    env: str | None = field(default=None, metadata={"help": "Gymnasium id of a third-party game ('module:Id'); "
+                                                    "default: the built-in JumpPads."})
 
 
 def stack_episodes(episodes, device=None, max_steps: int | None = None):
