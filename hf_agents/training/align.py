@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from hf_agents.data.schema import NO_OUTCOME
 from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob
 from hf_agents.models.adapters import (
     TRAINABLE,
@@ -222,7 +223,7 @@ class AlignTrainer:
         log = {"update": self.update, "episodes": len(episodes), "reward_mean": float(np.mean(rewards)) if episodes
                else 0.0, "kl": float(np.mean(kl)) if episodes else 0.0, "entropy": entropy, "grad_norm": grad_norm,
                "logprob_drift": drift, "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0}
-        for o in sorted(set(outcomes) | set(game_outcomes(c.env) or ())):
+        for o in sorted(set(outcomes) | set(game_outcomes(c.env) or ()) | {NO_OUTCOME}):
             log[f"success_{o}"] = outcomes.count(o) / max(len(outcomes), 1)
         return log
 
