@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from hf_agents.actions import NOOP_IDS, NUM_BUTTONS
+from hf_agents.actions import NOOP_IDS, NUM_BUTTONS, NUM_COMPONENTS
 from hf_agents.data.schema import (
     NO_OUTCOME,
     OPTIONAL_STEP_COLUMNS,
@@ -186,6 +186,11 @@ class TrajectoryDataset:
                 out[name] = table.column(name).to_numpy()
         return out
 
+    def read_batch(self, episodes, max_steps: int | None = None):
+        """Whole episodes (each cut at `max_steps`) as one padded batch: see `pad_steps`."""
+        steps = [self.read(i, 0, min(self.episode_length(i), max_steps or self.episode_length(i))) for i in episodes]
+        return pad_steps([s["frames"] for s in steps], [s["actions"] for s in steps])
+
     def windows(self, context: int, stride: int | None = None, extras: bool = False) -> WindowDataset:
         return WindowDataset(self, context, stride, extras)
 
@@ -229,6 +234,18 @@ class WindowDataset(torch.utils.data.Dataset):
         if pad:  # padded actions are no-ops, masked out by attention_mask anyway
             item["actions"][length:, NUM_BUTTONS:] = NOOP_IDS[NUM_BUTTONS:]
         return {k: torch.from_numpy(v) for k, v in item.items()}
+
+
+def pad_steps(frames: list[np.ndarray], actions: list[np.ndarray]):
+    """Episodes of different lengths -> frames (B, T, ...) zero-padded, actions (B, T, 16) padded with no-ops,
+    lengths (B,) int64. Frames keep their layout (channels-first from `read`, channels-last from rollouts)."""
+    lengths = np.asarray([len(a) for a in actions], np.int64)
+    B, T = len(actions), int(lengths.max())
+    padded_frames = np.zeros((B, T, *frames[0].shape[1:]), frames[0].dtype)
+    padded_actions = np.broadcast_to(NOOP_IDS, (B, T, NUM_COMPONENTS)).copy()
+    for i, n in enumerate(lengths):
+        padded_frames[i, :n], padded_actions[i, :n] = frames[i][:n], actions[i]
+    return padded_frames, padded_actions, lengths
 
 
 def _check_readable(path: Path) -> Path:

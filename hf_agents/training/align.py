@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hf_agents.data.schema import NO_OUTCOME
+from hf_agents.envs.adapter import env_factory
 from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob
 from hf_agents.models.adapters import (
     TRAINABLE,
@@ -69,7 +70,6 @@ class AlignConfig(StageArguments, RewardSourceArguments):
     micro_batch_size: int = field(default=16, metadata={"help": "Episodes per backward pass (memory)."})
     save_steps: int = field(default=25, metadata={"help": "Checkpoint every N updates."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
-    logging_steps: int = field(default=1, metadata={"help": "Log every N updates."})
     seed: int = field(default=0, metadata={"help": "Seeds rollouts (env and sampling) and initialisation."})
 
     def __post_init__(self):
@@ -89,19 +89,6 @@ def game_outcomes(env: str | None) -> tuple[str, ...] | None:
 
         return tuple(OUTCOMES)
     return None
-
-
-def make_env_fn(env: str | None, frame_size: int, max_steps: int):
-    """A picklable factory of the game: JumpPads (default variant) or a Gymnasium id behind the gamepad."""
-    import functools
-
-    if env is None:
-        from hf_agents.games.jumppads import make_jumppads
-
-        return functools.partial(make_jumppads, frame_size=frame_size, max_steps=max_steps)
-    from hf_agents.envs.adapter import make_gamepad_env
-
-    return functools.partial(make_gamepad_env, env, frame_size=frame_size, max_episode_steps=max_steps)
 
 
 def advantages(rewards: np.ndarray, algorithm: str, groups: np.ndarray) -> np.ndarray:
@@ -190,9 +177,7 @@ class AlignTrainer:
         for start in range(0, len(episodes), self.config.micro_batch_size):
             chunk = episodes[start:start + self.config.micro_batch_size]
             frames, actions, mask = stack_episodes(chunk, self.device)
-            _, hidden = trajectory_logits(self.model, frames, actions, "head") if self.config.trainable == "head" \
-                else (None, None)
-            ref = get_action_and_logprob(self.reference.logits(frames, actions, hidden), actions,
+            ref = get_action_and_logprob(self.reference.logits(frames, actions), actions,
                                          temperature=self.config.temperature).logprob
             recorded = torch.as_tensor(stack_logprobs(chunk), device=self.device)
             out.append(((recorded - ref) * mask).sum(1).cpu().numpy())
@@ -233,7 +218,7 @@ class AlignTrainer:
 
         c = self.config
         writer = _summary_writer(c)
-        env_fn = self.env_fn or make_env_fn(c.env, self.frame_size, c.max_episode_steps)
+        env_fn = self.env_fn or env_factory(c.env, self.frame_size, c.max_episode_steps)
         bar = tqdm(total=c.num_updates, initial=self.update, desc="align", unit="update")
         with BatchedEnv(env_fn, min(c.num_envs, c.episodes_per_update)) as venv:
             while self.update < c.num_updates:
@@ -328,10 +313,7 @@ def _summary_writer(config: AlignConfig):
 
 def plot_success(log_history: list[dict], out, title="alignment", window: int = 10) -> Path:
     """Success rate of each outcome over updates (moving average), as the paper's Figures 8-9."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from hf_agents.rollout.plots import plt, save_figure  # the Agg backend, set there
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     episodes = np.cumsum([h["episodes"] for h in log_history])
@@ -344,12 +326,7 @@ def plot_success(log_history: list[dict], out, title="alignment", window: int = 
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def run(config: AlignConfig) -> dict:

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
-from hf_agents.actions import CENTRE_BUCKET, NUM_BUTTONS, NUM_COMPONENTS
 from hf_agents.data import load_trajectories
 from hf_agents.data.preferences import read_preferences
 from hf_agents.models import AgentModel, get_action_and_logprob
@@ -59,15 +58,8 @@ class PairCollator:
 
     def __call__(self, rows):
         index = [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
-        steps = [self.trajectories.read(i, 0, min(self.trajectories.episode_length(i), self.max_steps)) for i in index]
-        T = max(len(s["actions"]) for s in steps)
-        frames = np.zeros((len(index), T, *steps[0]["frames"].shape[1:]), np.uint8)
-        actions = np.zeros((len(index), T, NUM_COMPONENTS), np.int64)
-        actions[..., NUM_BUTTONS:] = CENTRE_BUCKET
-        mask = np.zeros((len(index), T), np.float32)
-        for j, s in enumerate(steps):
-            n = len(s["actions"])
-            frames[j, :n], actions[j, :n], mask[j, :n] = s["frames"], s["actions"], 1.0
+        frames, actions, lengths = self.trajectories.read_batch(index, self.max_steps)
+        mask = (np.arange(frames.shape[1])[None] < lengths[:, None]).astype(np.float32)
         return {"frames": torch.from_numpy(frames), "actions": torch.from_numpy(actions), "mask": torch.from_numpy(mask)}
 
 

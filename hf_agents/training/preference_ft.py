@@ -17,9 +17,10 @@ import numpy as np
 from transformers import set_seed
 
 from hf_agents.data import TrajectoryWriter, load_trajectories
+from hf_agents.envs.adapter import env_factory
 from hf_agents.models import AgentModel, AgentPolicy
 from hf_agents.models.adapters import TRAINABLE, prepare_trainable, save_policy
-from hf_agents.training.align import game_outcomes, make_env_fn
+from hf_agents.training.align import game_outcomes
 from hf_agents.training.common import check_output_dir
 from hf_agents.training.imitation import ImitationCollator, ImitationConfig, ImitationTrainer
 from hf_agents.training.rewards import RewardFunction, RewardSourceArguments
@@ -61,7 +62,7 @@ def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, 
     from hf_agents.rollout.engine import rollout
 
     size = model.config.image_size
-    env_fn = make_env_fn(config.env, size, config.max_episode_steps)
+    env_fn = env_factory(config.env, size, config.max_episode_steps)
     policy = AgentPolicy(model.eval(), config.num_envs, temperature=config.temperature,
                          seed=config.seed * 1000 + iteration)
     policy.checkpoint = str(checkpoint)

@@ -13,13 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import datasets
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, set_seed
 from trl import RewardConfig, RewardTrainer
 
-from hf_agents.actions import CENTRE_BUCKET, NUM_BUTTONS, NUM_COMPONENTS
 from hf_agents.data import TrajectoryDataset, load_trajectories
 from hf_agents.data.preferences import read_preferences
 from hf_agents.models import AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel
@@ -150,16 +148,8 @@ def embed_trajectories(model: TrajectoryRewardModel, trajectories: TrajectoryDat
     out = []
     order = range(len(trajectories))
     for start in tqdm(range(0, len(order), batch_size), desc="embedding trajectories", disable=not progress):
-        idx = list(order[start:start + batch_size])
-        steps = [trajectories.read(i, 0, min(trajectories.episode_length(i), model.config.max_steps)) for i in idx]
-        T = max(len(s["frames"]) for s in steps)
-        frames = np.zeros((len(idx), T, *steps[0]["frames"].shape[1:]), np.uint8)
-        actions = np.zeros((len(idx), T, NUM_COMPONENTS), np.int64)
-        actions[..., NUM_BUTTONS:] = CENTRE_BUCKET  # no-op padding (masked by `lengths` anyway)
-        for j, s in enumerate(steps):
-            frames[j, :len(s["frames"])], actions[j, :len(s["frames"])] = s["frames"], s["actions"]
-        lengths = torch.as_tensor([len(s["frames"]) for s in steps])
-        emb = model.embed(torch.from_numpy(frames).to(device), torch.from_numpy(actions).to(device), lengths.to(device))
+        frames, actions, lengths = trajectories.read_batch(order[start:start + batch_size], model.config.max_steps)
+        emb = model.embed(*(torch.from_numpy(x).to(device) for x in (frames, actions, lengths)))
         out.append(emb.float().cpu())
     return torch.cat(out)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from hf_agents.actions import CENTRE_BUCKET, NUM_BUTTONS, NUM_COMPONENTS
+from hf_agents.data.dataset import pad_steps
 from hf_agents.frames import to_model
 
 REWARD_SOURCES = ("model", "oracle", "env")
@@ -34,15 +34,8 @@ class RewardSourceArguments:
 
 def stack_episodes(episodes, device=None, max_steps: int | None = None):
     """Episodes -> frames (B, T, 3, H, W) uint8, actions (B, T, 16) (padded with no-ops), mask (B, T)."""
-    lengths = [min(e.length, max_steps or e.length) for e in episodes]
-    B, T = len(episodes), max(lengths)
-    h, w = episodes[0].frames.shape[1:3]
-    frames = np.zeros((B, T, h, w, 3), np.uint8)
-    actions = np.zeros((B, T, NUM_COMPONENTS), np.int64)
-    actions[..., NUM_BUTTONS:] = CENTRE_BUCKET
-    for i, (e, n) in enumerate(zip(episodes, lengths)):
-        frames[i, :n], actions[i, :n] = e.frames[:n], e.actions[:n]
-    mask = torch.as_tensor(np.arange(T)[None] < np.asarray(lengths)[:, None], device=device)
+    frames, actions, lengths = pad_steps([e.frames[:max_steps] for e in episodes], [e.actions[:max_steps] for e in episodes])
+    mask = torch.as_tensor(np.arange(frames.shape[1])[None] < lengths[:, None], device=device)
     return to_model(frames, device), torch.as_tensor(actions, device=device), mask
 
 
