@@ -9,7 +9,12 @@ import sys
 
 
 def _size(text: str) -> tuple[int, int]:
-    parts = [int(p) for p in text.lower().split("x")]
+    try:
+        parts = [int(p) for p in str(text).lower().split("x")]
+    except ValueError:
+        raise ValueError(f"--size {text}: give pixels as N or WxH, e.g. 64 or 96x64") from None
+    if len(parts) > 2 or min(parts) <= 0:
+        raise ValueError(f"--size {text}: give positive pixels as N or WxH, e.g. 64 or 96x64")
     return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
@@ -18,7 +23,12 @@ def cmd_data_import(args) -> None:
 
     path = import_wham(args.sources, args.out, frame_size=_size(args.size), overwrite=args.overwrite,
                        variant=args.variant)
-    print(f"wrote {path}")
+    info = json.loads((path / "meta" / "info.json").read_text())
+    print(json.dumps({"wrote": str(path), "episodes": info["num_episodes"], "steps": info["num_steps"],
+                      **info["import"]}))
+    if info["import"]["stick_values_quantised"]:
+        print(f"note: {info['import']['stick_values_quantised']} stick values lay between bucket centres and were "
+              "moved to the nearest one (recordings from the game hold the centres exactly)", file=sys.stderr)
 
 
 def cmd_data_info(args) -> None:
@@ -32,7 +42,7 @@ def cmd_data_export(args) -> None:
     from hf_agents.data import load_trajectories
     from hf_agents.data.wham import export_npz
 
-    paths = export_npz(load_trajectories(args.dataset), args.out)
+    paths = export_npz(load_trajectories(args.dataset), args.out, overwrite=args.overwrite)
     print(f"wrote {len(paths)} .npz files to {args.out}")
 
 
@@ -100,6 +110,10 @@ def cmd_preferences_synthetic(args) -> None:
 
     episodes = load_trajectories(args.trajectories).episodes
     pairs = synthetic_preferences(episodes, args.pad, max_comparisons=args.max_comparisons, seed=args.seed)
+    if not pairs:
+        raise ValueError(f"{args.trajectories}: no strict preference among its {len(episodes)} trajectories (outcomes "
+                         f"{dict(Counter(e['outcome'] for e in episodes))}); roll out episodes that end differently "
+                         "(e.g. `hf-agents evaluate AGENT --trajectories DIR`); nothing was written")
     write_preferences(args.out, pairs, labeller=f"synthetic:{args.pad}")
     outcomes = dict(Counter(e["outcome"] for e in episodes))
     print(json.dumps({"preferences": str(args.out), "comparisons": len(pairs), "trajectories": len(episodes),
@@ -121,10 +135,14 @@ def cmd_train(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from hf_agents.pipeline import run_demo
+    from hf_agents.pipeline import StageFailed, run_demo
 
     out = args.out or ("outputs" if args.scale == "cpu" else f"outputs-{args.scale}")  # scales never share stages
-    run_demo(out, scale=args.scale, num_envs=args.num_envs)
+    try:
+        run_demo(out, scale=args.scale, num_envs=args.num_envs)
+    except StageFailed as e:
+        print(f"hf-agents demo: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp = data.add_parser("export", help="export episodes back to WHAM .npz files")
     exp.add_argument("dataset")
     exp.add_argument("--out", required=True)
+    exp.add_argument("--overwrite", action="store_true", help="replace episode_*.npz files already in --out")
     exp.set_defaults(fn=cmd_data_export)
     push = data.add_parser("push", help="publish a dataset (with its card) as a Hub dataset repository")
     push.add_argument("dataset")

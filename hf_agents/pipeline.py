@@ -40,7 +40,14 @@ def _stage(name, done: Path, fn, log):
 
 def _train(recipe: str, overrides: list[str]) -> None:
     cmd = [sys.executable, "-m", "hf_agents.training", str(RECIPES / f"{recipe}.yaml"), *overrides]
-    subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1"})
+    done = subprocess.run(cmd, env={**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1"})
+    if done.returncode:
+        raise StageFailed(f"the {recipe} stage failed (exit code {done.returncode}); its error is printed above. Fix it "
+                          "and run the demo again: finished stages are reused")
+
+
+class StageFailed(RuntimeError):
+    """A demo stage's training process exited with an error (printed by that process)."""
 
 
 def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
@@ -74,7 +81,7 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
         summaries[label] = json.loads((target / "eval.json").read_text())
     compare([out / "eval" / k for k in summaries], out / "comparison.png", labels=list(summaries))
     rewards = reward_models(out, rollouts, s["reward_epochs"], log)
-    if "agent" in rewards:
+    if "skipped" not in rewards["agent"]:
         summaries["sft + left adapter"] = align_left(out, s, num_envs, log)
     report = results_table(summaries, out) + "\n" + reward_table(rewards)
     (out / "report.md").write_text(report)
@@ -86,22 +93,21 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
 def reward_models(out: Path, rollouts: Path, epochs: int, log) -> dict:
     """Synthetic preferences on the SFT agent's rollouts, then a reward model per encoder; their metrics."""
     from hf_agents.data import load_trajectories
-    from hf_agents.data.preferences import synthetic_preferences, write_preferences
+    from hf_agents.data.preferences import read_preferences, synthetic_preferences, write_preferences
 
     prefs = out / f"preferences-{PREFERRED_PAD}.parquet"
     _stage("synthetic preferences", prefs, lambda: write_preferences(
         prefs, synthetic_preferences(load_trajectories(rollouts).episodes, PREFERRED_PAD),
         f"synthetic:{PREFERRED_PAD}"), log)
     results = {}
-    for encoder in ("agent", "random"):
+    if not len(read_preferences(prefs)):  # every rollout tied (tiny smoke runs): nothing to learn from
+        log("[demo] reward models: skipped, the rollouts hold no strict preference (all ended alike)")
+        return {encoder: {"skipped": "no strict preference among the rollouts"} for encoder in ("agent", "random")}
+    for encoder in ("agent", "random"):  # a failing stage stops the demo with its error
         target = out / f"reward-{PREFERRED_PAD}-{encoder}"
-        try:
-            _stage(f"reward model ({encoder} encoder)", target / "model.safetensors", lambda e=encoder, t=target: _train(
-                "reward", [f"trajectories={rollouts}", f"preferences={prefs}", f"encoder={e}", f"agent={out / 'sft'}",
-                           f"output_dir={t}", "overwrite=true", f"num_train_epochs={epochs}"]), log)
-        except subprocess.CalledProcessError:  # e.g. every rollout tied: nothing to compare (tiny smoke runs)
-            log(f"[demo] reward model ({encoder} encoder): failed, see the error above; skipped")
-            continue
+        _stage(f"reward model ({encoder} encoder)", target / "model.safetensors", lambda e=encoder, t=target: _train(
+            "reward", [f"trajectories={rollouts}", f"preferences={prefs}", f"encoder={e}", f"agent={out / 'sft'}",
+                       f"output_dir={t}", "overwrite=true", f"num_train_epochs={epochs}"]), log)
         results[encoder] = json.loads((target / "train_results.json").read_text())["metrics"]
     return results
 
@@ -128,6 +134,9 @@ def reward_table(results: dict) -> str:
              "paper (~100 comparisons) |", "|---|---|---|---|---|"]
     paper = {"agent": "> 90%", "random": "lower, high variance"}
     for encoder, m in results.items():
+        if "skipped" in m:
+            lines.append(f"| {encoder} encoder | - | - | skipped: {m['skipped']} | {paper[encoder]} |")
+            continue
         accuracy = m.get("eval_accuracy")
         lines.append(f"| {encoder} encoder | {m['train_comparisons']} | {m['eval_comparisons']} | "
                      f"{'' if accuracy is None else f'{accuracy:.0%}'} | {paper[encoder]} |")

@@ -27,6 +27,7 @@ from hf_agents.data.schema import (
     is_optional_column,
 )
 from hf_agents.frames import to_channels_first
+from hf_agents.locations import resolve
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -42,14 +43,7 @@ def _read_schema(path: Path) -> pa.Schema:
 
 def resolve_dataset_path(path_or_id: str | Path, revision: str | None = None) -> Path:
     """A local directory, or a Hub dataset id downloaded (or found in the local cache)."""
-    path = Path(path_or_id)
-    if path.exists():
-        return path
-    if str(path_or_id).count("/") == 1 and not str(path_or_id).startswith((".", "/")):
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(path_or_id), repo_type="dataset", revision=revision))
-    raise FileNotFoundError(f"{path_or_id}: no such dataset directory (and not a Hub id of the form 'user/name')")
+    return resolve(path_or_id, "dataset", revision)
 
 
 @dataclass

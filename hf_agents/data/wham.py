@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from hf_agents.actions import NUM_COMPONENTS, continuous_to_ids, ids_to_continuous
+from hf_agents.actions import NUM_BUTTONS, NUM_COMPONENTS, continuous_to_ids, ids_to_continuous
 from hf_agents.data.dataset import TrajectoryDataset
 from hf_agents.data.schema import DatasetFormatError
-from hf_agents.data.writer import TrajectoryWriter
+from hf_agents.data.writer import TrajectoryWriter, check_not_a_source
 from hf_agents.frames import resize_frames, to_channels_last
 
 
@@ -59,7 +59,12 @@ def read_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
         values = table[img.name]
         if not isinstance(values, list) or len(values) != NUM_COMPONENTS:
             raise DatasetFormatError(f"{actions_file}: entry '{img.name}' must be a list of {NUM_COMPONENTS} numbers")
-        frames.append(np.asarray(Image.open(img).convert("RGB")))
+        try:
+            with Image.open(img) as opened:
+                frames.append(np.asarray(opened.convert("RGB")))
+        except (OSError, SyntaxError, ValueError) as e:  # truncated or not an image (PIL raises all three)
+            raise DatasetFormatError(f"{img}: unreadable image ({e}); re-export the frame or leave this folder "
+                                     "out of the import") from None
         actions.append(values)
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
@@ -80,19 +85,28 @@ def import_wham(sources, out, frame_size=(64, 64), overwrite=False, variant="def
             files.append(s)
         else:
             raise FileNotFoundError(f"{s}: no such file or folder")
+    check_not_a_source(out, sources)
     with TrajectoryWriter(out, frame_size=frame_size, overwrite=overwrite,
                           description=f"Imported from {len(files)} WHAM recording(s).") as writer:
+        off_centre = 0
         for f in tqdm(files, desc="import", unit="episode"):
             frames, actions = read_npz(f) if f.suffix == ".npz" else read_folder(f)
             ids = continuous_to_ids(actions, where=str(f))
+            off_centre += int((np.abs(ids_to_continuous(ids) - actions)[:, NUM_BUTTONS:] > 1e-4).sum())
             writer.add_episode(resize_frames(frames, writer.frame_size), ids, variant=variant,
                                source=source_name or ("wham-npz" if f.suffix == ".npz" else "wham-folder"))
+        writer.metadata["import"] = {"recordings": len(files), "stick_values_quantised": off_centre}
     return Path(out)
 
 
-def export_npz(dataset: TrajectoryDataset, out_dir) -> list[Path]:
+def export_npz(dataset: TrajectoryDataset, out_dir, overwrite: bool = False) -> list[Path]:
     """Write each episode as a WHAM `.npz` (images uint8 (T, 3, H, W), actions float32 (T, 16))."""
     out_dir = Path(out_dir)
+    clash = [out_dir / f"episode_{m['episode_id']:06d}.npz" for m in dataset.episodes]
+    clash = [p for p in clash if p.exists()]
+    if clash and not overwrite:
+        raise FileExistsError(f"{clash[0]}: already exists ({len(clash)} of the files would be replaced); pass "
+                              "--overwrite or export to an empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for e, meta in enumerate(tqdm(dataset.episodes, desc="export", unit="episode")):

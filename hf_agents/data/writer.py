@@ -56,6 +56,49 @@ def check_frames(frames: np.ndarray, frame_size: tuple[int, int], where: str) ->
     return frames
 
 
+def is_trajectory_dataset(path: Path) -> bool:
+    """A folder written by `TrajectoryWriter`: meta/info.json with a format_version, and an episodes table."""
+    try:
+        info = json.loads((path / "meta" / "info.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "format_version" in info and (path / "episodes").is_dir()
+
+
+def check_replaceable(path: Path) -> None:
+    """--overwrite replaces a trajectory dataset of ours and nothing else (not recordings, models or user files)."""
+    if not path.is_dir() or not is_trajectory_dataset(path):
+        raise FileExistsError(f"{path} exists and is not an hf-agents trajectory dataset; --overwrite only replaces "
+                              "one, so nothing was changed; choose another output path")
+
+
+def remove_stale_staging(path: Path) -> None:
+    """Staging folders left beside `path` by killed writers (their process is gone) are removed."""
+    for old in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = old.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_not_a_source(out, sources) -> None:
+    """Refuse to write a dataset over (or inside) what is being read."""
+    out = Path(out).resolve()
+    for source in sources:
+        src = Path(source).resolve()
+        if out == src or src in out.parents or out in src.parents:
+            raise FileExistsError(f"{out}: the output overlaps the input {source}; write the dataset somewhere else")
+
+
 class TrajectoryWriter:
     """Write a trajectory dataset episode by episode.
 
@@ -72,10 +115,13 @@ class TrajectoryWriter:
         self.frame_size = tuple(int(s) for s in frame_size)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} already exists; pass overwrite=True (--overwrite) to replace it")
+        if self.path.exists():
+            check_replaceable(self.path)
         self.rows_per_shard = rows_per_shard
         self.fps, self.description = fps, description
         self.metadata = dict(metadata or {})  # extra meta/info.json entries, e.g. the rollouts' `policy`
-        self.staging = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        remove_stale_staging(self.path)
+        self.staging = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         (self.staging / "data").mkdir(parents=True)
         (self.staging / "episodes").mkdir()
         self.columns: list[str] | None = None

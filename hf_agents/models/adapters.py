@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hf_agents.models import LORA_TARGET_MODULES, AgentModel
+from hf_agents.models.loading import load_checked
 
 TRAINABLE = ("head", "lora", "full")
 HEAD_LORA_TARGETS = ["head.1", "head.3"]  # the head's two Linear layers
@@ -162,7 +163,7 @@ def load_agent(agent_dir, adapters: dict[str, str] | None = None) -> nn.Module:
     """An agent, with any number of named LoRA adapters loaded at once (switch with `model.set_adapter(name)`)."""
     from peft import PeftModel
 
-    model = AgentModel.from_pretrained(agent_dir)
+    model = load_checked(AgentModel, agent_dir, "agent")
     if not adapters:
         return model
     for path in adapters.values():

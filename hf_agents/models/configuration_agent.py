@@ -44,6 +44,8 @@ class AgentConfig(PretrainedConfig):
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
+        if context_length < 1:
+            raise ValueError(f"context_length={context_length}: the model needs at least 1 timestep of context")
         self.context_length = context_length
         self.keep_steps = max(context_length // 2, 1) if keep_steps is None else keep_steps
         if not 1 <= self.keep_steps < max(context_length, 2):

@@ -63,7 +63,9 @@ class TrajectoryRewardModel(PreTrainedModel):
     def from_agent(cls, agent: AgentModel | str, **config_kwargs) -> TrajectoryRewardModel:
         """A reward model whose frozen encoder is the given agent (a model or a checkpoint directory)."""
         if isinstance(agent, str):
-            agent = AgentModel.from_pretrained(agent)
+            from hf_agents.models.loading import load_checked
+
+            agent = load_checked(AgentModel, agent, "agent")
         model = cls(TrajectoryRewardConfig(encoder="agent", agent_config=agent.config.to_dict(), **config_kwargs))
         model.agent.load_state_dict(agent.state_dict())
         return model

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from hf_agents.data.schema import NO_OUTCOME
 from hf_agents.envs.adapter import env_factory
-from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob
+from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob, load_checked
 from hf_agents.models.adapters import (
     TRAINABLE,
     Reference,
@@ -34,7 +34,7 @@ from hf_agents.models.adapters import (
     save_policy,
     trajectory_logits,
 )
-from hf_agents.training.common import StageArguments, check_output_dir
+from hf_agents.training.common import StageArguments, check_output_dir, clear_checkpoints
 from hf_agents.training.rewards import REWARD_SOURCES, RewardFunction, RewardSourceArguments, stack_episodes
 
 ALGORITHMS = ("reinforce", "rloo")
@@ -112,7 +112,7 @@ class AlignTrainer:
     def __init__(self, config: AlignConfig, model: AgentModel | None = None, env_fn=None, device=None):
         self.config, self.env_fn = config, env_fn
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        base = model if model is not None else AgentModel.from_pretrained(config.agent)
+        base = model if model is not None else load_checked(AgentModel, config.agent, "agent")
         self.frame_size = base.config.image_size
         self.reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target,
                                         game_outcomes(config.env), config.max_episode_steps, self.frame_size,
@@ -338,8 +338,7 @@ def run(config: AlignConfig) -> dict:
     if resume_from:
         trainer.load_checkpoint(resume_from)
     else:
-        for old in Path(config.output_dir).glob("checkpoint-*"):  # overwrite=true: an old run's checkpoints
-            shutil.rmtree(old)
+        clear_checkpoints(config)
     return trainer.train()
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import warnings
 from argparse import ArgumentError
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from transformers import HfArgumentParser
-from transformers.trainer_utils import get_last_checkpoint
 
+from hf_agents.locations import weights_problem
 from hf_agents.training import DEFAULT_STAGE, STAGES, load_stage
 
 
@@ -101,13 +104,56 @@ def check_output_dir(config) -> str | None:
     """The checkpoint to resume from, or None; refuses to write into a used output_dir by accident."""
     out = Path(config.output_dir)
     if config.resume:
-        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        last = last_intact_checkpoint(out)
         if last is None:
-            raise RecipeError(f"{out}: --resume given but there is no checkpoint-* to resume from")
-        return last
+            raise RecipeError(f"{out}: resume=true given but there is no intact checkpoint-* to resume from")
+        return str(last)
     if out.is_dir() and any(out.iterdir()) and not config.overwrite:
         raise RecipeError(f"{out}: output_dir is not empty; pass resume=true to continue or overwrite=true to replace")
     return None
+
+
+def checkpoints(out) -> list[Path]:
+    """checkpoint-N folders of a run, newest (highest N) first."""
+    found = [p for p in Path(out).glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (half-written by a kill), or None."""
+    states = [path / name for name in ("trainer_state.json", "state.json") if (path / name).exists()]
+    if not states:
+        return "no trainer_state.json or state.json"
+    try:
+        json.loads(states[0].read_text())
+    except (OSError, ValueError) as e:
+        return f"{states[0].name}: {e}"
+    weights = list(path.glob("*.safetensors"))
+    if not weights:
+        return "no .safetensors weights"
+    for file in weights + list(path.glob("*.pt")) + list(path.glob("*.pth")):
+        problem = weights_problem(file) if file.suffix == ".safetensors" else (
+            "empty file" if file.stat().st_size == 0 else None)
+        if problem:
+            return f"{file.name}: {problem}"
+    return None
+
+
+def last_intact_checkpoint(out) -> Path | None:
+    """The newest checkpoint that is whole; a half-written newer one is skipped with a warning."""
+    for path in checkpoints(out):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        warnings.warn(f"{path}: incomplete checkpoint ({problem}); resuming from an earlier one", stacklevel=2)
+    return None
+
+
+def clear_checkpoints(config) -> None:
+    """overwrite=true: the previous run's checkpoint-* folders go, so a later resume=true continues this run."""
+    if config.overwrite and not config.resume and int(os.environ.get("RANK", "0")) == 0:
+        for path in checkpoints(config.output_dir):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def save_results(trainer, config, metrics: dict) -> None:

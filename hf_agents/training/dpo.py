@@ -20,9 +20,9 @@ from transformers import Trainer, TrainingArguments
 
 from hf_agents.data import load_trajectories
 from hf_agents.data.preferences import read_preferences
-from hf_agents.models import AgentModel, get_action_and_logprob
+from hf_agents.models import AgentModel, get_action_and_logprob, load_checked
 from hf_agents.models.adapters import TRAINABLE, Reference, prepare_trainable, save_policy, trajectory_logits
-from hf_agents.training.common import StageArguments, check_output_dir
+from hf_agents.training.common import StageArguments, check_output_dir, clear_checkpoints
 
 
 @dataclass
@@ -97,7 +97,7 @@ def build(config: TrajectoryDPOConfig):
     """Model (with its trainable part), reference and pairs; every check before any training."""
     trajectories = load_trajectories(config.trajectories)
     pairs = build_pairs(config, trajectories)
-    base = AgentModel.from_pretrained(config.agent)
+    base = load_checked(AgentModel, config.agent, "agent")
     if tuple(trajectories.frame_size) != (base.config.image_size,) * 2:
         raise ValueError(f"{config.trajectories}: frames are {trajectories.frame_size} but the agent {config.agent} "
                          f"takes {base.config.image_size}px")
@@ -110,6 +110,7 @@ def run(config: TrajectoryDPOConfig) -> dict:
     model, reference, pairs, trajectories = build(config)
     trainer = TrajectoryDPOTrainer(model, config, reference, train_dataset=pairs,
                                    data_collator=PairCollator(trajectories, config.trajectory_steps))
+    clear_checkpoints(config)
     trainer.train(resume_from_checkpoint=resume_from)
     metrics = {"pairs": len(pairs)}
     last = [h for h in trainer.state.log_history if "pair_accuracy" in h][-10:]

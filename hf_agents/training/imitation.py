@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torchvision.transforms import v2
-from transformers import AutoConfig, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_agents.actions import COMPONENT_NAMES, NUM_BUCKETS, NUM_BUTTONS, NUM_STICKS, is_noop
 from hf_agents.data import load_trajectories
 from hf_agents.data.dataset import WindowDataset
-from hf_agents.models import AgentConfig, AgentModel
-from hf_agents.training.common import StageArguments, check_output_dir, save_results
+from hf_agents.models import AgentConfig, AgentModel, load_checked
+from hf_agents.training.common import StageArguments, check_output_dir, clear_checkpoints, save_results
 
 
 @dataclass
@@ -138,11 +138,7 @@ UNIFORM_LOSS = NUM_BUTTONS * math.log(2) + NUM_STICKS * math.log(NUM_BUCKETS)
 def build_model(config: ImitationConfig, frame_size) -> AgentModel:
     """A new model from the preset, or the `init_from` checkpoint; checks it fits the data."""
     if config.init_from:
-        found = AutoConfig.from_pretrained(config.init_from)
-        if found.model_type != AgentConfig.model_type:
-            raise ValueError(f"{config.init_from}: a '{found.model_type}' checkpoint, not an hf-agents agent "
-                             f"('{AgentConfig.model_type}'); point init_from at a model saved by hf-agents")
-        model = AgentModel.from_pretrained(config.init_from)
+        model = load_checked(AgentModel, config.init_from, "agent (init_from)")
     else:
         model = AgentModel(AgentConfig.from_preset(config.model_preset, image_size=frame_size[0],
                                                    context_length=config.context_length))
@@ -192,6 +188,7 @@ def run(config: ImitationConfig) -> dict:
     trainer = ImitationTrainer(model=model, args=config, train_dataset=train_windows, eval_dataset=eval_windows,
                                data_collator=ImitationCollator(config.filter_noops),
                                compute_metrics=component_metrics)
+    clear_checkpoints(config)
     trainer.train(resume_from_checkpoint=resume_from)
     metrics = {"uniform_loss": UNIFORM_LOSS}
     if eval_windows is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from transformers import set_seed
 
 from hf_agents.data import TrajectoryWriter, load_trajectories
 from hf_agents.envs.adapter import env_factory
-from hf_agents.models import AgentModel, AgentPolicy
+from hf_agents.models import AgentModel, AgentPolicy, load_checked
 from hf_agents.models.adapters import TRAINABLE, prepare_trainable, save_policy
 from hf_agents.training.align import game_outcomes
 from hf_agents.training.common import check_output_dir
@@ -97,10 +98,12 @@ def run(config: PreferenceFTConfig) -> dict:
     start = completed_iterations(out) if config.resume else 0
     if not config.resume:
         check_output_dir(config)
+        for old in out.glob("iteration-*") if config.overwrite else ():  # a previous run's: resume must not find them
+            shutil.rmtree(old, ignore_errors=True)
     set_seed(config.seed)
     if config.trainable == "lora" and start:
         raise ValueError(f"{out}: resume=true continues head or full fine-tuning only; rerun with overwrite=true")
-    base = AgentModel.from_pretrained(out / f"iteration-{start}" / "model" if start else config.agent)
+    base = load_checked(AgentModel, out / f"iteration-{start}" / "model" if start else config.agent)
     reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, game_outcomes(config.env),
                                config.max_episode_steps, base.config.image_size)
     model = prepare_trainable(base, config.trainable, config.adapter_name)

@@ -20,9 +20,15 @@ from trl import RewardConfig, RewardTrainer
 
 from hf_agents.data import TrajectoryDataset, load_trajectories
 from hf_agents.data.preferences import read_preferences
-from hf_agents.models import AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel
+from hf_agents.models import AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel, load_checked
 from hf_agents.models.configuration_reward import ENCODERS
-from hf_agents.training.common import RecipeError, StageArguments, check_output_dir, save_results
+from hf_agents.training.common import (
+    RecipeError,
+    StageArguments,
+    check_output_dir,
+    clear_checkpoints,
+    save_results,
+)
 
 
 @dataclass
@@ -130,7 +136,7 @@ def build_reward_model(config: RewardTrainingConfig, frame_size: int) -> Traject
     if config.encoder == "agent":
         if not config.agent:
             raise ValueError("encoder='agent' needs `agent`: the checkpoint of the (fine-tuned) agent to embed with")
-        agent = AgentModel.from_pretrained(config.agent)
+        agent = load_checked(AgentModel, config.agent, "agent")
         if agent.config.image_size != frame_size:
             raise ValueError(f"{config.trajectories}: frames are {frame_size}px but the agent {config.agent} takes "
                              f"{agent.config.image_size}px; roll out with a matching env or pick another agent")
@@ -193,6 +199,7 @@ def run(config: RewardTrainingConfig) -> dict:
     if eval_pairs is None:
         config.eval_strategy = "no"
     trainer = TrajectoryRewardTrainer(model, config, embeddings, train_pairs, eval_pairs)
+    clear_checkpoints(config)
     trainer.train(resume_from_checkpoint=resume_from)
     metrics = {"train_comparisons": len(train_pairs), "eval_comparisons": len(eval_pairs) if eval_pairs else 0,
                "train_trajectories": len(train_index)}

@@ -83,18 +83,15 @@ class RewardFunction:
 
 def load_reward_model(path, frame_size: int | None):
     """A trained reward model, checked to score the agent's frames (size) and to be normalised."""
-    from transformers import AutoConfig
-
-    from hf_agents.models import TrajectoryRewardModel
+    from hf_agents.models import TrajectoryRewardModel, load_checked
 
     if not path:
         raise ValueError("reward_source=model needs `reward_model`: the output_dir of the reward stage")
-    found = AutoConfig.from_pretrained(path)
-    if found.model_type != "hf_agent_reward":
-        raise ValueError(f"{path}: a '{found.model_type}' checkpoint, not an hf-agents reward model")
+    model = load_checked(TrajectoryRewardModel, path, "reward model")
+    found = model.config
     if frame_size is not None and found.image_size != frame_size:
         raise ValueError(f"{path}: the reward model scores {found.image_size}px frames but the agent plays at "
                          f"{frame_size}px; train a reward model on this agent's rollouts")
     if found.reward_min is None or found.reward_max is None:
         raise ValueError(f"{path}: the reward model has no normalisation (reward_min/max); it did not finish training")
-    return TrajectoryRewardModel.from_pretrained(path).eval()
+    return model.eval()

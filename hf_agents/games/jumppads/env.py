@@ -138,6 +138,8 @@ class JumpPadsEnv(gym.Env):
         spawn = options.get("spawn", self.spawn)
         if spawn is None:
             spawn = int(self.np_random.integers(NUM_SPAWNS))
+        if not isinstance(spawn, (int, np.integer)) or not 0 <= spawn < NUM_SPAWNS:
+            raise ValueError(f"reset(options={{'spawn': {spawn!r}}}): spawn must be in 0..{NUM_SPAWNS - 1} or None")
         self._variant, self._spawn = variant, int(spawn)
         self.game.set_doom_map(map_name(variant, self._spawn))
         self.game.new_episode()

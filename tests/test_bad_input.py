@@ -1,0 +1,167 @@
+"""Bad input and faults on purpose: one clear line (file, field, fix), exit code 2, and nothing on disk lost."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import GPT2Config
+
+from hf_agents.cli import main
+from hf_agents.data import TrajectoryWriter, load_trajectories
+from hf_agents.models import AgentConfig, AgentModel
+from hf_agents.training.common import clear_checkpoints, last_intact_checkpoint
+from tests.conftest import random_episode
+
+
+def cli(capsys, *argv) -> tuple[int, str]:
+    code = main(list(map(str, argv)))
+    return code, capsys.readouterr().err
+
+
+def wham_folder(path, frames=3, stick=0.0):
+    path.mkdir(parents=True)
+    table = {}
+    for i in range(frames):
+        Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)).save(path / f"image{i}.png")
+        table[f"image{i}.png"] = [0.0] * 12 + [stick, 0.0, 0.0, 0.0]
+    (path / "actions.json").write_text(json.dumps(table))
+    return path
+
+
+@pytest.fixture
+def tiny_agent(tmp_path):
+    AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=4)).save_pretrained(tmp_path / "agent")
+    return tmp_path / "agent"
+
+
+def test_truncated_image_names_the_file_and_writes_nothing(tmp_path, capsys):
+    src = wham_folder(tmp_path / "rec")
+    data = (src / "image1.png").read_bytes()
+    (src / "image1.png").write_bytes(data[: len(data) // 2])
+    code, err = cli(capsys, "data", "import", src, "--out", tmp_path / "ds", "--size", "16")
+    assert code == 2
+    assert f"{src / 'image1.png'}: unreadable image" in err and "leave this folder out" in err
+    assert not (tmp_path / "ds").exists() and not list(tmp_path.glob(".ds*"))
+
+
+def test_off_centre_stick_values_are_counted(tmp_path, capsys):
+    src = wham_folder(tmp_path / "rec", stick=0.5)
+    assert main(["data", "import", str(src), "--out", str(tmp_path / "ds"), "--size", "16"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["stick_values_quantised"] == 3
+    assert "3 stick values lay between bucket centres" in err
+
+
+def test_overwrite_never_replaces_what_is_not_our_dataset(tmp_path, capsys, tiny_agent):
+    src = wham_folder(tmp_path / "rec")
+    code, err = cli(capsys, "data", "import", src, "--out", src, "--overwrite", "--size", "16")
+    assert code == 2 and "overlaps the input" in err
+    assert (src / "actions.json").exists() and len(list(src.glob("*.png"))) == 3  # recordings intact
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    code, err = cli(capsys, "data", "import", src, "--out", mine, "--overwrite", "--size", "16")
+    assert code == 2 and f"{mine} exists and is not an hf-agents trajectory dataset" in err
+    assert (mine / "notes.txt").read_text() == "precious"
+    weights = (tiny_agent / "model.safetensors").read_bytes()
+    code, err = cli(capsys, "evaluate", tiny_agent, "--episodes", 1, "--num-envs", 1, "--trajectories", tiny_agent,
+                    "--overwrite", "--out", tmp_path / "eval")
+    assert code == 2 and "is not an hf-agents trajectory dataset" in err
+    assert (tiny_agent / "model.safetensors").read_bytes() == weights
+    # a dataset of ours is replaced
+    assert main(["data", "import", str(src), "--out", str(tmp_path / "ds"), "--size", "16"]) == 0
+    assert main(["data", "import", str(src), str(src), "--out", str(tmp_path / "ds"), "--size", "16",
+                 "--overwrite"]) == 0
+    assert len(load_trajectories(tmp_path / "ds")) == 2
+
+
+def test_missing_corrupt_and_foreign_models_are_named(tmp_path, capsys, tiny_agent):
+    capsys.readouterr()
+    code, err = cli(capsys, "evaluate", tmp_path / "nonexistent", "--out", tmp_path / "e")
+    assert code == 2 and err.strip() == f"hf-agents: error: {tmp_path / 'nonexistent'}: no such model directory"
+    code, err = cli(capsys, "evaluate", "./a/b", "--out", tmp_path / "e")
+    assert code == 2 and "a/b: no such model directory" in err
+    weights = tiny_agent / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    code, err = cli(capsys, "evaluate", tiny_agent, "--out", tmp_path / "e")
+    assert code == 2 and f"{weights}: corrupt or partial weights" in err and "pick a checkpoint" in err
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path / "gpt2")
+    save_file({"w": __import__("torch").zeros(1)}, tmp_path / "gpt2" / "model.safetensors")
+    code, err = cli(capsys, "evaluate", tmp_path / "gpt2", "--out", tmp_path / "e")
+    assert code == 2 and "a 'gpt2' checkpoint, not an hf-agents agent" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_cli_arguments_and_empty_preferences(tmp_path, capsys, rng):
+    code, err = cli(capsys, "data", "import", tmp_path, "--out", tmp_path / "x", "--size", "abc")
+    assert code == 2 and "--size abc: give pixels as N or WxH" in err
+    with TrajectoryWriter(tmp_path / "ds", frame_size=(16, 16)) as w:  # no outcomes: every pair ties
+        for _ in range(3):
+            w.add_episode(*random_episode(rng, 5))
+    code, err = cli(capsys, "preferences", "synthetic", tmp_path / "ds", "--pad", "left", "--out", tmp_path / "p.parquet")
+    assert code == 2 and "no strict preference among its 3 trajectories" in err
+    assert not (tmp_path / "p.parquet").exists()
+    assert main(["data", "export", str(tmp_path / "ds"), "--out", str(tmp_path / "npz")]) == 0
+    capsys.readouterr()
+    code, err = cli(capsys, "data", "export", tmp_path / "ds", "--out", tmp_path / "npz")
+    assert code == 2 and "already exists (3 of the files would be replaced)" in err
+
+
+def test_bad_spawn_and_context_length_fail_at_once():
+    from hf_agents.games.jumppads.env import JumpPadsEnv
+
+    with pytest.raises(ValueError, match="context_length=0"):
+        AgentConfig(context_length=0)
+    env = JumpPadsEnv(frame_size=32)
+    try:
+        for spawn in (-2, 9):
+            with pytest.raises(ValueError, match=r"spawn must be in 0\.\.3"):
+                env.reset(options={"spawn": spawn})
+        env.reset(options={"spawn": 1})  # the env still works
+    finally:
+        env.close()
+
+
+def test_killed_writers_leave_no_staging_behind(tmp_path, rng):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".ds.tmp-{dead.stdout.strip()}-abcd1234"
+    (stale / "data").mkdir(parents=True)
+    live = tmp_path / f".ds.tmp-{os.getpid()}-feedbeef"  # a writer of a live process is left alone
+    live.mkdir()
+    with TrajectoryWriter(tmp_path / "ds", frame_size=(16, 16)) as w:
+        w.add_episode(*random_episode(rng, 4))
+    assert not stale.exists() and live.exists()
+
+
+def checkpoint(path, step, whole=True):
+    path.mkdir(parents=True)
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    save_file({"w": __import__("torch").full((4,), float(step))}, path / "model.safetensors")
+    if not whole:
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[:20])
+
+
+def test_resume_takes_this_runs_last_whole_checkpoint(tmp_path):
+    class Config:
+        output_dir, overwrite, resume = str(tmp_path), True, False
+
+    checkpoint(tmp_path / "checkpoint-300", 300)  # an earlier run's
+    clear_checkpoints(Config)  # overwrite=true: a new run starts
+    assert not (tmp_path / "checkpoint-300").exists()
+    checkpoint(tmp_path / "checkpoint-20", 20)
+    checkpoint(tmp_path / "checkpoint-40", 40, whole=False)  # killed while writing
+    with pytest.warns(UserWarning, match="checkpoint-40: incomplete checkpoint"):
+        assert last_intact_checkpoint(tmp_path) == tmp_path / "checkpoint-20"
+
+
+def test_demo_stops_with_the_failed_stage(tmp_path):
+    from hf_agents.pipeline import StageFailed, _train
+
+    with pytest.raises(StageFailed, match="the sft stage failed \\(exit code 2\\)"):
+        _train("sft", [f"dataset={tmp_path / 'missing'}", f"output_dir={tmp_path / 'out'}"])
