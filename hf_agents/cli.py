@@ -134,6 +134,12 @@ def cmd_train(args) -> None:
         raise SystemExit(code)
 
 
+def cmd_recipes(args) -> None:
+    from hf_agents.training import RECIPES
+
+    print(RECIPES if args.path else "\n".join(str(p) for p in sorted(RECIPES.rglob("*.yaml"))))
+
+
 def cmd_demo(args) -> None:
     from hf_agents.pipeline import StageFailed, run_demo
 
@@ -148,6 +154,9 @@ def cmd_demo(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hf-agents", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("recipes", help="the recipes and accelerate configs shipped with the package")
+    rec.add_argument("--path", action="store_true", help="print only their folder")
+    rec.set_defaults(fn=cmd_recipes)
 
     data = sub.add_parser("data", help="trajectory datasets").add_subparsers(dest="data_command", required=True)
     imp = data.add_parser("import", help="import WHAM recordings (.npz files or imageN.png+actions.json folders)")

@@ -37,6 +37,28 @@ def resolve(path_or_id, kind: str, revision: str | None = None) -> Path:
                                 f"fetched ({type(e).__name__}); check the path") from None
 
 
+FINGERPRINTED = ("*.safetensors", "config.json", "adapter_config.json", "hf_agents_base.json", "meta/info.json",
+                 "episodes/*.parquet", "*.parquet")
+
+
+def fingerprint(path) -> str | None:
+    """sha256 of what identifies an input: a file's bytes; for a folder, its weights and configs, or a dataset's
+    info and episode table (not its frame shards, which the episode table and seeds already pin down)."""
+    import hashlib
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted({f for pattern in FINGERPRINTED for f in path.glob(pattern)})
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def weights_problem(path) -> str | None:
     """Why a .safetensors file cannot be read (truncated, bad header), or None when it opens."""
     from safetensors import safe_open

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from hf_agents.games.jumppads import PAPER
+from hf_agents.training import RECIPES
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model epochs; "cpu": the README's demo
     "cpu": dict(pretrain_episodes=400, per_pad=40, pretrain_steps=None, sft_steps=None, eval_episodes=100,
                 reward_epochs=30, align_updates=60, align_episodes=16),
@@ -28,14 +28,33 @@ SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model
 PREFERRED_PAD = "left"  # the paper aligns to the left pad first
 
 
-def _stage(name, done: Path, fn, log):
-    if done.exists():
-        log(f"[demo] {name}: reusing {done}")
-        return
-    start = time.time()
-    log(f"[demo] {name} ...")
-    fn()
-    log(f"[demo] {name}: done in {time.time() - start:.0f}s")
+class Stages:
+    """Runs each demo stage once: a stage is reused only when its output exists and was made from the same inputs
+    (fingerprints of the input folders, the recipe, the scale's sizes and the package version) as now."""
+
+    def __init__(self, out: Path, log):
+        self.record_path, self.log = out / "demo-stages.json", log
+        self.record = json.loads(self.record_path.read_text()) if self.record_path.exists() else {}
+
+    def __call__(self, name, done: Path, fn, inputs=(), **params):
+        from hf_agents import __version__
+        from hf_agents.locations import fingerprint
+
+        key = {"inputs": {str(p): fingerprint(p) for p in inputs}, "params": params, "hf_agents": __version__}
+        key = json.loads(json.dumps(key, default=str))
+        if done.exists() and self.record.get(name) == key:
+            self.log(f"[demo] {name}: reusing {done}")
+            return
+        if done.exists():
+            self.log(f"[demo] {name}: {done} was made from other inputs (or by an older version); redoing it")
+        start = time.time()
+        self.log(f"[demo] {name} ...")
+        fn()
+        self.record[name] = key
+        tmp = self.record_path.with_name(f".{self.record_path.name}.tmp")
+        tmp.write_text(json.dumps(self.record, indent=2))
+        os.replace(tmp, self.record_path)
+        self.log(f"[demo] {name}: done in {time.time() - start:.0f}s")
 
 
 def _train(recipe: str, overrides: list[str]) -> None:
@@ -56,19 +75,26 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
 
     s, out = SCALES[scale], Path(out)
     data, t0 = out / "data", time.time()
-    _stage("pretraining data", data / "pretrain" / "meta" / "info.json",
-           lambda: generate_pretrain(data / "pretrain", episodes=s["pretrain_episodes"], num_envs=num_envs), log)
-    _stage("SFT data", data / "sft" / "meta" / "info.json",
-           lambda: generate_sft(data / "sft", per_pad=s["per_pad"], num_envs=num_envs), log)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Stages(out, log)
+    stage("pretraining data", data / "pretrain" / "meta" / "info.json",
+          lambda: generate_pretrain(data / "pretrain", episodes=s["pretrain_episodes"], num_envs=num_envs,
+                                    overwrite=True), episodes=s["pretrain_episodes"])
+    stage("SFT data", data / "sft" / "meta" / "info.json",
+          lambda: generate_sft(data / "sft", per_pad=s["per_pad"], num_envs=num_envs, overwrite=True),
+          per_pad=s["per_pad"])
     def common(name, steps):
         return [f"output_dir={out / name}", "overwrite=true"] + ([f"max_steps={steps}"] if steps else [])
 
-    _stage("pretrain", out / "pretrain" / "model.safetensors", lambda: _train(
-        "pretrain", [f"dataset={data / 'pretrain'}", *common("pretrain", s["pretrain_steps"])]), log)
-    _stage("SFT", out / "sft" / "model.safetensors", lambda: _train(
-        "sft", [f"dataset={data / 'sft'}", f"init_from={out / 'pretrain'}", *common("sft", s["sft_steps"])]), log)
-    _stage("scratch", out / "scratch" / "model.safetensors", lambda: _train(
-        "scratch", [f"dataset={data / 'sft'}", *common("scratch", s["sft_steps"])]), log)
+    stage("pretrain", out / "pretrain" / "model.safetensors", lambda: _train(
+        "pretrain", [f"dataset={data / 'pretrain'}", *common("pretrain", s["pretrain_steps"])]),
+        inputs=[data / "pretrain", RECIPES / "pretrain.yaml"], steps=s["pretrain_steps"])
+    stage("SFT", out / "sft" / "model.safetensors", lambda: _train(
+        "sft", [f"dataset={data / 'sft'}", f"init_from={out / 'pretrain'}", *common("sft", s["sft_steps"])]),
+        inputs=[data / "sft", out / "pretrain", RECIPES / "sft.yaml"], steps=s["sft_steps"])
+    stage("scratch", out / "scratch" / "model.safetensors", lambda: _train(
+        "scratch", [f"dataset={data / 'sft'}", *common("scratch", s["sft_steps"])]),
+        inputs=[data / "sft", RECIPES / "scratch.yaml"], steps=s["sft_steps"])
     summaries = {}
     rollouts = out / "rollouts" / "sft"
     for name in ("pretrain", "sft", "scratch"):
@@ -76,13 +102,14 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
         target = out / "eval" / label
         keep = rollouts if name == "sft" else None  # the paper's on-policy rollouts come from this evaluation
         done = target / "eval.json" if keep is None else keep / "meta" / "info.json"
-        _stage(f"evaluate {label}", done, lambda n=name, t=target, lb=label, k=keep: evaluate_model(
-            out / n, t, episodes=s["eval_episodes"], num_envs=num_envs, label=lb, trajectories=k, overwrite=True), log)
+        stage(f"evaluate {label}", done, lambda n=name, t=target, lb=label, k=keep: evaluate_model(
+            out / n, t, episodes=s["eval_episodes"], num_envs=num_envs, label=lb, trajectories=k, overwrite=True),
+            inputs=[out / name], episodes=s["eval_episodes"])
         summaries[label] = json.loads((target / "eval.json").read_text())
     compare([out / "eval" / k for k in summaries], out / "comparison.png", labels=list(summaries))
-    rewards = reward_models(out, rollouts, s["reward_epochs"], log)
+    rewards = reward_models(out, rollouts, s["reward_epochs"], stage, log)
     if "skipped" not in rewards["agent"]:
-        summaries["sft + left adapter"] = align_left(out, s, num_envs, log)
+        summaries[f"sft + {PREFERRED_PAD} adapter"] = align_left(out, s, num_envs, stage)
     report = results_table(summaries, out) + "\n" + reward_table(rewards)
     (out / "report.md").write_text(report)
     log(report)
@@ -90,42 +117,45 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
     return summaries
 
 
-def reward_models(out: Path, rollouts: Path, epochs: int, log) -> dict:
+def reward_models(out: Path, rollouts: Path, epochs: int, stage: Stages, log) -> dict:
     """Synthetic preferences on the SFT agent's rollouts, then a reward model per encoder; their metrics."""
     from hf_agents.data import load_trajectories
     from hf_agents.data.preferences import read_preferences, synthetic_preferences, write_preferences
 
     prefs = out / f"preferences-{PREFERRED_PAD}.parquet"
-    _stage("synthetic preferences", prefs, lambda: write_preferences(
+    stage("synthetic preferences", prefs, lambda: write_preferences(
         prefs, synthetic_preferences(load_trajectories(rollouts).episodes, PREFERRED_PAD),
-        f"synthetic:{PREFERRED_PAD}"), log)
+        f"synthetic:{PREFERRED_PAD}"), inputs=[rollouts])
     results = {}
     if not len(read_preferences(prefs)):  # every rollout tied (tiny smoke runs): nothing to learn from
         log("[demo] reward models: skipped, the rollouts hold no strict preference (all ended alike)")
         return {encoder: {"skipped": "no strict preference among the rollouts"} for encoder in ("agent", "random")}
     for encoder in ("agent", "random"):  # a failing stage stops the demo with its error
         target = out / f"reward-{PREFERRED_PAD}-{encoder}"
-        _stage(f"reward model ({encoder} encoder)", target / "model.safetensors", lambda e=encoder, t=target: _train(
+        stage(f"reward model ({encoder} encoder)", target / "model.safetensors", lambda e=encoder, t=target: _train(
             "reward", [f"trajectories={rollouts}", f"preferences={prefs}", f"encoder={e}", f"agent={out / 'sft'}",
-                       f"output_dir={t}", "overwrite=true", f"num_train_epochs={epochs}"]), log)
+                       f"output_dir={t}", "overwrite=true", f"num_train_epochs={epochs}"]),
+            inputs=[rollouts, prefs, out / "sft", RECIPES / "reward.yaml"], epochs=epochs)
         results[encoder] = json.loads((target / "train_results.json").read_text())["metrics"]
     return results
 
 
-def align_left(out: Path, s: dict, num_envs: int, log) -> dict:
+def align_left(out: Path, s: dict, num_envs: int, stage: Stages) -> dict:
     """The left designer's adapter: online RLOO on the agent-encoder reward model, then its evaluation."""
     from hf_agents.rollout.evaluate import evaluate_model
 
     target = out / f"align-{PREFERRED_PAD}"
-    _stage(f"align ({PREFERRED_PAD} adapter)", target / "adapter_model.safetensors", lambda: _train(
+    stage(f"align ({PREFERRED_PAD} adapter)", target / "adapter_model.safetensors", lambda: _train(
         f"align_{PREFERRED_PAD}", [f"agent={out / 'sft'}", f"reward_model={out / f'reward-{PREFERRED_PAD}-agent'}",
                                    f"output_dir={target}", "overwrite=true", f"num_envs={num_envs}",
                                    f"episodes_per_update={s['align_episodes']}"]
-        + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])), log)
+        + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])),
+        inputs=[out / "sft", out / f"reward-{PREFERRED_PAD}-agent", RECIPES / f"align_{PREFERRED_PAD}.yaml"],
+        updates=s["align_updates"], episodes=s["align_episodes"])
     evaluation = out / "eval" / f"align-{PREFERRED_PAD}"
-    _stage(f"evaluate the {PREFERRED_PAD} adapter", evaluation / "eval.json", lambda: evaluate_model(
+    stage(f"evaluate the {PREFERRED_PAD} adapter", evaluation / "eval.json", lambda: evaluate_model(
         target, evaluation, episodes=s["eval_episodes"], num_envs=num_envs, label=f"sft + {PREFERRED_PAD} adapter"),
-        log)
+        inputs=[target], episodes=s["eval_episodes"])
     return json.loads((evaluation / "eval.json").read_text())
 
 

@@ -1,18 +1,45 @@
-"""The README's demo, end to end at its smoke scale (the cpu scale is the same code with larger sizes)."""
+"""The README's demo, end to end at its smoke scale (the cpu scale is the same code with larger sizes), run from
+the built wheel installed outside the source tree."""
+
+import json
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 
 from hf_agents.data import load_trajectories
 from hf_agents.data.preferences import read_preferences
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def installed_wheel(tmp_path) -> Path:
+    """A venv whose hf_agents is the wheel (no dependencies installed: it reuses this environment's packages)."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "wheels"), str(REPO)], check=True, capture_output=True)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    site = Path(subprocess.check_output([str(venv / "bin" / "python"), "-c",
+                                         "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                    *map(str, (tmp_path / "wheels").glob("hf_agents-*.whl"))], check=True, capture_output=True)
+    (site / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch, transformers, ...
+    return venv / "bin" / "python"
+
 
 @pytest.mark.slow
-def test_smoke_demo_runs_the_whole_chain_and_reuses_stages(tmp_path):
-    from hf_agents.pipeline import run_demo
-
-    lines = []
-    summaries = run_demo(tmp_path / "out", scale="smoke", num_envs=2, log=lines.append)
+def test_smoke_demo_from_the_wheel_runs_the_whole_chain_and_reuses_stages(tmp_path):
+    python = installed_wheel(tmp_path)
+    where = subprocess.check_output([str(python), "-c", "import hf_agents; print(hf_agents.__file__)"], text=True,
+                                    cwd=tmp_path)
+    assert where.startswith(str(tmp_path / "venv")), where  # the wheel, not the source tree
     out = tmp_path / "out"
+    demo = [str(python), "-m", "hf_agents", "demo", "--scale", "smoke", "--num-envs", "2", "--out", str(out)]
+    done = subprocess.run(demo, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summaries = {d.name: json.loads((d / "eval.json").read_text()) for d in (out / "eval").iterdir()}
     assert {"base", "sft", "scratch"} <= set(summaries)
     assert all(s["episodes"] + s["dropped"] == 8 for s in summaries.values())
     report = (out / "report.md").read_text()
@@ -29,6 +56,25 @@ def test_smoke_demo_runs_the_whole_chain_and_reuses_stages(tmp_path):
     assert "logprob" in rollouts.read(0)
     read_preferences(out / "preferences-left.parquet", [e["episode_id"] for e in rollouts.episodes])
     # a second run reuses every stage's output
-    again = []
-    run_demo(out, scale="smoke", num_envs=2, log=again.append)
-    assert not any(line.endswith(" ...") for line in again), again
+    again = subprocess.run(demo, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "reusing" in again.stdout
+    assert not any(line.endswith(" ...") for line in again.stdout.splitlines()), again.stdout
+
+
+def test_a_stage_is_reused_only_when_its_inputs_match(tmp_path):
+    from hf_agents.pipeline import Stages
+
+    data, done, runs, lines = tmp_path / "data.bin", tmp_path / "stage-output", [], []
+    data.write_bytes(b"one")
+
+    def stage_fn():
+        runs.append(1)
+        done.write_text("made")
+
+    for _ in range(2):
+        Stages(tmp_path, lines.append)("s", done, stage_fn, inputs=[data], steps=3)
+    assert len(runs) == 1 and lines[-1].endswith(f"reusing {done}")
+    data.write_bytes(b"two")  # the input changed: redone, and said so
+    Stages(tmp_path, lines.append)("s", done, stage_fn, inputs=[data], steps=3)
+    Stages(tmp_path, lines.append)("s", done, stage_fn, inputs=[data], steps=4)  # so did a size of the scale
+    assert len(runs) == 3 and any("made from other inputs" in line for line in lines)

@@ -121,6 +121,12 @@ def test_training_learns_and_saves_safetensors(tmp_path, jumppads_sft):
     assert results["metrics"]["eval_loss"] < 0.8 * UNIFORM_LOSS
     assert (out / "model.safetensors").exists() and not list(out.glob("**/pytorch_model.bin"))
     assert list(out.glob("runs/**/events.out.tfevents*"))  # TensorBoard logs
+    # what produced it: config, version, seed and a fingerprint of the data
+    from hf_agents.locations import fingerprint
+
+    made = json.loads((out / "provenance.json").read_text())
+    assert made["inputs"]["dataset"] == {"path": str(jumppads_sft), "sha256": fingerprint(jumppads_sft)}
+    assert made["config"]["max_steps"] == 60 and made["seed"] == made["config"]["seed"] and made["hf_agents_version"]
 
 
 @pytest.mark.slow

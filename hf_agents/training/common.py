@@ -14,7 +14,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from hf_agents.locations import weights_problem
-from hf_agents.training import DEFAULT_STAGE, STAGES, load_stage
+from hf_agents.training import DEFAULT_STAGE, RECIPES, STAGES, load_stage
 
 
 class RecipeError(ValueError):
@@ -46,8 +46,11 @@ def _read_values(recipe: str | None, overrides) -> dict:
     values = {}
     if recipe:
         path = Path(recipe)
+        if not path.exists() and (RECIPES / path.name).exists() and path.parent in (Path("."), Path("recipes")):
+            path = RECIPES / path.name  # a shipped recipe by name (sft.yaml or recipes/sft.yaml outside the repo)
         if not path.exists():
-            raise RecipeError(f"{recipe}: no such recipe file")
+            raise RecipeError(f"{recipe}: no such recipe file (shipped recipes: "
+                              f"{sorted(p.name for p in RECIPES.glob('*.yaml'))})")
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
             raise RecipeError(f"{recipe}: a recipe is a mapping of field: value")
@@ -162,3 +165,39 @@ def save_results(trainer, config, metrics: dict) -> None:
         trainer.save_model(config.output_dir)
         (Path(config.output_dir) / "train_results.json").write_text(json.dumps(
             {"metrics": metrics, "log_history": trainer.state.log_history}, indent=2, default=str))
+
+
+def provenance(config, recipe: str | None, overrides=()) -> dict:
+    """What produced a stage's output: recipe and overrides, the full config, package version, git commit, seed, and a
+    fingerprint of every input path the config names."""
+    import dataclasses
+
+    from hf_agents import __version__
+    from hf_agents.locations import fingerprint
+
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    inputs = {name: {"path": str(value), "sha256": fingerprint(value)} for name, value in values.items()
+              if isinstance(value, str) and name not in ("output_dir", "logging_dir") and value and Path(value).exists()}
+    return {"recipe": recipe, "overrides": list(overrides), "hf_agents_version": __version__,
+            "git_commit": _git_commit(), "seed": values.get("seed"), "inputs": inputs,
+            "config": json.loads(json.dumps(values, default=str))}
+
+
+def write_provenance(config, recipe: str | None, overrides=()) -> Path:
+    """output_dir/provenance.json, written atomically by rank 0 once the stage has finished."""
+    path = Path(config.output_dir) / "provenance.json"
+    tmp = path.with_name(".provenance.json.tmp")
+    tmp.write_text(json.dumps(provenance(config, recipe, overrides), indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None

@@ -13,13 +13,16 @@ import sys
 from transformers import HfArgumentParser
 
 from hf_agents.training import STAGES, load_stage
-from hf_agents.training.common import RecipeError, parse_stage
+from hf_agents.training.common import RecipeError, parse_stage, write_provenance
 
 
 def run_recipe(recipe: str | None, overrides=()) -> dict:
-    """Parse the recipe and run its stage; returns the stage's metrics."""
+    """Parse the recipe and run its stage; returns the stage's metrics. The output folder gets provenance.json."""
     stage, config = parse_stage(recipe, overrides)
-    return load_stage(stage).run(config)
+    metrics = load_stage(stage).run(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_provenance(config, recipe, overrides)
+    return metrics
 
 
 def main(argv=None) -> int:
