@@ -1,7 +1,13 @@
-"""Dataset cards (README.md with a YAML header), so a folder pushed to the Hub is self-describing.
-Model cards are planned."""
+"""Dataset and model cards (README.md with a YAML header), so a folder pushed to the Hub is self-describing.
+
+Model cards are rendered from the Jinja templates in `model_cards/` with huggingface_hub's `ModelCard`."""
 
 from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
 
 import yaml
 
@@ -69,3 +75,195 @@ def _size_category(n: int) -> str:
         if n < limit:
             return name
     return "1M<n<10M"
+
+
+# -- model cards -------------------------------------------------------------------------------------------
+MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"  # Jinja templates; ./model_cards links here
+GAME = "JumpPads"
+LIMITATIONS = ("Trained and evaluated on hf-agents' built-in JumpPads game (ViZDoom) at small scale; it has not seen "
+               "other games or levels and should be evaluated before any other use. Success rates are from sampled "
+               "episodes and come with the 95% intervals in eval.json. It plays from pixels alone; no privileged "
+               "state is a model input.")
+
+
+def model_card_kind(folder) -> str | None:
+    """'adapter', 'reward_model', 'agent', or None for a folder that holds no saved model."""
+    folder = Path(folder)
+    if (folder / "adapter_config.json").exists():
+        return "adapter"
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+    return {"hf_agent": "agent", "hf_agent_reward": "reward_model"}.get(model_type)
+
+
+def write_model_card(folder, repo_id: str | None = None, base_model: str | None = None) -> Path | None:
+    """Render the folder's model card (README.md) from what the folder holds: config, provenance.json,
+    train_results.json, eval results and plots. `repo_id`/`base_model`: the names to show (default: folder names)."""
+    from huggingface_hub import ModelCard
+
+    folder = Path(folder)
+    kind = model_card_kind(folder)
+    if kind is None:
+        return None
+    made = _read_json(folder / "provenance.json") or {}
+    repo = repo_id or folder.name
+    base = base_model or _base_of(folder, kind, made)
+    data = _card_data(folder, kind, repo, base, made)
+    fields = dict(title=repo, repo=repo, base_model=base or "BASE_AGENT", lineage=_lineage(folder, kind, made),
+                  evaluation=_evaluation_text(folder, kind), media=_media_text(folder), training=_training_text(made),
+                  limitations=LIMITATIONS, **_kind_fields(folder, kind, made))
+    card = ModelCard.from_template(data, template_path=str(MODEL_CARDS / f"{kind}.md.j2"), **fields)
+    path = folder / "README.md"
+    tmp = folder / ".README.md.tmp"
+    tmp.write_text(str(card))
+    os.replace(tmp, path)
+    return path
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _base_of(folder: Path, kind: str, made: dict) -> str | None:
+    if kind == "adapter":
+        base = (_read_json(folder / "hf_agents_base.json") or {}).get("base_model")
+    else:
+        base = (made.get("config") or {}).get("init_from") or (made.get("config") or {}).get("agent")
+    return Path(base).name if base else None
+
+
+def _lineage(folder: Path, kind: str, made: dict) -> str:
+    """This model <- its base <- the base's own base (read from the bases' provenance.json when they are here)."""
+    chain, current, seen = [f"`{folder.name}` ({kind.replace('_', ' ')})"], folder, set()
+    while True:
+        meta = _read_json(current / "provenance.json") or {}
+        parent = ((_read_json(current / "hf_agents_base.json") or {}).get("base_model")
+                  or (meta.get("config") or {}).get("init_from") or (meta.get("config") or {}).get("agent"))
+        if not parent or parent in seen:
+            break
+        seen.add(parent)
+        chain.append(f"`{Path(parent).name}`")
+        current = Path(parent)
+        if not current.exists():
+            break
+    if len(chain) == 1:
+        return ("Lineage: trained from scratch." if made else
+                "Lineage: not recorded (no provenance.json beside the weights).")
+    return "Lineage: " + " <- ".join(chain) + "."
+
+
+def _evaluations(folder: Path) -> dict[str, dict]:
+    found = {}
+    for path in sorted(folder.glob("eval/**/eval.json")) + sorted(folder.glob("eval.json")):
+        summary = _read_json(path)
+        if summary and "distribution" in summary:
+            found[summary.get("label") or path.parent.name] = summary
+    return found
+
+
+def _card_data(folder: Path, kind: str, repo: str, base: str | None, made: dict):
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = []
+    for label, s in _evaluations(folder).items():
+        for outcome, share in s["distribution"].items():
+            name = "failure rate (no pad)" if outcome == "none" else f"success rate ({outcome} pad)"
+            results.append(EvalResult(task_type="reinforcement-learning", task_name="Game playing from pixels",
+                                      dataset_type="jumppads", dataset_name=f"{GAME}, {label} ({s['episodes']} episodes)",
+                                      metric_type="failure_rate" if outcome == "none" else f"success_rate_{outcome}",
+                                      metric_name=name, metric_value=round(float(share), 4)))
+    metrics = ((_read_json(folder / "train_results.json") or {}).get("metrics") or {})
+    if kind == "reward_model" and metrics.get("eval_accuracy") is not None:
+        results.append(EvalResult(task_type="reinforcement-learning", task_name="Trajectory preference prediction",
+                                  dataset_type="preferences", dataset_name=f"held-out {GAME} trajectory pairs",
+                                  metric_type="accuracy", metric_name="held-out preference accuracy",
+                                  metric_value=round(float(metrics["eval_accuracy"]), 4)))
+    tags = {"agent": ["reinforcement-learning", "imitation-learning", "game-agent", "hf-agents", "vizdoom"],
+            "reward_model": ["reward-model", "preference-learning", "game-agent", "hf-agents"],
+            "adapter": ["reinforcement-learning", "rlhf", "lora", "game-agent", "hf-agents"]}[kind]
+    datasets = sorted({Path(v["path"]).name for k, v in (made.get("inputs") or {}).items()
+                       if k in ("dataset", "trajectories")})
+    return ModelCardData(license="apache-2.0", library_name="peft" if kind == "adapter" else "hf-agents", tags=tags,
+                         pipeline_tag="reinforcement-learning", base_model=base, datasets=datasets or None,
+                         model_name=repo, eval_results=results or None)
+
+
+def _evaluation_text(folder: Path, kind: str) -> str:
+    lines = []
+    evaluations = _evaluations(folder)
+    if evaluations:
+        outcomes = list(next(iter(evaluations.values()))["distribution"])
+        lines += ["## Evaluation", "", "Share of sampled episodes ending at each pad (95% interval):", "",
+                  "| evaluation | episodes | " + " | ".join(outcomes) + " |", "|---|---|" + "---|" * len(outcomes)]
+        for label, s in evaluations.items():
+            cells = [f"{s['distribution'][o]:.0%} [{s['ci95'][o][0]:.0%}-{s['ci95'][o][1]:.0%}]" if "ci95" in s
+                     else f"{s['distribution'][o]:.0%}" for o in outcomes]
+            lines.append(f"| {label} | {s['episodes']} | " + " | ".join(cells) + " |")
+    metrics = ((_read_json(folder / "train_results.json") or {}).get("metrics") or {})
+    if kind == "reward_model" and metrics.get("eval_accuracy") is not None:
+        lines += ["## Evaluation", "", f"Held-out preference accuracy: {metrics['eval_accuracy']:.1%} on "
+                  f"{metrics.get('eval_comparisons', '?')} comparisons between trajectories never trained on "
+                  f"({metrics.get('train_comparisons', '?')} training comparisons)."]
+    return "\n".join(lines) or "## Evaluation\n\nNot evaluated yet: `hf-agents evaluate FOLDER` adds the results here."
+
+
+def _media_text(folder: Path) -> str:
+    pictures = sorted(p.relative_to(folder) for p in folder.glob("*.png")) + sorted(
+        p.relative_to(folder) for p in folder.glob("eval/**/*.png"))
+    videos = sorted(p.relative_to(folder) for p in folder.glob("eval/**/videos/*.gif"))[:1]
+    if not pictures and not videos:
+        return ""
+    return "## Plots and a replay\n\n" + "\n".join(f"![{p.stem}]({p.as_posix()})" for p in [*videos, *pictures])
+
+
+def _training_text(made: dict) -> str:
+    if not made:
+        return "No provenance.json beside the weights: how it was trained is not recorded."
+    config = made.get("config") or {}
+    keys = [k for k in ("stage", "model_preset", "dataset", "init_from", "agent", "trajectories", "preferences",
+                        "encoder", "reward_source", "reward_model", "target", "algorithm", "trainable", "lora_r",
+                        "kl_coef", "entropy_coef", "num_updates", "episodes_per_update", "learning_rate",
+                        "per_device_train_batch_size", "max_steps", "num_train_epochs", "context_length",
+                        "l2_penalty", "beta", "seed") if config.get(k) not in (None, "", [])]
+    rows = "\n".join(f"| {k} | {config[k]} |" for k in keys)
+    recipe = made.get("recipe") or "(command line)"
+    overrides = " ".join(made.get("overrides") or [])
+    return (f"Recipe `{recipe}` {('with `' + overrides + '`') if overrides else ''}, hf-agents "
+            f"{made.get('hf_agents_version')}, commit {made.get('git_commit') or 'unknown'}. The full config and the "
+            f"fingerprints of every input are in `provenance.json`.\n\n| hyperparameter | value |\n|---|---|\n{rows}")
+
+
+def _kind_fields(folder: Path, kind: str, made: dict) -> dict:
+    config = _read_json(folder / "config.json") or {}
+    if kind == "agent":
+        weights = folder / "model.safetensors"
+        params = _parameter_count(weights) if weights.exists() else 0
+        stage = (made.get("config") or {}).get("init_from")
+        role = ("Fine-tuned (SFT) from a pretrained agent on curated demonstrations." if stage else
+                "Trained by imitation on recorded gameplay.")
+        return dict(image_size=config.get("image_size"), num_layers=config.get("num_layers"),
+                    hidden_size=config.get("hidden_size"), context_length=config.get("context_length"),
+                    parameters=f"{params / 1e6:.1f}M" if params else "unknown", role=role)
+    if kind == "reward_model":
+        encoder = config.get("encoder")
+        text = ("frozen transformer of the agent it was trained for" if encoder == "agent" else
+                "fixed random projection of the pixels (the paper's baseline)")
+        return dict(max_steps=config.get("max_steps"), encoder_text=text)
+    adapter = _read_json(folder / "adapter_config.json") or {}
+    target = (made.get("config") or {}).get("target")
+    size = sum(f.stat().st_size for f in folder.glob("adapter_model.safetensors"))
+    return dict(adapter_size=f"rank {adapter.get('r')}, {size / 1e6:.1f} MB",
+                adapter_name=(made.get("config") or {}).get("adapter_name") or folder.name,
+                role=f"the designer's target is the {target} pad." if target else "see the training section.")
+
+
+def _parameter_count(path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return sum(int(math.prod(f.get_slice(k).get_shape())) for k in f.keys())

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -134,6 +135,26 @@ def cmd_train(args) -> None:
         raise SystemExit(code)
 
 
+def cmd_push(args) -> None:
+    from hf_agents.publish import push
+
+    where = push(args.folder, args.repo_id, private=args.private, to=args.to, base_model=args.base_model)
+    print(f"wrote what would be uploaded to {args.repo_id} into {where}" if args.to else f"pushed {args.folder} to "
+          f"the Hub model {where}")
+
+
+def cmd_play(args) -> None:
+    from hf_agents.rollout.evaluate import evaluate_model
+
+    out = Path(args.out or f"play-{Path(args.model).name}")
+    summary = evaluate_model(args.model, out, episodes=args.episodes, num_envs=min(args.episodes, 4),
+                             temperature=args.temperature, seed=args.seed, videos=args.episodes,
+                             adapters=_adapters(args.adapter), progress=False)
+    videos = sorted(str(p) for p in out.glob("**/videos/*.gif"))
+    outcomes = {k: v["counts"] for k, v in summary.items()} if "counts" not in summary else summary["counts"]
+    print(json.dumps({"videos": videos, "outcomes": outcomes}))
+
+
 def cmd_recipes(args) -> None:
     from hf_agents.training import RECIPES
 
@@ -154,6 +175,21 @@ def cmd_demo(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hf-agents", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    pu = sub.add_parser("push", help="publish an agent, reward model or adapter folder with its model card")
+    pu.add_argument("folder", help="a training run's output_dir")
+    pu.add_argument("repo_id", help="USER/NAME on the Hub")
+    pu.add_argument("--private", action="store_true")
+    pu.add_argument("--to", help="write exactly what would be uploaded into this local folder instead")
+    pu.add_argument("--base-model", help="Hub id of the base agent, shown in the card (default: its folder name)")
+    pu.set_defaults(fn=cmd_push)
+    pl = sub.add_parser("play", help="watch an agent: play episodes in the built-in game and write GIF videos")
+    pl.add_argument("model", help="agent folder (or an adapter folder, loaded onto its base)")
+    pl.add_argument("--adapter", action="append", help="[NAME=]DIR of a LoRA adapter to play with (repeatable)")
+    pl.add_argument("--episodes", type=int, default=1)
+    pl.add_argument("--temperature", type=float, default=1.0)
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--out", help="default: play-<model folder name>")
+    pl.set_defaults(fn=cmd_play)
     rec = sub.add_parser("recipes", help="the recipes and accelerate configs shipped with the package")
     rec.add_argument("--path", action="store_true", help="print only their folder")
     rec.set_defaults(fn=cmd_recipes)

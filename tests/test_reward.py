@@ -127,6 +127,12 @@ def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder):
     metrics = results["metrics"]
     assert metrics["eval_comparisons"] > 10
     assert metrics["eval_accuracy"] >= 0.65, metrics  # held-out trajectories, never trained on
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # ours, not TRL's generic text-model card
+    assert "pipeline(" not in card.text and "reward-model" in card.data.tags
+    assert card.data.eval_results[0].metric_value == pytest.approx(metrics["eval_accuracy"], abs=1e-4)
+    assert card.data.base_model == ("agent" if encoder == "agent" else None)
     # the saved model loads through the Auto class and scores raw trajectories (frames in, embedded inside) as
     # training scored the cached embeddings; its normalisation maps the training trajectories onto [0, 1]
     model = AutoModel.from_pretrained(out).eval()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hf_agents.cards import write_model_card
 from hf_agents.data.schema import NO_OUTCOME
 from hf_agents.data.writer import TrajectoryWriter
 from hf_agents.envs.adapter import env_factory
@@ -150,6 +151,7 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     from hf_agents.models import AgentPolicy
     from hf_agents.models.adapters import active_adapter, adapter_base, agent_of, is_adapter, load_agent
 
+    folder = Path(model_path)  # the saved model whose card shows this evaluation (when out_dir lies inside it)
     if is_adapter(model_path):
         adapters = {Path(model_path).name: str(model_path), **(adapters or {})}
         model_path = adapter_base(model_path)
@@ -166,12 +168,16 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
                                overwrite=overwrite)
 
     if not adapters:
-        return run(out_dir, None)
-    summaries = {}
-    for name in adapters:
-        with active_adapter(model, name):
-            summaries[name] = run(Path(out_dir) / name if len(adapters) > 1 else out_dir, name)
-    return summaries[name] if len(adapters) == 1 else summaries
+        summary = run(out_dir, None)
+    else:
+        summaries = {}
+        for name in adapters:
+            with active_adapter(model, name):
+                summaries[name] = run(Path(out_dir) / name if len(adapters) > 1 else out_dir, name)
+        summary = summaries[name] if len(adapters) == 1 else summaries
+    if summary and folder.resolve() in Path(out_dir).resolve().parents:
+        write_model_card(folder)
+    return summary
 
 
 def compare(eval_dirs, out, labels=None) -> Path:

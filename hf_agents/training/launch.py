@@ -12,6 +12,7 @@ import sys
 
 from transformers import HfArgumentParser
 
+from hf_agents.cards import write_model_card
 from hf_agents.training import STAGES, load_stage
 from hf_agents.training.common import RecipeError, parse_stage, write_provenance
 
@@ -22,6 +23,7 @@ def run_recipe(recipe: str | None, overrides=()) -> dict:
     metrics = load_stage(stage).run(config)
     if int(os.environ.get("RANK", "0")) == 0:
         write_provenance(config, recipe, overrides)
+        write_model_card(config.output_dir)  # agent, reward model or adapter card; replaces TRL's generic one
     return metrics
 
 
