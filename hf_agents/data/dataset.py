@@ -95,10 +95,13 @@ class TrajectoryDataset:
         ids = steps.with_format("arrow")["episode_id"].to_numpy()
         change = np.flatnonzero(np.diff(ids)) + 1
         starts = np.concatenate([[0], change])
-        if len(starts) != len(episodes) or not np.array_equal(ids[starts], [e["episode_id"] for e in episodes]):
-            raise DatasetFormatError(f"{episodes_file}: episode list does not match the step shards in {root / 'data'}")
         lengths = np.diff(np.concatenate([starts, [len(ids)]]))
-        view = _View(episodes, starts.astype(np.int64), lengths.astype(np.int64))
+        where = {int(i): k for k, i in enumerate(ids[starts])}  # steps are stored in the order episodes finished
+        listed = [e["episode_id"] for e in episodes]
+        if len(where) != len(starts) or sorted(where) != sorted(listed):
+            raise DatasetFormatError(f"{episodes_file}: episode list does not match the step shards in {root / 'data'}")
+        order = np.asarray([where[i] for i in listed], dtype=np.int64)
+        view = _View(episodes, starts[order].astype(np.int64), lengths[order].astype(np.int64))
         return cls(root, steps, info, view)
 
     # -- episode views -----------------------------------------------------------------------

@@ -207,6 +207,7 @@ class TrajectoryWriter:
             ids = [e["episode_id"] for e in self.episodes]
             if len(set(ids)) != len(ids):
                 raise DatasetFormatError(f"{self.path}: duplicate episode ids {sorted(i for i, n in Counter(ids).items() if n > 1)[:5]}")
+            self.episodes.sort(key=lambda e: e["episode_id"])  # the same table however many envs wrote it
             pq.write_table(pa.Table.from_pylist(self.episodes, schema=EPISODE_SCHEMA),
                            self.staging / "episodes" / "episodes.parquet")
             info = self.info()

@@ -105,22 +105,31 @@ def greedy_actions(logits: torch.Tensor) -> torch.Tensor:
 
 
 def get_action_and_logprob(logits: torch.Tensor, actions: torch.Tensor | None = None, temperature: float = 1.0,
-                           greedy: bool = False, generator: torch.Generator | None = None) -> ActionSample:
+                           greedy: bool = False, generator: torch.Generator | None = None,
+                           uniforms: torch.Tensor | None = None) -> ActionSample:
     """Sample an action (or take the greedy one), or re-score the given `actions`, under pi_temperature.
 
     The one log pi(a | context) of the library: acting, imitation, REINFORCE/RLOO and DPO all call it, so a
     log-prob recomputed in training is the log-prob recorded when the action was taken. logits (…, 68).
+    `uniforms` (…, 16) in [0, 1): sample by inverse CDF from these instead of `generator` (each env its own stream).
     """
     logp_buttons, logp_sticks = _grouped_log_softmax(logits.float() / max(temperature, 1e-6))
     if actions is None:
         if greedy:
             actions = greedy_actions(logits)
         else:
-            def draw(logp):
+            def draw(logp, u=None):
+                if u is not None:  # inverse CDF: the first bucket whose cumulative probability exceeds u
+                    below = (logp.exp().cumsum(-1) <= u[..., None].to(logp.device)).sum(-1)
+                    return below.clamp(max=logp.shape[-1] - 1)
                 flat = logp.exp().reshape(-1, logp.shape[-1])
                 return torch.multinomial(flat, 1, generator=generator).view(logp.shape[:-1])
 
-            actions = torch.cat([draw(logp_buttons), draw(logp_sticks)], -1)
+            if uniforms is None:
+                actions = torch.cat([draw(logp_buttons), draw(logp_sticks)], -1)
+            else:
+                actions = torch.cat([draw(logp_buttons, uniforms[..., :NUM_BUTTONS]),
+                                     draw(logp_sticks, uniforms[..., NUM_BUTTONS:])], -1)
     actions = actions.long()
     component = torch.cat([logp_buttons.gather(-1, actions[..., :NUM_BUTTONS, None]),
                            logp_sticks.gather(-1, actions[..., NUM_BUTTONS:, None])], -2)[..., 0]

@@ -25,9 +25,15 @@ class AgentPolicy:
         self.checkpoint = str(getattr(model, "name_or_path", "") or "")  # recorded with rollouts
         self.H, self.keep_steps = model.config.context_length, model.config.keep_steps
         self.device = next(model.parameters()).device
-        self.generator = torch.Generator(device=self.device)
+        # One random stream per env, re-seeded from (seed, episode's reset seed) at each reset: an episode's actions
+        # do not depend on which env plays it or on how many envs there are.
+        self.generator = torch.Generator()
         if seed is not None:
             self.generator.manual_seed(seed)
+        self.stream_seed = seed if seed is not None else int(torch.randint(2**62, (1,)))  # seed=None: random
+        self.env_generators = [torch.Generator() for _ in range(num_envs)]
+        for g in self.env_generators:
+            g.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
         N, D = num_envs, model.config.hidden_size
         self.rows = torch.arange(N, device=self.device)
         # Per env, the steps of its current window: observation embeddings and the actions taken.
@@ -42,10 +48,11 @@ class AgentPolicy:
                 "greedy": self.greedy, "keep_steps": self.keep_steps, "context_length": self.H, "seed": self.seed}
 
     # -- state ---------------------------------------------------------------------------------
-    def reset(self, envs=None, infos=None) -> None:
+    def reset(self, envs=None, infos=None, seeds=None) -> None:
         """Start new episodes (empty context) for all envs, or for the given env indices / boolean mask.
 
         `infos` is accepted for the rollout engine's policy interface and ignored: the agent sees pixels only.
+        `seeds`: the episodes' reset seeds; each env's sampling stream restarts from (policy seed, episode seed).
         """
         if envs is None:
             self.n = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # steps in the window
@@ -54,6 +61,8 @@ class AgentPolicy:
             self.slot_mask = torch.zeros(self.num_envs, 0, dtype=torch.long, device=self.device)
             return
         envs = np.flatnonzero(envs) if np.asarray(envs).dtype == bool else np.asarray(envs, dtype=np.int64)
+        for j, i in enumerate(envs if seeds is not None else ()):
+            self.env_generators[i].manual_seed(_episode_stream(self.stream_seed, int(seeds[j])))
         idx = torch.as_tensor(envs, device=self.device, dtype=torch.long)
         self.n[idx] = 0
         self.action_cached[idx] = False  # True: the last action is already in the cache (after a re-encode)
@@ -81,8 +90,10 @@ class AgentPolicy:
         pending = (n > 0) & ~self.action_cached
         logits, _, self.cache, self.slot_mask = self.model.step(obs, prev, n, pending, self.cache, self.slot_mask)
         self.last_logits = logits.float()
+        uniforms = None if self.greedy else torch.stack(
+            [torch.rand(NUM_COMPONENTS, generator=g) for g in self.env_generators])
         sample = get_action_and_logprob(self.last_logits, temperature=self.temperature, greedy=self.greedy,
-                                        generator=self.generator)
+                                        uniforms=uniforms)
         self.obs_buf[self.rows, n] = obs
         self.act_buf[self.rows, n] = sample.actions
         self.n = n + 1
@@ -118,3 +129,9 @@ class AgentPolicy:
         act = self.act_buf.gather(1, step[..., None].expand(-1, -1, NUM_COMPONENTS))
         self.cache, self.slot_mask = self.model.encode_window(obs, act, valid)
         self.action_cached = self.n > 0
+
+
+def _episode_stream(policy_seed: int, episode_seed: int) -> int:
+    """The seed of one episode's sampling stream."""
+    state = np.random.SeedSequence([policy_seed, episode_seed]).generate_state(1, np.uint64)
+    return int(state[0] >> 1)

@@ -45,7 +45,9 @@ class Episode:
         return float(self.rewards.sum())
 
     def write_to(self, writer, source: str) -> int:
-        return writer.add_episode(self.frames, self.actions, source=source, variant=self.variant, spawn=self.spawn,
+        """Written under its id in the run (`index`), so the dataset does not depend on which episode ended first."""
+        return writer.add_episode(self.frames, self.actions, episode_id=self.index, source=source, variant=self.variant,
+                                  spawn=self.spawn,
                                   outcome=self.outcome, outcome_step=self.outcome_step, seed=self.seed,
                                   logprob=self.logprobs, reward=self.rewards, **self.state)
 
@@ -138,7 +140,8 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawn
             desc="rollout", episode_ids=None) -> RolloutResult:
     """Run `num_episodes` episodes: episode k resets with seed `seed + k` (or `seeds[k]`) and, if given,
     spawns[k] / variants[k] and any other reset options[k]. `episode_ids` renumbers them (a rank's share of a
-    larger run); per-episode lists are indexed by these ids.
+    larger run, or a later batch written to the same dataset); per-episode lists are indexed by these ids, and
+    written episodes keep them as their `episode_id`.
 
     keep_frames: True keeps every episode's frames, an int N only those of the first N episodes (videos).
     writer: a TrajectoryWriter to stream episodes into (frames are then kept in memory only as keep_frames says);
@@ -181,7 +184,7 @@ def _start(venv, policy, schedule: _Schedule, slots, obs, infos, buffers) -> Non
     for j, i in enumerate(slots):
         infos[i] = new_infos[j]
         buffers[i] = schedule.buffer(ks[j], seeds[j])
-    policy.reset(slots, infos)
+    policy.reset(slots, infos, seeds=list(seeds))  # per-episode randomness: results independent of num_envs
 
 
 def _step(venv, policy, obs, infos, buffers, result: RolloutResult) -> list[tuple[int, dict]]:

@@ -146,6 +146,9 @@ class JumpPadsEnv(gym.Env):
         if self._color != VARIANTS[variant].player_color:
             self._color = VARIANTS[variant].player_color
             self.game.send_game_command(f'color "{self._color}"')
+        # One idle tic: the engine's first frame of an episode still shows the previous episode's camera, so
+        # without it the first observation depended on what the process played before.
+        self.game.make_action([0.0] * self.game.get_available_buttons_size(), 1)
         self._steps, self._tic = 0, 0
         self._pad, self._launched, self._fell = None, False, False
         return self._observe(), self._info()

@@ -47,6 +47,7 @@ def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=
                     f"'{DEFAULT_VARIANT}', each cut at the pad.",
         metadata={"policy": {"policy": "scripted-population", "seed": seed, "pads": list(PADS), "min_skill": min_skill}},
     ) as writer:
+        next_id = 0  # every scheduled episode gets its own id (rejected ones leave gaps): same ids however many envs
         for p, pad in enumerate(PADS):
             kept = []
             attempts = 0
@@ -56,7 +57,9 @@ def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=
                     venv, ScriptedPopulation(num_envs, seed=seed + 1000 * p + attempts, pad=pad, min_skill=min_skill),
                     want,
                     seed=seed + 100_000 * (p + 1) + attempts, writer=writer, source=f"scripted-demo-{pad}",
-                    accept=lambda ep, pad=pad: ep.outcome == pad, progress=progress, desc=f"sft data ({pad})")
+                    accept=lambda ep, pad=pad: ep.outcome == pad, progress=progress, desc=f"sft data ({pad})",
+                    episode_ids=range(next_id, next_id + want))
+                next_id += want
                 kept += result.episodes
                 attempts += want
             if len(kept) < per_pad:

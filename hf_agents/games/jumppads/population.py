@@ -167,12 +167,16 @@ class ScriptedPopulation:
                  min_skill: float = 0.0):
         self.metadata = {"policy": "scripted-population", "seed": seed, "pad": pad, "detour_aversion": detour_aversion,
                          "min_skill": min_skill}  # recorded by rollout datasets
-        self.rngs = [np.random.default_rng([seed, i]) for i in range(num_envs)]
-        self.players = [ScriptedPlayer(r, pad=pad, detour_aversion=detour_aversion, min_skill=min_skill)
-                        for r in self.rngs]
+        self.seed = seed
+        self.players = [ScriptedPlayer(np.random.default_rng([seed, i]), pad=pad, detour_aversion=detour_aversion,
+                                       min_skill=min_skill) for i in range(num_envs)]
 
-    def reset(self, indices, infos) -> None:
-        for i in indices:
+    def reset(self, indices, infos, seeds=None) -> None:
+        """New players for the given envs; with the episodes' reset `seeds`, each player's randomness comes from
+        (population seed, episode seed), so the data does not depend on how many envs play it."""
+        for j, i in enumerate(indices):
+            if seeds is not None:
+                self.players[i].rng = np.random.default_rng([self.seed, int(seeds[j])])
             self.players[i].reset(infos[i])
 
     def act(self, obs, infos) -> tuple[np.ndarray, np.ndarray]:
