@@ -121,6 +121,19 @@ def cmd_preferences_synthetic(args) -> None:
                       "outcomes": outcomes}))
 
 
+def cmd_reward_sweep(args) -> None:
+    from hf_agents.training.reward_sweep import RewardSweepConfig, run_sweep
+
+    summary = run_sweep(RewardSweepConfig(
+        trajectories=args.trajectories, output_dir=args.out, agent=args.agent, pads=tuple(args.pads),
+        sizes=tuple(args.sizes), seeds=tuple(args.seeds), encoders=tuple(args.encoders), steps=args.steps,
+        eval_fraction=args.eval_fraction))
+    for pad, by_encoder in summary["results"].items():
+        for encoder, rows in by_encoder.items():
+            print(json.dumps({"pad": pad, "encoder": encoder, **{k: round(r["mean"], 3) for k, r in rows.items()}}))
+    print(f"wrote {args.out}/sweep.json and {args.out}/sweep.png")
+
+
 def cmd_compare(args) -> None:
     from hf_agents.rollout.evaluate import compare
 
@@ -190,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--out", help="default: play-<model folder name>")
     pl.set_defaults(fn=cmd_play)
+    rw = sub.add_parser("reward", help="reward-model studies").add_subparsers(dest="reward_command", required=True)
+    sw = rw.add_parser("sweep", help="held-out accuracy vs training comparisons, both encoders, seeds, pads "
+                       "(paper Figures 7 and 14)")
+    sw.add_argument("trajectories", help="on-policy rollouts with outcomes (hf-agents evaluate --trajectories)")
+    sw.add_argument("--agent", help="the agent whose rollouts they are (the 'agent' encoder)")
+    sw.add_argument("--out", required=True)
+    sw.add_argument("--pads", nargs="+", default=["left", "right"])
+    sw.add_argument("--sizes", nargs="+", type=int, default=[10, 30, 100, 300, 1000, 0], help="0: all comparisons")
+    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    sw.add_argument("--encoders", nargs="+", default=["agent", "random"])
+    sw.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
+    sw.add_argument("--eval-fraction", type=float, default=0.5)
+    sw.set_defaults(fn=cmd_reward_sweep)
     rec = sub.add_parser("recipes", help="the recipes and accelerate configs shipped with the package")
     rec.add_argument("--path", action="store_true", help="print only their folder")
     rec.set_defaults(fn=cmd_recipes)

@@ -33,6 +33,9 @@ def test_synthetic_oracle_ranks_like_the_paper():
     assert (2, 4) not in pairs and (4, 2) not in pairs  # a tie gives no comparison
     assert len(pairs) == 9
     assert len(synthetic_preferences(eps, "left", max_comparisons=4)) == 4
+    # no pad reached: a fall after 12 steps and a timeout tie (falling sooner is not better)
+    falls = [_episode(5, "none", 12), _episode(6, "none", 100)]
+    assert synthetic_preferences(falls, "left") == []
 
 
 def test_preferences_file_round_trip_and_errors(tmp_path):
@@ -195,3 +198,21 @@ def test_killed_reward_run_resumes_to_the_same_weights(rollouts, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     config = lambda d: json.loads((tmp_path / d / "config.json").read_text())  # noqa: E731
     assert config("ref")["reward_min"] == config("killed")["reward_min"]
+
+
+def test_reward_sweep_writes_the_accuracy_table_and_plot(rollouts, tmp_path, capsys):
+    from hf_agents.cli import main as cli
+
+    AgentModel(AgentConfig.from_preset("tiny")).save_pretrained(tmp_path / "agent")
+    capsys.readouterr()
+    assert cli(["reward", "sweep", str(rollouts / "rollouts"), "--agent", str(tmp_path / "agent"), "--out",
+                str(tmp_path / "sweep"), "--pads", "left", "--sizes", "10", "0", "--seeds", "0", "1",
+                "--steps", "30"]) == 0
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    rows = summary["results"]["left"]
+    assert set(rows) == {"agent", "random"} and set(rows["agent"]) == {"10", "all"}
+    assert rows["agent"]["10"]["comparisons"] == 10 and rows["agent"]["all"]["comparisons"] > 10
+    assert all(len(r["accuracy"]) == 2 and 0 <= r["mean"] <= 1 for enc in rows.values() for r in enc.values())
+    assert 20 <= summary["held_out_trajectories"] <= 40  # half of the 60 rollouts, split by episode
+    assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 0
+    assert '"pad": "left", "encoder": "agent"' in capsys.readouterr().out

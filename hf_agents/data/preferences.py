@@ -23,10 +23,15 @@ PREFERENCE_COLUMNS = ("chosen", "rejected", "labeller")
 
 
 def synthetic_rank(episode: dict, pad: str) -> tuple[int, int]:
-    """Paper 3.4: the given pad > another pad > no pad; within each, shorter is better. Higher sorts better."""
+    """Paper 3.4: the given pad > another pad > no pad; within a pad tier, shorter (reaching it sooner) is better.
+    Higher sorts better. Trajectories that reach no pad all tie: the paper's no-pad trajectories all ran to the
+    timeout, while here falling into a pit ends an episode early, and "shorter is better" among them would teach
+    a reward model that falling sooner is better."""
     outcome = episode["outcome"]
-    tier = 2 if outcome == pad else (0 if outcome == NO_OUTCOME else 1)
-    steps = episode["outcome_step"] + 1 if outcome != NO_OUTCOME and episode["outcome_step"] >= 0 else episode["length"]
+    if outcome == NO_OUTCOME:
+        return 0, 0
+    tier = 2 if outcome == pad else 1
+    steps = episode["outcome_step"] + 1 if episode["outcome_step"] >= 0 else episode["length"]
     return tier, -int(steps)
 
 

@@ -1,0 +1,148 @@
+"""The reward-model sweep (paper Figures 7 and 14): held-out preference accuracy against the number of training
+comparisons, for both encoders, several seeds and each target pad.
+
+Trajectories are split once per seed into training and held-out halves; the synthetic oracle labels pairs on each
+side; each run trains on N sampled training comparisons (a fixed number of optimizer steps, so small sets are not
+also under-trained) and is scored on every held-out comparison (capped). Encoders are frozen, so every
+trajectory is embedded once per encoder (and seed, for the random projection). Writes sweep.json and sweep.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+from tqdm.auto import tqdm
+from transformers import set_seed
+
+from hf_agents.data import load_trajectories
+from hf_agents.data.preferences import synthetic_preferences
+from hf_agents.training.reward import (
+    RewardTrainingConfig,
+    TrajectoryRewardTrainer,
+    build_reward_model,
+    embed_trajectories,
+)
+
+SIZES = (10, 30, 100, 300, 1000, 0)  # 0: every training comparison
+
+
+@dataclass
+class RewardSweepConfig:
+    """What the sweep trains and where it writes; paper values beside each field."""
+
+    trajectories: str = field(metadata={"help": "On-policy rollouts with outcomes (paper: 1,000 train + 1,400 "
+                                        "held-out trajectories)."})
+    output_dir: str = field(metadata={"help": "Where sweep.json and sweep.png go."})
+    agent: str | None = field(default=None, metadata={"help": "Agent whose frozen transformer is the 'agent' encoder."})
+    pads: tuple[str, ...] = field(default=("left", "right"), metadata={"help": "Target pads (one oracle each)."})
+    sizes: tuple[int, ...] = field(default=SIZES, metadata={"help": "Training comparisons per run (0: all)."})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "Seeds: split, sampled comparisons, init."})
+    encoders: tuple[str, ...] = field(default=("agent", "random"), metadata={"help": "Encoders compared."})
+    eval_fraction: float = field(default=0.5, metadata={"help": "Share of trajectories held out (paper: 1,400 of "
+                                                        "2,400)."})
+    max_eval_comparisons: int = field(default=20000, metadata={"help": "Held-out comparisons scored per run."})
+    steps: int = field(default=300, metadata={"help": "Optimizer steps per run (paper: 200 epochs)."})
+    batch_size: int = field(default=256, metadata={"help": "Comparisons per step (paper: 2048)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Paper: 1e-4."})
+    l2_penalty: float = field(default=0.1, metadata={"help": "Paper: 0.1."})
+
+
+def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
+    data = load_trajectories(config.trajectories)
+    episodes = data.episodes
+    if "agent" in config.encoders and not config.agent:
+        raise ValueError("the 'agent' encoder needs `agent`: the (SFT) agent whose rollouts these are")
+    unknown = [p for p in config.pads if p not in {e["outcome"] for e in episodes}]
+    if unknown:
+        raise ValueError(f"{config.trajectories}: no trajectory reaches {unknown}; the oracle needs rollouts that do")
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {pad: {enc: {} for enc in config.encoders} for pad in config.pads}
+    runs = [(enc, seed) for enc in config.encoders for seed in config.seeds]
+    bar = tqdm(total=len(runs) * len(config.pads) * len(config.sizes), desc="reward sweep", disable=not progress)
+    cached = {}
+    for encoder, seed in runs:
+        key = encoder if encoder == "agent" else (encoder, seed)  # the random projection depends on the seed
+        if key not in cached:
+            set_seed(seed)
+            model = build_reward_model(_stage_config(config, encoder, seed, out), data.frame_size[0])
+            cached[key] = embed_trajectories(model, data, progress=False)
+        train_part, eval_part = data.split(config.eval_fraction, seed=seed)
+        position = {m["episode_id"]: i for i, m in enumerate(episodes)}
+        for pad in config.pads:
+            train_pairs = synthetic_preferences(train_part.episodes, pad)
+            eval_pairs = synthetic_preferences(eval_part.episodes, pad, config.max_eval_comparisons, seed=seed)
+            for size in config.sizes:
+                pairs = train_pairs if not size or size >= len(train_pairs) else synthetic_preferences(
+                    train_part.episodes, pad, size, seed=seed)
+                accuracy = _train_and_score(config, encoder, seed, out, data.frame_size[0], cached[key],
+                                            pairs, eval_pairs, position)
+                label = "all" if not size else str(size)
+                results[pad][encoder].setdefault(label, {"comparisons": len(pairs), "accuracy": []})
+                results[pad][encoder][label]["accuracy"].append(accuracy)
+                bar.update(1)
+    bar.close()
+    summary = {"config": asdict(config), "held_out_trajectories": len(eval_part), "results": results}
+    for pad in results:
+        for encoder in results[pad]:
+            for row in results[pad][encoder].values():
+                row["mean"], row["std"] = float(np.mean(row["accuracy"])), float(np.std(row["accuracy"]))
+    tmp = out / ".sweep.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "sweep.json")
+    plot_sweep(summary, out / "sweep.png")
+    return summary
+
+
+def _stage_config(config: RewardSweepConfig, encoder: str, seed: int, out: Path) -> RewardTrainingConfig:
+    return RewardTrainingConfig(output_dir=str(out / "run"), trajectories=config.trajectories, preferences="-",
+                                encoder=encoder, agent=config.agent, seed=seed, max_steps=config.steps,
+                                per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+                                l2_penalty=config.l2_penalty, lr_scheduler_type="constant", eval_strategy="no",
+                                save_strategy="no", report_to=[], logging_steps=10**9, disable_tqdm=True,
+                                overwrite=True)
+
+
+def _train_and_score(config, encoder, seed, out, frame_size, embeddings, pairs, eval_pairs, position) -> float:
+    stage = _stage_config(config, encoder, seed, out)
+    set_seed(seed)
+    model = build_reward_model(stage, frame_size)
+    rows = {"chosen_ids": [[position[c]] for c, _ in pairs], "rejected_ids": [[position[r]] for _, r in pairs]}
+    trainer = TrajectoryRewardTrainer(model, stage, embeddings, datasets.Dataset.from_dict(rows))
+    trainer.train()
+    scored = sorted({position[i] for pair in eval_pairs for i in pair})
+    rewards = dict(zip(scored, trainer.rewards(scored).tolist()))
+    wins = [rewards[position[c]] > rewards[position[r]] for c, r in eval_pairs]
+    return float(np.mean(wins)) if wins else float("nan")
+
+
+def plot_sweep(summary: dict, path) -> Path:
+    """Held-out accuracy against training comparisons (log scale), mean and spread over seeds, one panel per pad."""
+    from hf_agents.rollout.plots import plt, save_figure
+
+    pads = list(summary["results"])
+    fig, axes = plt.subplots(1, len(pads), figsize=(4.2 * len(pads), 3.4), squeeze=False)
+    for ax, pad in zip(axes[0], pads):
+        for encoder, rows in summary["results"][pad].items():
+            xs = np.asarray([r["comparisons"] for r in rows.values()], float)
+            order = np.argsort(xs)
+            mean = np.asarray([r["mean"] for r in rows.values()])[order]
+            std = np.asarray([r["std"] for r in rows.values()])[order]
+            ax.plot(xs[order], mean, marker="o", label=f"{encoder} encoder")
+            ax.fill_between(xs[order], mean - std, mean + std, alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_ylim(0.4, 1.0)
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set_xlabel("training comparisons")
+        ax.set_ylabel("held-out preference accuracy")
+        ax.set_title(f"{pad} pad ({len(summary['config']['seeds'])} seeds)")
+        ax.legend()
+    return save_figure(fig, path)
+
+
+__all__ = ["RewardSweepConfig", "plot_sweep", "run_sweep"]
