@@ -39,6 +39,20 @@ def cmd_data_info(args) -> None:
     print(json.dumps(ds.info, indent=2))
 
 
+def cmd_data_verify(args) -> None:
+    from hf_agents.data import load_trajectories
+    from hf_agents.data.schema import DatasetFormatError
+
+    data = load_trajectories(args.dataset)
+    problems = data.verify()
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        raise DatasetFormatError(f"{args.dataset}: {len(problems)} of {len(data)} episodes have damaged frames (listed "
+                                 "above); re-generate or re-import them")
+    print(json.dumps({"dataset": args.dataset, "episodes": len(data), "steps": data.num_steps, "damaged": 0}))
+
+
 def cmd_data_export(args) -> None:
     from hf_agents.data import load_trajectories
     from hf_agents.data.wham import export_npz
@@ -68,7 +82,9 @@ def cmd_data_generate(args) -> None:
         path = generate_pretrain(args.out, episodes=args.episodes, **common)
     else:
         path = generate_sft(args.out, per_pad=args.per_pad, **common)
-    print(f"wrote {path}")
+    info = json.loads((path / "meta" / "info.json").read_text())
+    print(json.dumps({"wrote": str(path), "episodes": info["num_episodes"], "steps": info["num_steps"],
+                      "dropped_episodes": info.get("dropped_episodes", 0)}))
 
 
 def cmd_env_contact_sheet(args) -> None:
@@ -231,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = data.add_parser("info", help="print a dataset's statistics")
     info.add_argument("dataset", help="local directory or Hub id")
     info.set_defaults(fn=cmd_data_info)
+    ver = data.add_parser("verify", help="decode every frame; name each damaged episode and step")
+    ver.add_argument("dataset")
+    ver.set_defaults(fn=cmd_data_verify)
     exp = data.add_parser("export", help="export episodes back to WHAM .npz files")
     exp.add_argument("dataset")
     exp.add_argument("--out", required=True)

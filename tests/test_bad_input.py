@@ -165,3 +165,37 @@ def test_demo_stops_with_the_failed_stage(tmp_path):
 
     with pytest.raises(StageFailed, match="the sft stage failed \\(exit code 2\\)"):
         _train("sft", [f"dataset={tmp_path / 'missing'}", f"output_dir={tmp_path / 'out'}"])
+
+
+def test_damaged_frames_are_named_by_episode_and_step(tmp_path, rng, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hf_agents.data import DatasetFormatError
+
+    with TrajectoryWriter(tmp_path / "ds", frame_size=(16, 16)) as w:
+        for _ in range(3):
+            w.add_episode(*random_episode(rng, 5))
+    shard = sorted((tmp_path / "ds" / "data").glob("*.parquet"))[0]
+    table = pq.read_table(shard)
+    frames = table.column("frame").to_pylist()
+    frames[7]["bytes"] = frames[7]["bytes"][:30]  # episode 1, step 2: a truncated PNG
+    column = table.schema.get_field_index("frame")
+    pq.write_table(table.set_column(column, "frame", pa.array(frames, type=table.schema.field("frame").type)), shard)
+    code, err = cli(capsys, "data", "verify", tmp_path / "ds")
+    assert code == 2 and "episode 1, step 2: the frame does not decode" in err and "1 of 3 episodes" in err
+    with pytest.raises(DatasetFormatError, match="episode 1, step 2: the frame does not decode"):
+        load_trajectories(tmp_path / "ds").read(1)
+
+
+def test_malformed_recipe_empty_recording_and_input_embeddings(tmp_path, capsys):
+    from hf_agents.training.launch import main as train
+
+    (tmp_path / "bad.yaml").write_text("stage: imitation\ndataset: [unclosed\n")
+    assert train([str(tmp_path / "bad.yaml")]) == 2
+    assert f"{tmp_path / 'bad.yaml'}: not valid YAML" in capsys.readouterr().err
+    np.savez(tmp_path / "empty.npz", images=np.zeros((0, 3, 8, 8), np.uint8), actions=np.zeros((0, 16), np.float32))
+    code, err = cli(capsys, "data", "import", tmp_path / "empty.npz", "--out", tmp_path / "ds", "--size", "8")
+    assert code == 2 and "'images' holds 0 frames" in err and not (tmp_path / "ds").exists()
+    model = AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=4))
+    assert model.get_input_embeddings() is not None  # peft and Trainer features call it

@@ -173,7 +173,8 @@ class TrajectoryDataset:
         if not (0 <= start and start + length <= n):
             raise IndexError(f"steps {start}..{start + length} outside episode {episode} of length {n}")
         table = self._arrow[int(self._view.start[episode]) + start: int(self._view.start[episode]) + start + length]
-        frames = np.stack([decode_png(b) for b in table.column("frame").combine_chunks().field("bytes").to_pylist()])
+        frames = np.stack([self._decode(b, episode, start + k) for k, b in
+                           enumerate(table.column("frame").combine_chunks().field("bytes").to_pylist())])
         out = {
             "frames": to_channels_first(frames),
             "actions": np.stack(table.column("actions").to_numpy(zero_copy_only=False)).astype(np.int64),
@@ -182,6 +183,27 @@ class TrajectoryDataset:
             if is_optional_column(name):
                 out[name] = table.column(name).to_numpy()
         return out
+
+    def _decode(self, data: bytes, episode: int, step: int) -> np.ndarray:
+        try:
+            return decode_png(data)
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for damaged bytes
+            raise DatasetFormatError(
+                f"{self.root}: episode {self.episodes[episode]['episode_id']}, step {step}: the frame does not decode "
+                f"({type(e).__name__}: {e}); re-generate or re-import that episode (`hf-agents data verify` lists "
+                "every damaged one)") from None
+
+    def verify(self, progress: bool = True) -> list[str]:
+        """Decode every frame; the damaged episodes' messages (empty when the dataset is whole)."""
+        from tqdm.auto import tqdm
+
+        problems = []
+        for i in tqdm(range(len(self)), desc="verify", unit="episode", disable=not progress):
+            try:
+                self.read(i)
+            except DatasetFormatError as e:
+                problems.append(str(e))
+        return problems
 
     def read_batch(self, episodes, max_steps: int | None = None):
         """Whole episodes (each cut at `max_steps`) as one padded batch: see `pad_steps`."""

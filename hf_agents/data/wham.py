@@ -31,6 +31,8 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetFormatError(f"{path}: missing array {e}; a WHAM .npz holds 'images' and 'actions'") from e
     except Exception as e:
         raise DatasetFormatError(f"{path}: not a readable .npz ({e})") from e
+    if images.ndim == 4 and len(images) == 0:
+        raise DatasetFormatError(f"{path}: 'images' holds 0 frames; an episode needs at least one step")
     if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
         raise DatasetFormatError(f"{path}: 'images' must be uint8 (T, 3, H, W), got {images.dtype} {images.shape}")
     if actions.shape != (len(images), NUM_COMPONENTS):

@@ -51,7 +51,11 @@ def _read_values(recipe: str | None, overrides) -> dict:
         if not path.exists():
             raise RecipeError(f"{recipe}: no such recipe file (shipped recipes: "
                               f"{sorted(p.name for p in RECIPES.glob('*.yaml'))})")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{recipe}: not valid YAML ({str(e).splitlines()[0]} {getattr(e, 'problem_mark', '')}); "
+                              "a recipe is a mapping of field: value") from None
         if not isinstance(values, dict):
             raise RecipeError(f"{recipe}: a recipe is a mapping of field: value")
     where = recipe or "command line"

@@ -33,8 +33,9 @@ def generate_pretrain(out, episodes=200, frame_size=64, num_envs=4, seed=0, max_
         description="General JumpPads gameplay by a scripted population of players (all visual variants, "
                     "play continuing after the launch)."
     ) as writer:
-        rollout(venv, ScriptedPopulation(num_envs, seed=seed), episodes, seed=seed, variants=chosen, writer=writer,
-                source="scripted-population", progress=progress, desc="pretrain data")
+        result = rollout(venv, ScriptedPopulation(num_envs, seed=seed), episodes, seed=seed, variants=chosen,
+                         writer=writer, source="scripted-population", progress=progress, desc="pretrain data")
+        writer.metadata["dropped_episodes"] = result.dropped  # a game process failed mid-episode (not written)
     return Path(out)
 
 
@@ -47,7 +48,7 @@ def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=
                     f"'{DEFAULT_VARIANT}', each cut at the pad.",
         metadata={"policy": {"policy": "scripted-population", "seed": seed, "pads": list(PADS), "min_skill": min_skill}},
     ) as writer:
-        next_id = 0  # every scheduled episode gets its own id (rejected ones leave gaps): same ids however many envs
+        dropped, next_id = 0, 0  # every scheduled episode gets its own id (rejected ones leave gaps): same ids however many envs
         for p, pad in enumerate(PADS):
             kept = []
             attempts = 0
@@ -61,7 +62,9 @@ def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=
                     episode_ids=range(next_id, next_id + want))
                 next_id += want
                 kept += result.episodes
+                dropped += result.dropped
                 attempts += want
             if len(kept) < per_pad:
                 raise RuntimeError(f"only {len(kept)} of {per_pad} demonstrations reached the {pad} pad")
+        writer.metadata["dropped_episodes"] = dropped
     return Path(out)
