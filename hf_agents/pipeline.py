@@ -99,21 +99,21 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
     rollouts = out / "rollouts" / "sft"
     for name in ("pretrain", "sft", "scratch"):
         label = {"pretrain": "base"}.get(name, name)
-        target = out / "eval" / label
+        target = out / name / "eval"  # inside the model's folder: its model card shows the results
         keep = rollouts if name == "sft" else None  # the paper's on-policy rollouts come from this evaluation
         done = target / "eval.json" if keep is None else keep / "meta" / "info.json"
         stage(f"evaluate {label}", done, lambda n=name, t=target, lb=label, k=keep: evaluate_model(
             out / n, t, episodes=s["eval_episodes"], num_envs=num_envs, label=lb, trajectories=k, overwrite=True),
             inputs=[out / name], episodes=s["eval_episodes"])
         summaries[label] = json.loads((target / "eval.json").read_text())
-    compare([out / "eval" / k for k in summaries], out / "comparison.png", labels=list(summaries))
+    compare([out / n / "eval" for n in ("pretrain", "sft", "scratch")], out / "comparison.png", labels=list(summaries))
     rewards = reward_models(out, rollouts, s["reward_epochs"], stage, log)
     if "skipped" not in rewards["agent"]:
         summaries[f"sft + {PREFERRED_PAD} adapter"] = align_left(out, s, num_envs, stage)
     report = results_table(summaries, out) + "\n" + reward_table(rewards)
     (out / "report.md").write_text(report)
     log(report)
-    log(f"[demo] finished in {time.time() - t0:.0f}s; figures and videos under {out}/eval, table in {out}/report.md")
+    log(f"[demo] finished in {time.time() - t0:.0f}s; figures and videos under {out}/<stage>/eval, table in {out}/report.md")
     return summaries
 
 
@@ -152,7 +152,7 @@ def align_left(out: Path, s: dict, num_envs: int, stage: Stages) -> dict:
         + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])),
         inputs=[out / "sft", out / f"reward-{PREFERRED_PAD}-agent", RECIPES / f"align_{PREFERRED_PAD}.yaml"],
         updates=s["align_updates"], episodes=s["align_episodes"])
-    evaluation = out / "eval" / f"align-{PREFERRED_PAD}"
+    evaluation = target / "eval"
     stage(f"evaluate the {PREFERRED_PAD} adapter", evaluation / "eval.json", lambda: evaluate_model(
         target, evaluation, episodes=s["eval_episodes"], num_envs=num_envs, label=f"sft + {PREFERRED_PAD} adapter"),
         inputs=[target], episodes=s["eval_episodes"])

@@ -39,8 +39,8 @@ def test_smoke_demo_from_the_wheel_runs_the_whole_chain_and_reuses_stages(tmp_pa
     demo = [str(python), "-m", "hf_agents", "demo", "--scale", "smoke", "--num-envs", "2", "--out", str(out)]
     done = subprocess.run(demo, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summaries = {d.name: json.loads((d / "eval.json").read_text()) for d in (out / "eval").iterdir()}
-    assert {"base", "sft", "scratch"} <= set(summaries)
+    summaries = {p.parent.parent.name: json.loads(p.read_text()) for p in out.glob("*/eval/eval.json")}
+    assert {"pretrain", "sft", "scratch"} <= set(summaries)
     assert all(s["episodes"] + s["dropped"] == 8 for s in summaries.values())
     report = (out / "report.md").read_text()
     for row in ("| base |", "| sft |", "| scratch |", "agent encoder"):
@@ -50,6 +50,7 @@ def test_smoke_demo_from_the_wheel_runs_the_whole_chain_and_reuses_stages(tmp_pa
         assert (out / "align-left" / "adapter_model.safetensors").exists()
         assert (out / "align-left" / "success.png").exists()
     assert (out / "comparison.png").stat().st_size > 0
+    assert "success_rate_left" in (out / "sft" / "README.md").read_text()  # each model's card shows its evaluation
     # the SFT evaluation doubles as the on-policy rollouts: log-probs kept, preferences refer to them
     rollouts = load_trajectories(out / "rollouts" / "sft")
     assert len(rollouts) == summaries["sft"]["episodes"]
