@@ -178,7 +178,7 @@ def test_killed_reward_run_resumes_to_the_same_weights(rollouts, tmp_path):
     from tests.test_training import run
 
     args = ["stage=reward", f"trajectories={rollouts / 'rollouts'}", f"preferences={rollouts / 'left.parquet'}",
-            "encoder=random", "per_device_train_batch_size=32", "num_train_epochs=6", "eval_fraction=0.3",
+            "encoder=random", "per_device_train_batch_size=32", "num_train_epochs=3", "eval_fraction=0.3",
             "save_strategy=steps", "save_steps=5", "eval_strategy=no", "report_to=none", "disable_tqdm=true"]
     ref = run([*args, f"output_dir={tmp_path / 'ref'}"])
     assert ref.wait(timeout=300) == 0, ref.stdout.read()
