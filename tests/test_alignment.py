@@ -180,6 +180,7 @@ def test_one_update_moves_the_policy_towards_higher_reward_trajectories(tmp_path
     assert len(episodes) == 4 and sorted(e.index for e in episodes) == [0, 1, 2, 3]
     if algorithm == "rloo":  # a group shares its reset seed, so its spawn
         assert episodes[0].spawn == episodes[1].spawn and episodes[2].spawn == episodes[3].spawn
+        assert not np.array_equal(episodes[0].actions, episodes[1].actions)  # but each samples its own actions
     before = _trajectory_logprobs(trainer, episodes)
     np.testing.assert_allclose(before, [e.logprobs.sum() for e in episodes], atol=1e-3)  # rollout == re-scored
     trainer.reward_fn = lambda eps: np.asarray([1.0 if e.index in (0, 2) else 0.0 for e in eps], np.float32)

@@ -172,6 +172,11 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawn
     return result
 
 
+def episode_stream(reset_seed: int, episode_id: int) -> int:
+    """The seed of one episode's random stream, from its reset seed and its id."""
+    return int(np.random.SeedSequence([int(reset_seed), int(episode_id)]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def _start(venv, policy, schedule: _Schedule, slots, obs, infos, buffers) -> None:
     """Reset the given env slots onto the next episodes (as many as are left)."""
     ks = schedule.take(len(slots))
@@ -184,7 +189,9 @@ def _start(venv, policy, schedule: _Schedule, slots, obs, infos, buffers) -> Non
     for j, i in enumerate(slots):
         infos[i] = new_infos[j]
         buffers[i] = schedule.buffer(ks[j], seeds[j])
-    policy.reset(slots, infos, seeds=list(seeds))  # per-episode randomness: results independent of num_envs
+    # Each episode's own random stream (its reset seed and id): results do not depend on num_envs, and episodes
+    # that share a reset seed (an RLOO group: same spawn) still act differently.
+    policy.reset(slots, infos, seeds=[episode_stream(s, k) for s, k in zip(seeds, ks)])
 
 
 def _step(venv, policy, obs, infos, buffers, result: RolloutResult) -> list[tuple[int, dict]]:
