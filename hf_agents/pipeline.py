@@ -101,7 +101,9 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
         label = {"pretrain": "base"}.get(name, name)
         target = out / name / "eval"  # inside the model's folder: its model card shows the results
         keep = rollouts if name == "sft" else None  # the paper's on-policy rollouts come from this evaluation
-        done = target / "eval.json" if keep is None else keep / "meta" / "info.json"
+        done = target / "eval.json"  # and, for the SFT agent, its rollouts: either missing redoes the evaluation
+        if keep is not None and not (keep / "meta" / "info.json").exists():
+            done = keep / "meta" / "info.json"
         stage(f"evaluate {label}", done, lambda n=name, t=target, lb=label, k=keep: evaluate_model(
             out / n, t, episodes=s["eval_episodes"], num_envs=num_envs, label=lb, trajectories=k, overwrite=True),
             inputs=[out / name], episodes=s["eval_episodes"])
