@@ -2,6 +2,7 @@
 the built wheel installed outside the source tree."""
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,8 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def installed_wheel(tmp_path) -> Path:
     """A venv whose hf_agents is the wheel (no dependencies installed: it reuses this environment's packages)."""
+    source = tmp_path / "source"  # built from a copy: setuptools writes build/ and egg-info beside the sources
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "outputs*", "runs", "__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path / "wheels"), str(REPO)], check=True, capture_output=True)
+                    str(tmp_path / "wheels"), str(source)], check=True, capture_output=True)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
     site = Path(subprocess.check_output([str(venv / "bin" / "python"), "-c",

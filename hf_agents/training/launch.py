@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from transformers import HfArgumentParser
 
@@ -21,7 +22,7 @@ def run_recipe(recipe: str | None, overrides=()) -> dict:
     """Parse the recipe and run its stage; returns the stage's metrics. The output folder gets provenance.json."""
     stage, config = parse_stage(recipe, overrides)
     metrics = load_stage(stage).run(config)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0 and Path(config.output_dir).is_dir():  # the stage saved something
         write_provenance(config, recipe, overrides)
         write_model_card(config.output_dir)  # agent, reward model or adapter card; replaces TRL's generic one
     return metrics
