@@ -199,3 +199,17 @@ def test_malformed_recipe_empty_recording_and_input_embeddings(tmp_path, capsys)
     assert code == 2 and "'images' holds 0 frames" in err and not (tmp_path / "ds").exists()
     model = AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=4))
     assert model.get_input_embeddings() is not None  # peft and Trainer features call it
+
+
+def test_corrupt_config_nan_actions_and_empty_evaluation(tmp_path, capsys, tiny_agent):
+    code, err = cli(capsys, "evaluate", tiny_agent, "--episodes", 0, "--out", tmp_path / "e")
+    assert code == 2 and "--episodes 0: an evaluation needs at least 1 episode" in err
+    (tiny_agent / "config.json").write_text('{"model_type": "hf_agent", ')
+    code, err = cli(capsys, "evaluate", tiny_agent, "--out", tmp_path / "e")
+    assert code == 2 and f"{tiny_agent / 'config.json'}: corrupt config" in err
+    actions = np.zeros((2, 16), np.float32)
+    actions[1, 13] = np.nan
+    np.savez(tmp_path / "nan.npz", images=np.zeros((2, 3, 8, 8), np.uint8), actions=actions)
+    code, err = cli(capsys, "data", "import", tmp_path / "nan.npz", "--out", tmp_path / "ds", "--size", "8")
+    assert code == 2 and "nan.npz: component 'left_y' is outside the gamepad contract" in err
+    assert not (tmp_path / "ds").exists()

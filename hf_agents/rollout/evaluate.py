@@ -148,6 +148,8 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     (name -> directory) load onto the one base at once; each is evaluated in turn into out_dir/<name>, and the
     summaries come back by name.
     """
+    if episodes < 1:
+        raise ValueError(f"--episodes {episodes}: an evaluation needs at least 1 episode")
     from hf_agents.models import AgentPolicy
     from hf_agents.models.adapters import active_adapter, adapter_base, agent_of, is_adapter, load_agent
 
