@@ -109,11 +109,14 @@ def write_model_card(folder, repo_id: str | None = None, base_model: str | None 
         return None
     made = _read_json(folder / "provenance.json") or {}
     repo = repo_id or folder.name
-    base = base_model or _base_of(folder, kind, made)
-    data = _card_data(folder, kind, repo, base, made)
+    parent = _parent(folder)
+    base = base_model or (Path(parent).name if parent else None)
+    evaluations = _evaluations(folder)
+    metrics = (_read_json(folder / "train_results.json") or {}).get("metrics") or {}
+    data = _card_data(kind, repo, base, made, evaluations, metrics)
     fields = dict(title=repo, repo=repo, base_model=base or "BASE_AGENT", lineage=_lineage(folder, kind, made),
-                  evaluation=_evaluation_text(folder, kind), media=_media_text(folder), training=_training_text(made),
-                  limitations=LIMITATIONS, **_kind_fields(folder, kind, made))
+                  evaluation=_evaluation_text(kind, evaluations, metrics), media=_media_text(folder),
+                  training=_training_text(made), limitations=LIMITATIONS, **_kind_fields(folder, kind, made))
     card = ModelCard.from_template(data, template_path=str(MODEL_CARDS / f"{kind}.md.j2"), **fields)
     path = folder / "README.md"
     tmp = folder / ".README.md.tmp"
@@ -129,21 +132,18 @@ def _read_json(path):
         return None
 
 
-def _base_of(folder: Path, kind: str, made: dict) -> str | None:
-    if kind == "adapter":
-        base = (_read_json(folder / "hf_agents_base.json") or {}).get("base_model")
-    else:
-        base = (made.get("config") or {}).get("init_from") or (made.get("config") or {}).get("agent")
-    return Path(base).name if base else None
+def _parent(folder: Path) -> str | None:
+    """The model this one was trained from: an adapter's base agent, or the run's `init_from` / `agent`."""
+    base = (_read_json(folder / "hf_agents_base.json") or {}).get("base_model")
+    config = (_read_json(folder / "provenance.json") or {}).get("config") or {}
+    return base or config.get("init_from") or config.get("agent")
 
 
 def _lineage(folder: Path, kind: str, made: dict) -> str:
     """This model <- its base <- the base's own base (read from the bases' provenance.json when they are here)."""
     chain, current, seen = [f"`{folder.name}` ({kind.replace('_', ' ')})"], folder, set()
     while True:
-        meta = _read_json(current / "provenance.json") or {}
-        parent = ((_read_json(current / "hf_agents_base.json") or {}).get("base_model")
-                  or (meta.get("config") or {}).get("init_from") or (meta.get("config") or {}).get("agent"))
+        parent = _parent(current)
         if not parent or parent in seen:
             break
         seen.add(parent)
@@ -166,18 +166,17 @@ def _evaluations(folder: Path) -> dict[str, dict]:
     return found
 
 
-def _card_data(folder: Path, kind: str, repo: str, base: str | None, made: dict):
+def _card_data(kind: str, repo: str, base: str | None, made: dict, evaluations: dict, metrics: dict):
     from huggingface_hub import EvalResult, ModelCardData
 
     results = []
-    for label, s in _evaluations(folder).items():
+    for label, s in evaluations.items():
         for outcome, share in s["distribution"].items():
             name = "failure rate (no pad)" if outcome == "none" else f"success rate ({outcome} pad)"
             results.append(EvalResult(task_type="reinforcement-learning", task_name="Game playing from pixels",
                                       dataset_type="jumppads", dataset_name=f"{GAME}, {label} ({s['episodes']} episodes)",
                                       metric_type="failure_rate" if outcome == "none" else f"success_rate_{outcome}",
                                       metric_name=name, metric_value=round(float(share), 4)))
-    metrics = ((_read_json(folder / "train_results.json") or {}).get("metrics") or {})
     if kind == "reward_model" and metrics.get("eval_accuracy") is not None:
         results.append(EvalResult(task_type="reinforcement-learning", task_name="Trajectory preference prediction",
                                   dataset_type="preferences", dataset_name=f"held-out {GAME} trajectory pairs",
@@ -193,9 +192,8 @@ def _card_data(folder: Path, kind: str, repo: str, base: str | None, made: dict)
                          model_name=repo, eval_results=results or None)
 
 
-def _evaluation_text(folder: Path, kind: str) -> str:
+def _evaluation_text(kind: str, evaluations: dict, metrics: dict) -> str:
     lines = []
-    evaluations = _evaluations(folder)
     if evaluations:
         outcomes = list(next(iter(evaluations.values()))["distribution"])
         lines += ["## Evaluation", "", "Share of sampled episodes ending at each pad (95% interval):", "",
@@ -204,7 +202,6 @@ def _evaluation_text(folder: Path, kind: str) -> str:
             cells = [f"{s['distribution'][o]:.0%} [{s['ci95'][o][0]:.0%}-{s['ci95'][o][1]:.0%}]" if "ci95" in s
                      else f"{s['distribution'][o]:.0%}" for o in outcomes]
             lines.append(f"| {label} | {s['episodes']} | " + " | ".join(cells) + " |")
-    metrics = ((_read_json(folder / "train_results.json") or {}).get("metrics") or {})
     if kind == "reward_model" and metrics.get("eval_accuracy") is not None:
         lines += ["## Evaluation", "", f"Held-out preference accuracy: {metrics['eval_accuracy']:.1%} on "
                   f"{metrics.get('eval_comparisons', '?')} comparisons between trajectories never trained on "

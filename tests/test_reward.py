@@ -170,32 +170,12 @@ def test_reward_recipe_errors_before_training(rollouts, tmp_path):
 
 @pytest.mark.slow
 def test_killed_reward_run_resumes_to_the_same_weights(rollouts, tmp_path):
-    import signal
-    import time
-
-    from safetensors.torch import load_file
-
-    from tests.test_training import run
+    from tests.test_training import assert_kill_and_resume_matches
 
     args = ["stage=reward", f"trajectories={rollouts / 'rollouts'}", f"preferences={rollouts / 'left.parquet'}",
             "encoder=random", "per_device_train_batch_size=32", "num_train_epochs=3", "eval_fraction=0.3",
             "save_strategy=steps", "save_steps=5", "eval_strategy=no", "report_to=none", "disable_tqdm=true"]
-    ref = run([*args, f"output_dir={tmp_path / 'ref'}"])
-    assert ref.wait(timeout=300) == 0, ref.stdout.read()
-    proc = run([*args, f"output_dir={tmp_path / 'killed'}"])
-    deadline = time.time() + 300
-    while not (tmp_path / "killed" / "checkpoint-10" / "trainer_state.json").exists():
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "killed" / "model.safetensors").exists()
-    resumed = run([*args, f"output_dir={tmp_path / 'killed'}", "resume=true"])
-    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
-    a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_kill_and_resume_matches(args, tmp_path, "checkpoint-10")
     config = lambda d: json.loads((tmp_path / d / "config.json").read_text())  # noqa: E731
     assert config("ref")["reward_min"] == config("killed")["reward_min"]
 

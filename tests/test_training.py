@@ -129,17 +129,16 @@ def test_training_learns_and_saves_safetensors(tmp_path, jumppads_sft):
     assert made["config"]["max_steps"] == 60 and made["seed"] == made["config"]["seed"] and made["hf_agents_version"]
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights(tmp_path, jumppads_sft):
-    args = [f"dataset={jumppads_sft}", *TINY, "max_steps=24", "save_steps=4", "eval_strategy=no",
-            "learning_rate=1e-3", "augment=true"]
+def assert_kill_and_resume_matches(args, tmp_path, checkpoint: str) -> None:
+    """Run `args` to the end ('ref'); run them again ('killed'), kill -9 once `checkpoint` is written, resume:
+    the resumed run's final weights equal the uninterrupted run's exactly."""
     ref = run([*args, f"output_dir={tmp_path / 'ref'}"])
     assert ref.wait(timeout=300) == 0, ref.stdout.read()
-    proc = run([*args, f"output_dir={tmp_path / 'killed'}", "save_steps=4"])
+    proc = run([*args, f"output_dir={tmp_path / 'killed'}"])
     deadline = time.time() + 300
-    while not (tmp_path / "killed" / "checkpoint-8" / "trainer_state.json").exists():
+    while not (tmp_path / "killed" / checkpoint / "trainer_state.json").exists():
         assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # a real kill, mid-run
     proc.wait()
     assert not (tmp_path / "killed" / "model.safetensors").exists()
@@ -149,6 +148,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, jumppads_sft):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path, jumppads_sft):
+    args = [f"dataset={jumppads_sft}", *TINY, "max_steps=24", "save_steps=4", "eval_strategy=no",
+            "learning_rate=1e-3", "augment=true"]
+    assert_kill_and_resume_matches(args, tmp_path, "checkpoint-8")
 
 
 @pytest.mark.slow

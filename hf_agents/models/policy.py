@@ -25,15 +25,11 @@ class AgentPolicy:
         self.checkpoint = str(getattr(model, "name_or_path", "") or "")  # recorded with rollouts
         self.H, self.keep_steps = model.config.context_length, model.config.keep_steps
         self.device = next(model.parameters()).device
-        # One random stream per env, re-seeded from (seed, episode's reset seed) at each reset: an episode's actions
-        # do not depend on which env plays it or on how many envs there are.
-        self.generator = torch.Generator()
-        if seed is not None:
-            self.generator.manual_seed(seed)
+        # One random stream per env, re-seeded at each reset from (seed, the episode's stream from the rollout
+        # engine): an episode's actions do not depend on which env plays it or on how many envs there are.
         self.stream_seed = seed if seed is not None else int(torch.randint(2**62, (1,)))  # seed=None: random
-        self.env_generators = [torch.Generator() for _ in range(num_envs)]
-        for g in self.env_generators:
-            g.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
+        self.env_generators = [torch.Generator().manual_seed(_episode_stream(self.stream_seed, i))
+                               for i in range(num_envs)]  # until the first reset with seeds
         N, D = num_envs, model.config.hidden_size
         self.rows = torch.arange(N, device=self.device)
         # Per env, the steps of its current window: observation embeddings and the actions taken.
@@ -52,7 +48,7 @@ class AgentPolicy:
         """Start new episodes (empty context) for all envs, or for the given env indices / boolean mask.
 
         `infos` is accepted for the rollout engine's policy interface and ignored: the agent sees pixels only.
-        `seeds`: the episodes' reset seeds; each env's sampling stream restarts from (policy seed, episode seed).
+        `seeds`: the episodes' stream seeds; each env's sampling stream restarts from (policy seed, episode seed).
         """
         if envs is None:
             self.n = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # steps in the window
