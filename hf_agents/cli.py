@@ -190,6 +190,35 @@ def cmd_recipes(args) -> None:
     print(RECIPES if args.path else "\n".join(str(p) for p in sorted(RECIPES.rglob("*.yaml"))))
 
 
+def cmd_label(args) -> None:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise FileNotFoundError("the labelling app needs Gradio: pip install 'hf-agents[label]'") from None
+    from hf_agents.labelling.app import LabellingApp, serve
+
+    app = LabellingApp(args.trajectories, args.db, args.labeller, target=args.target, levels=args.levels,
+                       reward_model=args.reward_model, videos=args.videos, seed=args.seed)
+    serve(app, host=args.host, port=args.port, token=args.token or os.environ.get("HF_AGENTS_LABEL_TOKEN"))
+
+
+def cmd_label_export(args) -> None:
+    from hf_agents.labelling.store import export_preferences
+
+    print(json.dumps(export_preferences(args.db, args.out, labeller=args.labeller)))
+
+
+def label_export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hf-agents label export",
+                                description="write the preferences parquet the reward stage reads, from a label "
+                                            "database; ties and skips are dropped and counted")
+    p.add_argument("db", help="label database (the --db of `hf-agents label`)")
+    p.add_argument("--out", required=True, help="preferences parquet file")
+    p.add_argument("--labeller", default=None, help="only this designer's labels (one reward model per designer)")
+    p.set_defaults(fn=cmd_label_export, command="label-export")
+    return p
+
+
 def cmd_demo(args) -> None:
     from hf_agents.pipeline import StageFailed, run_demo
 
@@ -232,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
     sw.add_argument("--eval-fraction", type=float, default=0.5)
     sw.set_defaults(fn=cmd_reward_sweep)
+    lab = sub.add_parser("label", help="label pairs or rankings of episode videos in a browser (a local web app); "
+                         "`hf-agents label export DB --out PREFS` writes the preferences file")
+    lab.add_argument("trajectories", help="trajectory dataset to label (e.g. from `hf-agents evaluate --trajectories`)")
+    lab.add_argument("--labeller", required=True, help="the designer's name (one reward model and adapter each)")
+    lab.add_argument("--db", default="labels.sqlite", help="label database, shared by labellers and servers")
+    lab.add_argument("--port", type=int, default=7860)
+    lab.add_argument("--host", default="127.0.0.1", help="address to bind; beyond loopback needs --token")
+    lab.add_argument("--token", default=None, help="access token (or HF_AGENTS_LABEL_TOKEN)")
+    lab.add_argument("--target", type=int, default=100, help="labels this labeller aims for (progress shown)")
+    lab.add_argument("--levels", type=int, default=5, help="levels of the ranking tab's rating scale")
+    lab.add_argument("--reward-model", default=None,
+                     help="show the pairs this reward model is least sure about (default: least-watched first)")
+    lab.add_argument("--videos", default=None, help="video cache folder (default: beside the database)")
+    lab.add_argument("--seed", type=int, default=0)
+    lab.set_defaults(fn=cmd_label)
     rec = sub.add_parser("recipes", help="the recipes and accelerate configs shipped with the package")
     rec.add_argument("--path", action="store_true", help="print only their folder")
     rec.set_defaults(fn=cmd_recipes)
@@ -327,7 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["label", "export"]:
+        args = label_export_parser().parse_args(argv[2:])
+    else:
+        args = build_parser().parse_args(argv)
     if getattr(args, "command", None) == "evaluate" and args.out is None:
         args.out = f"{args.model.rstrip('/')}/eval"
     from hf_agents.data.schema import DatasetFormatError

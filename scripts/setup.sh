@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 VENV=${HF_AGENTS_VENV:-.venv}
 PY=${PYTHON:-python3}
 stamp="$VENV/.hf-agents-installed"
+# The labelling app's browser test drives Debian's Chromium (Playwright's own browser download is not used).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
   exit 0  # already set up and pyproject unchanged
 fi

@@ -15,6 +15,7 @@ LAYERS = [
     {"rollout"},
     {"games"},
     {"training"},
+    {"labelling"},
     {"cli", "pipeline", "__main__"},
 ]
 FLOOR = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -2,7 +2,7 @@
 
 Schema (one row per comparison): `chosen` and `rejected` are episode ids of one trajectory dataset,
 `labeller` says who judged (a designer's name, or `synthetic:<pad>`). The same file serves the synthetic
-oracle, the reward model, preference fine-tuning and DPO (and the planned labelling app).
+oracle, the labelling app's export, the reward model, preference fine-tuning and DPO.
 """
 
 from __future__ import annotations
@@ -48,13 +48,15 @@ def synthetic_preferences(episodes: list[dict], pad: str, max_comparisons: int |
     return pairs
 
 
-def write_preferences(path: str | Path, pairs, labeller: str) -> Path:
-    """Write (chosen, rejected) pairs to a parquet file, atomically (a failed write keeps the old file)."""
+def write_preferences(path: str | Path, pairs, labeller) -> Path:
+    """Write (chosen, rejected) pairs to a parquet file, atomically (a failed write keeps the old file);
+    `labeller` is one name for every pair or one per pair."""
     path = Path(path)
+    labellers = [labeller] * len(pairs) if isinstance(labeller, str) else list(labeller)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({"chosen": pa.array([int(c) for c, _ in pairs], pa.int64()),
                       "rejected": pa.array([int(r) for _, r in pairs], pa.int64()),
-                      "labeller": pa.array([labeller] * len(pairs), pa.string())})
+                      "labeller": pa.array(labellers, pa.string())})
     fd, tmp = tempfile.mkstemp(prefix=".preferences-", suffix=".parquet", dir=path.parent)
     os.close(fd)
     try:
