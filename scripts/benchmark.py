@@ -476,6 +476,29 @@ def compile_speedup(q) -> dict:
     return out
 
 
+def labelling_load(q) -> dict:
+    """8 labellers on 2 labelling servers sharing one SQLite file, over loopback HTTP; labels lost = acknowledged
+    labels missing from the database afterwards."""
+    from hf_agents.data import TrajectoryWriter
+    from hf_agents.labelling import read_labels
+    from hf_agents.labelling.load import Server, label_concurrently, running
+
+    labels = 400 if q["quick"] else 2000
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        with TrajectoryWriter(Path(tmp) / "ds", frame_size=(16, 16)) as writer:
+            for _ in range(30):
+                writer.add_episode(rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8),
+                                   np.zeros((8, 16), dtype=np.int64))
+        db = Path(tmp) / "labels.sqlite"
+        with running(Server(Path(tmp) / "ds", db), Server(Path(tmp) / "ds", db)) as servers:
+            report = label_concurrently([s.url for s in servers], labellers=8, labels=labels)
+        stored = {row["id"] for row in read_labels(db)}
+    return {"labellers": 8, "servers": 2, "labels": labels, "acknowledged": report["labels_acknowledged"],
+            "lost": len(set(report["ids"]) - stored), "errors": len(report["errors"]),
+            "labels_per_s": report["labels_per_s"], "seconds": report["seconds"]}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small repetitions, finishes in about 2 minutes")
@@ -506,6 +529,7 @@ def main():
         ("rollout", lambda: rollout_speed(q)),
         ("data_generation", lambda: data_generation(q)),
         ("reward_model", lambda: reward_model_speed(q, peak)),
+        ("labelling", lambda: labelling_load(q)),
     ]
     if not args.quick:
         sections.append(("torch_compile", lambda: compile_speedup(q)))
@@ -590,6 +614,11 @@ def write_markdown(report: dict, out: Path) -> None:
         e = r["embed_agent_cpu_preset_64px"]["trajectories_per_s"]
         lines.append(f"\nEmbedding 100-step trajectories once with the frozen cpu-preset agent (64px): {fmt(e)} "
                      "trajectories/s.\n")
+    if "labelling" in report:
+        b = report["labelling"]
+        lines.append(f"Labelling app under load: {b['labellers']} labellers on {b['servers']} servers (one SQLite file, "
+                     f"fsync per label) submitted {b['acknowledged']} of {b['labels']} labels at "
+                     f"{b['labels_per_s']:.0f} labels/s; {b['lost']} lost.\n")
     lines.append("| section | seconds | peak RSS of the main process (MB) |\n|---|---|---|")
     for key, value in report.items():
         if key.endswith("_memory"):

@@ -16,7 +16,8 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     for section in ("matmul_peak", "training", "trainer_vs_bare_loop", "acting", "context_and_frame_scaling",
-                    "data_loading", "env", "rollout", "data_generation"):
+                    "data_loading", "env", "rollout", "data_generation", "labelling"):
         assert section in report, section
     assert report["acting"]["batch=16"]["speedup"] > 0
+    assert report["labelling"]["lost"] == 0 and report["labelling"]["acknowledged"] == 400
     assert "Matmul peak" in (tmp_path / "BENCH.md").read_text()

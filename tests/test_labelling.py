@@ -1,18 +1,9 @@
 """The designers' labelling app: durable store, pair choice, the page in a real headless Chromium, a killed
 server, 8 concurrent labellers, what the server refuses, and the loop from labels to a reward model."""
 
-import contextlib
 import itertools
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -21,7 +12,7 @@ import pytest
 from hf_agents.data import TrajectoryWriter, load_trajectories
 from hf_agents.labelling import LabelError, LabelStore, export_preferences, read_labels
 from hf_agents.labelling.choose import PairChooser
-from hf_agents.labelling.load import call, label_concurrently
+from hf_agents.labelling.load import Server, call, label_concurrently, running, status
 from tests.conftest import random_episode
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -84,62 +75,6 @@ def test_chooser_never_repeats_a_pair_and_asks_what_the_reward_model_is_least_su
     informative = PairChooser(rewards, rewards)
     assert set(informative.pair(set())) == {2, 3}  # the closest rewards: P(prefer) nearest 1/2
     assert set(informative.pair({(2, 3)})) == {0, 4}
-
-
-# -- the server ----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`hf-agents label` in its own process, as a designer starts it."""
-
-    def __init__(self, dataset, db, labeller="alice", *extra, port=None):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-m", "hf_agents", "label", str(dataset), "--labeller", labeller, "--db", str(db),
-                     "--port", str(self.port), *map(str, extra)]
-        self.proc = None
-
-    def start(self, wait=True):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        deadline = time.time() + 120
-        while wait and time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.proc.stdout.read()}")
-            with contextlib.suppress(urllib.error.URLError, ConnectionError):
-                if status(self.url, "/api/progress?labeller=probe")[0] in (200, 401):  # up (401: a token is set)
-                    return self
-            time.sleep(0.3)
-        return self
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)  # no shutdown hook runs
-            self.proc.wait(10)
-
-
-@contextlib.contextmanager
-def running(*servers):
-    try:
-        yield [s.start() for s in servers]
-    finally:
-        for s in servers:
-            s.kill()
-
-
-def status(url, path, body=None, headers=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, headers={"content-type": "application/json",
-                                                                     **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 @pytest.mark.slow

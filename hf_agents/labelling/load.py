@@ -1,9 +1,16 @@
 """Load test of a running labelling server: concurrent labellers over HTTP, each asking for its next pair and
 labelling it, and what the database holds afterwards. Used by the tests and the benchmark."""
 
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +21,63 @@ def call(url: str, path: str, body: dict | None = None, timeout: float = 60) -> 
                                      headers={"content-type": "application/json"} if data else {})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def status(url: str, path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, bytes]:
+    """(HTTP status, body) of one request, errors included."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url.rstrip("/") + path, data=data,
+                                     headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`hf-agents label` in its own process, as a designer starts it; `kill()` is SIGKILL (no shutdown hook)."""
+
+    def __init__(self, dataset, db, labeller: str = "alice", *extra, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [sys.executable, "-m", "hf_agents", "label", str(dataset), "--labeller", labeller, "--db", str(db),
+                     "--port", str(self.port), *map(str, extra)]
+        self.proc = None
+
+    def start(self, timeout: float = 120) -> "Server":
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"labelling server exited {self.proc.returncode}: {self.proc.stdout.read()}")
+            with contextlib.suppress(urllib.error.URLError, ConnectionError):
+                if status(self.url, "/api/progress?labeller=probe")[0] in (200, 401):  # up (401: a token is set)
+                    return self
+            time.sleep(0.3)
+        self.kill()
+        raise TimeoutError(f"labelling server did not answer within {timeout:.0f} s: {' '.join(self.args)}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def running(*servers: Server):
+    try:
+        yield [s.start() for s in servers]
+    finally:
+        for s in servers:
+            s.kill()
 
 
 def label_concurrently(urls: list[str], labellers: int, labels: int) -> dict:
