@@ -364,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole pipeline on the built-in game (data, pretrain, SFT, scratch, eval)")
     demo.add_argument("--out", default=None, help="default: outputs (outputs-smoke for --scale smoke)")
-    demo.add_argument("--scale", default="cpu", choices=["cpu", "smoke"])
+    demo.add_argument("--scale", default="cpu", choices=["cpu", "smoke", "gpu"],
+                      help="cpu: the README's demo; smoke: seconds; gpu: the paper's model, frames and batches")
     demo.add_argument("--num-envs", type=int, default=8, help="parallel game processes")
     demo.set_defaults(fn=cmd_demo)
     return p

@@ -24,6 +24,9 @@ SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model
                 reward_epochs=30, align_updates=60, align_episodes=16),
     "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8, reward_epochs=2,
                   align_updates=2, align_episodes=4),
+    # the paper's model, frames, batches and learning rates (recipes/gpu/), for a machine with a GPU
+    "gpu": dict(pretrain_episodes=5000, per_pad=100, pretrain_steps=None, sft_steps=None, eval_episodes=1000,
+                reward_epochs=None, align_updates=None, align_episodes=16, frame_size=128, recipes="gpu"),
 }
 PREFERRED_PAD = "left"  # the paper aligns to the left pad first
 
@@ -57,11 +60,16 @@ class Stages:
         self.log(f"[demo] {name}: done in {time.time() - start:.0f}s")
 
 
-def _train(recipe: str, overrides: list[str]) -> None:
-    cmd = [sys.executable, "-m", "hf_agents.training", str(RECIPES / f"{recipe}.yaml"), *overrides]
+def recipe_path(recipe: str, scale: dict) -> Path:
+    """A stage's recipe at this scale (recipes/gpu/ for the paper's scale)."""
+    return RECIPES / scale.get("recipes", "") / f"{recipe}.yaml"
+
+
+def _train(recipe: Path, overrides: list[str]) -> None:
+    cmd = [sys.executable, "-m", "hf_agents.training", str(recipe), *overrides]
     done = subprocess.run(cmd, env={**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1"})
     if done.returncode:
-        raise StageFailed(f"the {recipe} stage failed (exit code {done.returncode}); its error is printed above. Fix it "
+        raise StageFailed(f"the {recipe.stem} stage failed (exit code {done.returncode}); its error is printed above. Fix it "
                           "and run the demo again: finished stages are reused")
 
 
@@ -76,25 +84,26 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
     s, out = SCALES[scale], Path(out)
     data, t0 = out / "data", time.time()
     out.mkdir(parents=True, exist_ok=True)
-    stage = Stages(out, log)
+    stage, size = Stages(out, log), s.get("frame_size", 64)
+    recipe = lambda name: recipe_path(name, s)  # noqa: E731
     stage("pretraining data", data / "pretrain" / "meta" / "info.json",
           lambda: generate_pretrain(data / "pretrain", episodes=s["pretrain_episodes"], num_envs=num_envs,
-                                    overwrite=True), episodes=s["pretrain_episodes"])
+                                    frame_size=size, overwrite=True), episodes=s["pretrain_episodes"], size=size)
     stage("SFT data", data / "sft" / "meta" / "info.json",
-          lambda: generate_sft(data / "sft", per_pad=s["per_pad"], num_envs=num_envs, overwrite=True),
-          per_pad=s["per_pad"])
+          lambda: generate_sft(data / "sft", per_pad=s["per_pad"], num_envs=num_envs, frame_size=size, overwrite=True),
+          per_pad=s["per_pad"], size=size)
     def common(name, steps):
         return [f"output_dir={out / name}", "overwrite=true"] + ([f"max_steps={steps}"] if steps else [])
 
     stage("pretrain", out / "pretrain" / "model.safetensors", lambda: _train(
-        "pretrain", [f"dataset={data / 'pretrain'}", *common("pretrain", s["pretrain_steps"])]),
-        inputs=[data / "pretrain", RECIPES / "pretrain.yaml"], steps=s["pretrain_steps"])
+        recipe("pretrain"), [f"dataset={data / 'pretrain'}", *common("pretrain", s["pretrain_steps"])]),
+        inputs=[data / "pretrain", recipe("pretrain")], steps=s["pretrain_steps"])
     stage("SFT", out / "sft" / "model.safetensors", lambda: _train(
-        "sft", [f"dataset={data / 'sft'}", f"init_from={out / 'pretrain'}", *common("sft", s["sft_steps"])]),
-        inputs=[data / "sft", out / "pretrain", RECIPES / "sft.yaml"], steps=s["sft_steps"])
+        recipe("sft"), [f"dataset={data / 'sft'}", f"init_from={out / 'pretrain'}", *common("sft", s["sft_steps"])]),
+        inputs=[data / "sft", out / "pretrain", recipe("sft")], steps=s["sft_steps"])
     stage("scratch", out / "scratch" / "model.safetensors", lambda: _train(
-        "scratch", [f"dataset={data / 'sft'}", *common("scratch", s["sft_steps"])]),
-        inputs=[data / "sft", RECIPES / "scratch.yaml"], steps=s["sft_steps"])
+        recipe("scratch"), [f"dataset={data / 'sft'}", *common("scratch", s["sft_steps"])]),
+        inputs=[data / "sft", recipe("scratch")], steps=s["sft_steps"])
     summaries = {}
     rollouts = out / "rollouts" / "sft"
     for name in ("pretrain", "sft", "scratch"):
@@ -109,17 +118,17 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
             inputs=[out / name], episodes=s["eval_episodes"])
         summaries[label] = json.loads((target / "eval.json").read_text())
     compare([out / n / "eval" for n in ("pretrain", "sft", "scratch")], out / "comparison.png", labels=list(summaries))
-    rewards = reward_models(out, rollouts, s["reward_epochs"], stage, log)
+    rewards = reward_models(out, rollouts, s, stage, log)
     if "skipped" not in rewards["agent"]:
         summaries[f"sft + {PREFERRED_PAD} adapter"] = align_left(out, s, num_envs, stage)
-    report = results_table(summaries, out) + "\n" + reward_table(rewards)
+    report = results_table(summaries, out) + "\n" + reward_table(rewards) + "\n" + findings_table(findings(summaries, rewards))
     (out / "report.md").write_text(report)
     log(report)
     log(f"[demo] finished in {time.time() - t0:.0f}s; figures and videos under {out}/<stage>/eval, table in {out}/report.md")
     return summaries
 
 
-def reward_models(out: Path, rollouts: Path, epochs: int, stage: Stages, log) -> dict:
+def reward_models(out: Path, rollouts: Path, s: dict, stage: Stages, log) -> dict:
     """Synthetic preferences on the SFT agent's rollouts, then a reward model per encoder; their metrics."""
     from hf_agents.data import load_trajectories
     from hf_agents.data.preferences import read_preferences, synthetic_preferences, write_preferences
@@ -132,12 +141,13 @@ def reward_models(out: Path, rollouts: Path, epochs: int, stage: Stages, log) ->
     if not len(read_preferences(prefs)):  # every rollout tied (tiny smoke runs): nothing to learn from
         log("[demo] reward models: skipped, the rollouts hold no strict preference (all ended alike)")
         return {encoder: {"skipped": "no strict preference among the rollouts"} for encoder in ("agent", "random")}
+    epochs = [f"num_train_epochs={s['reward_epochs']}"] if s["reward_epochs"] else []
     for encoder in ("agent", "random"):  # a failing stage stops the demo with its error
         target = out / f"reward-{PREFERRED_PAD}-{encoder}"
         stage(f"reward model ({encoder} encoder)", target / "model.safetensors", lambda e=encoder, t=target: _train(
-            "reward", [f"trajectories={rollouts}", f"preferences={prefs}", f"encoder={e}", f"agent={out / 'sft'}",
-                       f"output_dir={t}", "overwrite=true", f"num_train_epochs={epochs}"]),
-            inputs=[rollouts, prefs, out / "sft", RECIPES / "reward.yaml"], epochs=epochs)
+            recipe_path("reward", s), [f"trajectories={rollouts}", f"preferences={prefs}", f"encoder={e}",
+                                       f"agent={out / 'sft'}", f"output_dir={t}", "overwrite=true", *epochs]),
+            inputs=[rollouts, prefs, out / "sft", recipe_path("reward", s)], epochs=s["reward_epochs"])
         results[encoder] = json.loads((target / "train_results.json").read_text())["metrics"]
     return results
 
@@ -147,12 +157,13 @@ def align_left(out: Path, s: dict, num_envs: int, stage: Stages) -> dict:
     from hf_agents.rollout.evaluate import evaluate_model
 
     target = out / f"align-{PREFERRED_PAD}"
-    stage(f"align ({PREFERRED_PAD} adapter)", target / "adapter_model.safetensors", lambda: _train(
-        f"align_{PREFERRED_PAD}", [f"agent={out / 'sft'}", f"reward_model={out / f'reward-{PREFERRED_PAD}-agent'}",
+    recipe = recipe_path(f"align_{PREFERRED_PAD}", s)
+    stage(f"align ({PREFERRED_PAD} adapter)", target / "train_results.json", lambda: _train(
+        recipe, [f"agent={out / 'sft'}", f"reward_model={out / f'reward-{PREFERRED_PAD}-agent'}",
                                    f"output_dir={target}", "overwrite=true", f"num_envs={num_envs}",
                                    f"episodes_per_update={s['align_episodes']}"]
         + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])),
-        inputs=[out / "sft", out / f"reward-{PREFERRED_PAD}-agent", RECIPES / f"align_{PREFERRED_PAD}.yaml"],
+        inputs=[out / "sft", out / f"reward-{PREFERRED_PAD}-agent", recipe],
         updates=s["align_updates"], episodes=s["align_episodes"])
     evaluation = target / "eval"
     stage(f"evaluate the {PREFERRED_PAD} adapter", evaluation / "eval.json", lambda: evaluate_model(
@@ -187,4 +198,56 @@ def results_table(summaries: dict, out: Path) -> str:
         lines.append(f"| {label} | {d['left']:.0%} | {d['middle']:.0%} | {d['right']:.0%} | {d['none']:.0%} | "
                      f"{'' if paper is None else f'{paper:.0%}'} | {'' if loss is None else f'{loss:.2f}'} | "
                      f"{s['episodes']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _share(summary: dict, outcome: str) -> str:
+    lo, hi = summary["ci95"][outcome]
+    return f"{summary['distribution'][outcome]:.0%} [{lo:.0%}-{hi:.0%}]"
+
+
+def findings(summaries: dict, rewards: dict) -> list[dict]:
+    """The paper's findings that this run can check, each with what was measured (95% Wilson intervals, one
+    seed) and whether it holds here."""
+    base, sft, scratch = (summaries.get(k) for k in ("base", "sft", "scratch"))
+    aligned = summaries.get(f"sft + {PREFERRED_PAD} adapter")
+    apart = lambda low, high, o: low["ci95"][o][1] < high["ci95"][o][0]  # noqa: E731  (intervals separate)
+    rows = []
+    if base and sft:
+        rows.append(dict(finding="pretraining + SFT fails less than pretraining alone", paper="44% -> 11% failure",
+                         measured=f"{_share(base, 'none')} -> {_share(sft, 'none')}", episodes=sft["episodes"],
+                         holds=apart(sft, base, "none")))
+        pads = {p: sft["distribution"][p] for p in sft["distribution"] if p != "none"}
+        rows.append(dict(finding="the SFT agent is competent and balanced (failure <= 20%, every pad >= 15%)",
+                         paper="11% failure, balanced", measured=f"failure {_share(sft, 'none')}, pads "
+                         + " / ".join(f"{v:.0%}" for v in pads.values()), episodes=sft["episodes"],
+                         holds=sft["distribution"]["none"] <= 0.20 and min(pads.values()) >= 0.15))
+        visits = {p: base["distribution"][p] for p in pads}
+        rows.append(dict(finding="the base agent is biased (most-visited pad >= 2x the least)",
+                         paper="yes (its data's spawn imbalance)", measured=" / ".join(f"{p} {v:.0%}" for p, v in
+                                                                                      visits.items()),
+                         episodes=base["episodes"], holds=max(visits.values()) >= 2 * min(visits.values())))
+    if sft and scratch:
+        ratio = scratch["distribution"]["none"] / max(sft["distribution"]["none"], 1e-9)
+        rows.append(dict(finding="without pretraining the agent fails >= 1.5x as often (intervals apart)",
+                         paper="~20% vs 11%", measured=f"{_share(scratch, 'none')} vs {_share(sft, 'none')} "
+                         f"({ratio:.1f}x)", episodes=scratch["episodes"], holds=ratio >= 1.5 and apart(sft, scratch, "none")))
+    accuracy = {e: m.get("eval_accuracy") for e, m in rewards.items() if "skipped" not in m}
+    if accuracy.get("agent") is not None and accuracy.get("random") is not None:
+        rows.append(dict(finding="agent-encoder reward model beats the random encoder", paper="> 90% vs lower",
+                         measured=f"{accuracy['agent']:.0%} vs {accuracy['random']:.0%} held-out",
+                         episodes=rewards["agent"].get("eval_comparisons"), holds=accuracy["agent"] > accuracy["random"]))
+    if aligned and sft:
+        before, after = sft["distribution"][PREFERRED_PAD], aligned["distribution"][PREFERRED_PAD]
+        rows.append(dict(finding=f"alignment at least doubles the {PREFERRED_PAD} pad (intervals apart)",
+                         paper="~90% after 600 updates", measured=f"{_share(sft, PREFERRED_PAD)} -> "
+                         f"{_share(aligned, PREFERRED_PAD)}", episodes=aligned["episodes"],
+                         holds=after >= 2 * before and apart(sft, aligned, PREFERRED_PAD)))
+    return rows
+
+
+def findings_table(rows: list[dict]) -> str:
+    lines = ["| finding | paper | this run (95% interval) | episodes (reward models: comparisons) | seeds | holds here |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['finding']} | {r['paper']} | {r['measured']} | {r['episodes']} | 1 | "
+              f"{'yes' if r['holds'] else '**no**'} |" for r in rows]
     return "\n".join(lines) + "\n"

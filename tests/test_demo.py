@@ -47,7 +47,7 @@ def test_smoke_demo_from_the_wheel_runs_the_whole_chain_and_reuses_stages(tmp_pa
     assert {"pretrain", "sft", "scratch"} <= set(summaries)
     assert all(s["episodes"] + s["dropped"] == 8 for s in summaries.values())
     report = (out / "report.md").read_text()
-    for row in ("| base |", "| sft |", "| scratch |", "agent encoder"):
+    for row in ("| base |", "| sft |", "| scratch |", "agent encoder", "| holds here |"):
         assert row in report
     if (out / "reward-left-agent" / "model.safetensors").exists():  # alignment needs a reward model
         assert "| sft + left adapter |" in report
@@ -83,3 +83,30 @@ def test_a_stage_is_reused_only_when_its_inputs_match(tmp_path):
     Stages(tmp_path, lines.append)("s", done, stage_fn, inputs=[data], steps=3)
     Stages(tmp_path, lines.append)("s", done, stage_fn, inputs=[data], steps=4)  # so did a size of the scale
     assert len(runs) == 3 and any("made from other inputs" in line for line in lines)
+
+
+def _summary(left, middle, right, none, episodes=300):
+    from hf_agents.rollout.evaluate import wilson
+
+    shares = dict(left=left, middle=middle, right=right, none=none)
+    return {"episodes": episodes, "distribution": shares,
+            "ci95": {k: list(wilson(round(v * episodes), episodes)) for k, v in shares.items()}}
+
+
+def test_the_report_says_which_of_the_papers_findings_hold():
+    from hf_agents.pipeline import findings, findings_table
+
+    runs = {"base": _summary(0.10, 0.25, 0.02, 0.63), "sft": _summary(0.25, 0.30, 0.28, 0.17),
+            "scratch": _summary(0.10, 0.10, 0.10, 0.70), "sft + left adapter": _summary(0.55, 0.20, 0.05, 0.20)}
+    rewards = {"agent": {"eval_accuracy": 0.92, "eval_comparisons": 400},
+               "random": {"eval_accuracy": 0.70, "eval_comparisons": 400}}
+    holds = {r["finding"].split(" (")[0]: r["holds"] for r in findings(runs, rewards)}
+    assert all(holds.values()), holds
+    runs["sft"] = _summary(0.10, 0.45, 0.20, 0.25)  # a pad under 15% and failure over 20%: not competent
+    runs["scratch"] = _summary(0.10, 0.30, 0.25, 0.35)  # 1.4x the SFT agent's failures
+    rows = {r["finding"].split(" (")[0]: r for r in findings(runs, rewards)}
+    assert not rows["the SFT agent is competent and balanced"]["holds"]
+    assert not rows["without pretraining the agent fails >= 1.5x as often"]["holds"]
+    assert rows["pretraining + SFT fails less than pretraining alone"]["holds"]
+    table = findings_table(list(rows.values()))
+    assert table.count("**no**") == 2 and "11% failure" in table

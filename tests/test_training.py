@@ -43,6 +43,29 @@ def test_recipe_errors_name_file_and_field(tmp_path):
         parse_recipe(str(REPO / "recipes" / f"{shipped}.yaml"))  # the shipped recipes parse
 
 
+def test_gpu_scale_recipes_carry_the_papers_values():
+    """recipes/gpu (`hf-agents demo --scale gpu`): the paper's model, frames, batches and rates (Appendix C)."""
+    from hf_agents.models import AgentConfig
+    from hf_agents.pipeline import SCALES, recipe_path
+
+    def parse(name, *overrides):
+        return parse_recipe(str(recipe_path(name, SCALES["gpu"])), list(overrides))
+
+    pre = parse("pretrain", "bf16=false")  # bf16 needs a GPU; everything else parses here
+    assert (pre.model_preset, pre.learning_rate, pre.weight_decay, pre.warmup_steps, pre.context_length) == (
+        "paper-103m", 1e-4, 1e-4, 1000, 32)
+    assert pre.per_device_train_batch_size * pre.gradient_accumulation_steps == 256 and pre.torch_compile
+    sft = parse("sft", "bf16=false")
+    assert (sft.learning_rate, sft.per_device_train_batch_size, sft.max_steps, sft.warmup_steps) == (1e-6, 128, 1500, 200)
+    assert parse("scratch", "bf16=false").model_preset == "paper-103m"
+    reward = parse("reward", "bf16=false")
+    assert (reward.per_device_train_batch_size, reward.learning_rate, reward.l2_penalty) == (2048, 1e-4, 0.1)
+    align = parse("align_left")
+    assert (align.algorithm, align.trainable, align.num_updates, align.episodes_per_update, align.learning_rate) == (
+        "reinforce", "head", 600, 16, 1e-4)
+    assert AgentConfig.from_preset("paper-103m").image_size == SCALES["gpu"]["frame_size"] == 128
+
+
 def test_the_stage_registry_is_the_one_place_a_stage_is_named(tmp_path, capsys, monkeypatch):
     import dataclasses
     import inspect
