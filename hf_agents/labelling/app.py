@@ -90,6 +90,8 @@ class LabellingApp:
 
     def __init__(self, trajectories: str, db: str, labeller: str, target: int = 100, levels: int = 5,
                  reward_model: str | None = None, videos: str | None = None, seed: int = 0):
+        if not 2 <= levels <= 10 or target < 1:
+            raise ValueError(f"--levels {levels} / --target {target}: give 2 to 10 levels and a target of at least 1")
         self.trajectories_path = str(Path(trajectories).resolve())
         self.trajectories = load_trajectories(trajectories)
         ids = [int(m["episode_id"]) for m in self.trajectories.episodes]
