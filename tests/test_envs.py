@@ -96,7 +96,8 @@ def test_continue_after_pad_launches_to_main_island():
     env = JumpPadsEnv(continue_after_pad=True, max_steps=80)
     info = play(env, ScriptedPlayer(np.random.default_rng(0), pad="middle", persona=EXPERT), spawn=1)
     env.close()
-    assert info["outcome"] == "middle" and info["on_main_island"] and info["step"] == 80
+    # play goes on after the pad, on the main island, until the timeout or a fall into one of its pits
+    assert info["outcome"] == "middle" and info["on_main_island"] and (info["step"] == 80 or info["fell"])
 
 
 def test_batched_env_recovers_crashed_and_hung_workers():

@@ -200,7 +200,8 @@ def test_designer_loop_labels_to_a_reward_model_that_picks_the_next_pairs(tmp_pa
     assert export_preferences(tmp_path / "labels.sqlite", tmp_path / "prefs.parquet")["comparisons"] > 30
     code = main(["stage=reward", f"trajectories={jumppads_sft}", f"preferences={tmp_path / 'prefs.parquet'}",
                  "labeller=alice", "encoder=random", f"output_dir={tmp_path / 'rm-alice'}", "eval_fraction=0",
-                 "per_device_train_batch_size=32", "num_train_epochs=20", "report_to=none", "disable_tqdm=true",
+                 "per_device_train_batch_size=32", "num_train_epochs=60", "learning_rate=3e-3", "l2_penalty=0.01",
+                 "report_to=none", "disable_tqdm=true",
                  "save_strategy=no", "seed=0"])
     assert code == 0
     led = LabellingApp(str(jumppads_sft), str(tmp_path / "labels2.sqlite"), "alice",

@@ -19,7 +19,8 @@ FALL_Z = -48.0  # below this the player has fallen into a pit
 BLOCK_HEIGHT = 96  # higher than a step (24) or a jump
 
 # Launch island, north up. '#' wall (outer), 'b' block (raised, impassable), '.' floor, 'p' pit (falling
-# in fails the episode), 'L'/'M'/'R' jumppads, '1'-'4' spawns. The pit band has no bridge on the right, and
+# in fails the episode), 'L'/'M'/'R' jumppads, '1'-'4' spawns. Two bridges, three tiles wide (they were two: agents
+# at 64 px fell off their edges in most failed episodes). The pit band has no bridge on the right, and
 # a block sits in front of the right pad, so from the right-hand spawns the right pad takes a detour across
 # the middle bridge and back (the paper's spawn imbalance); heading straight at it ends in the pit.
 LAUNCH_ISLAND = [
@@ -30,9 +31,9 @@ LAUNCH_ISLAND = [
     "#p...bb......bbbp#",
     "#p...bb......bbbp#",
     "#p..............p#",
-    "#pp..ppp..ppppppp#",
-    "#pp..ppp..ppppppp#",
-    "#pp..ppp..ppppppp#",
+    "#p...pp...ppppppp#",
+    "#p...pp...ppppppp#",
+    "#p...pp...ppppppp#",
     "#p..............p#",
     "#p..bb......bb..p#",
     "#p..bb......bb..p#",
