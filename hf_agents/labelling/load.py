@@ -15,24 +15,25 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 
-def call(url: str, path: str, body: dict | None = None, timeout: float = 60) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url.rstrip("/") + path, data=data,
-                                     headers={"content-type": "application/json"} if data else {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-def status(url: str, path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, bytes]:
+def status(url: str, path: str, body: dict | None = None, headers: dict | None = None,
+           timeout: float = 30) -> tuple[int, bytes]:
     """(HTTP status, body) of one request, errors included."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url.rstrip("/") + path, data=data,
                                      headers={"content-type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def call(url: str, path: str, body: dict | None = None, timeout: float = 60) -> dict:
+    """The JSON answer of one request; any status but 200 raises with the server's reason."""
+    code, answer = status(url, path, body, timeout=timeout)
+    if code != 200:
+        raise RuntimeError(f"{path}: HTTP {code}: {answer[:200]!r}")
+    return json.loads(answer)
 
 
 def free_port() -> int:

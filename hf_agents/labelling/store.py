@@ -9,6 +9,7 @@ the file safely (SQLite's locking), and one labeller's labels never touch anothe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -56,13 +57,13 @@ class LabelStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> contextlib.closing:
         try:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             db.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as e:
             raise DatasetFormatError(f"{self.path}: not a label database ({e}); pick another --db") from None
-        return _Closing(db)
+        return contextlib.closing(db)
 
     def check(self, kind: str, episodes, scores) -> tuple[list[int], list[float] | None]:
         """Validated (episodes, scores); raises LabelError naming what is wrong."""
@@ -126,26 +127,13 @@ class LabelStore:
             return int(db.execute(query, args).fetchone()[0])
 
 
-class _Closing:
-    """sqlite3.Connection as a context manager that closes (the stdlib's only commits)."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.db
-
-    def __exit__(self, *exc) -> None:
-        self.db.close()
-
-
 def read_labels(path: str | Path, labeller: str | None = None) -> list[dict]:
     """Every label in a label database, oldest first (optionally one labeller's)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such label database (start labelling with `hf-agents label DATASET`)")
     try:
-        with _Closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             db.row_factory = sqlite3.Row
             query = "SELECT * FROM labels" + (" WHERE labeller=?" if labeller else "") + " ORDER BY id"
             rows = [dict(r) for r in db.execute(query, [labeller] if labeller else [])]
