@@ -61,6 +61,14 @@ def cmd_data_export(args) -> None:
     print(f"wrote {len(paths)} .npz files to {args.out}")
 
 
+def cmd_data_convert(args) -> None:
+    from hf_agents.data import load_trajectories
+    from hf_agents.data.convert import convert_frames
+
+    out = convert_frames(load_trajectories(args.dataset), args.out, args.frame_codec, overwrite=args.overwrite)
+    print(f"wrote {out} ({args.frame_codec} frames)")
+
+
 def cmd_data_push(args) -> None:
     from huggingface_hub import HfApi
 
@@ -77,7 +85,7 @@ def cmd_data_generate(args) -> None:
     from hf_agents.games.jumppads.generate import generate_pretrain, generate_sft
 
     common = dict(frame_size=_size(args.size), num_envs=args.num_envs, seed=args.seed, max_steps=args.max_steps,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, frame_codec=args.frame_codec)
     if args.kind == "pretrain":
         path = generate_pretrain(args.out, episodes=args.episodes, **common)
     else:
@@ -299,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True)
     exp.add_argument("--overwrite", action="store_true", help="replace episode_*.npz files already in --out")
     exp.set_defaults(fn=cmd_data_export)
+    conv = data.add_parser("convert", help="re-encode the frames: bmp (uncompressed, fast to load) or png (small)")
+    conv.add_argument("dataset")
+    conv.add_argument("--out", required=True, help="output dataset directory (the source is kept)")
+    conv.add_argument("--frame-codec", required=True, choices=["bmp", "png"])
+    conv.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    conv.set_defaults(fn=cmd_data_convert)
     push = data.add_parser("push", help="publish a dataset (with its card) as a Hub dataset repository")
     push.add_argument("dataset")
     push.add_argument("repo_id", help="user/name")
@@ -310,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--episodes", type=int, default=200, help="pretrain: number of episodes")
     gen.add_argument("--per-pad", type=int, default=100, help="sft: successful episodes per pad (paper: 100)")
     gen.add_argument("--size", default="64")
+    gen.add_argument("--frame-codec", default="png", choices=["png", "bmp"],
+                     help="png: small files; bmp: uncompressed, fast to load (GPU training)")
     gen.add_argument("--num-envs", type=int, default=4, help="parallel game processes")
     gen.add_argument("--max-steps", type=int, default=100, help="episode timeout in steps (10 Hz)")
     gen.add_argument("--seed", type=int, default=0)

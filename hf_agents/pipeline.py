@@ -26,7 +26,8 @@ SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model
                   align_updates=2, align_episodes=4),
     # the paper's model, frames, batches and learning rates (recipes/gpu/), for a machine with a GPU
     "gpu": dict(pretrain_episodes=5000, per_pad=100, pretrain_steps=None, sft_steps=None, eval_episodes=1000,
-                reward_epochs=None, align_updates=None, align_episodes=16, frame_size=128, recipes="gpu"),
+                reward_epochs=None, align_updates=None, align_episodes=16, frame_size=128, recipes="gpu",
+                frame_codec="bmp"),  # uncompressed frames: the loaders keep up with the GPU (BENCHMARKS.md)
 }
 PREFERRED_PAD = "left"  # the paper aligns to the left pad first
 
@@ -84,13 +85,15 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
     s, out = SCALES[scale], Path(out)
     data, t0 = out / "data", time.time()
     out.mkdir(parents=True, exist_ok=True)
-    stage, size = Stages(out, log), s.get("frame_size", 64)
+    stage, size, codec = Stages(out, log), s.get("frame_size", 64), s.get("frame_codec", "png")
     recipe = lambda name: recipe_path(name, s)  # noqa: E731
     stage("pretraining data", data / "pretrain" / "meta" / "info.json",
           lambda: generate_pretrain(data / "pretrain", episodes=s["pretrain_episodes"], num_envs=num_envs,
-                                    frame_size=size, overwrite=True), episodes=s["pretrain_episodes"], size=size)
+                                    frame_size=size, overwrite=True, frame_codec=codec),
+          episodes=s["pretrain_episodes"], size=size)
     stage("SFT data", data / "sft" / "meta" / "info.json",
-          lambda: generate_sft(data / "sft", per_pad=s["per_pad"], num_envs=num_envs, frame_size=size, overwrite=True),
+          lambda: generate_sft(data / "sft", per_pad=s["per_pad"], num_envs=num_envs, frame_size=size, overwrite=True,
+                               frame_codec=codec),
           per_pad=s["per_pad"], size=size)
     def common(name, steps):
         return [f"output_dir={out / name}", "overwrite=true"] + ([f"max_steps={steps}"] if steps else [])

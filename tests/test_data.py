@@ -207,3 +207,44 @@ def test_frames_layout_helpers_round_trip(rng):
     assert resize_frames(frames, (8, 12)).shape == (3, 8, 12, 3)
     with pytest.raises(FrameLayoutError, match="channels-first"):
         to_channels_first(chw)
+
+
+def test_bmp_frames_convert_and_read_the_same(tmp_path, rng, capsys):
+    eps = write_dataset(tmp_path / "png", rng, size=(12, 18))  # 18 px rows: BMP rows padded to 4 bytes
+    assert cli(["data", "convert", str(tmp_path / "png"), "--out", str(tmp_path / "bmp"), "--frame-codec", "bmp"]) == 0
+    png, bmp = load_trajectories(tmp_path / "png"), load_trajectories(tmp_path / "bmp")
+    assert bmp.info["frame_codec"] == "bmp" and png.info["frame_codec"] == "png"
+    assert bmp.episodes == png.episodes and bmp.info["num_steps"] == png.info["num_steps"]
+    for i, (frames, ids) in enumerate(eps):
+        a, b = png.read(i), bmp.read(i)
+        assert a.keys() == b.keys()
+        np.testing.assert_array_equal(b["frames"], frames.transpose(0, 3, 1, 2))
+        np.testing.assert_array_equal(b["actions"], ids)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    first = bmp.steps[0]["frame"]  # still a `datasets.Image` column: PIL opens it (the Hub viewer shows it)
+    assert isinstance(first, Image.Image) and first.format == "BMP"
+    np.testing.assert_array_equal(np.asarray(first), eps[0][0][0])
+    cli(["data", "convert", str(tmp_path / "bmp"), "--out", str(tmp_path / "back"), "--frame-codec", "png"])
+    np.testing.assert_array_equal(load_trajectories(tmp_path / "back").read(2)["frames"], png.read(2)["frames"])
+    assert cli(["data", "convert", str(tmp_path / "bmp"), "--out", str(tmp_path / "bmp"), "--frame-codec", "png",
+                "--overwrite"]) == 2
+    assert "overlaps the input" in capsys.readouterr().err
+    assert load_trajectories(tmp_path / "bmp").info["frame_codec"] == "bmp"  # untouched
+
+
+def test_damaged_bmp_frame_is_named(tmp_path, rng):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_dataset(tmp_path / "ds", rng, lengths=(10,), frame_codec="bmp")
+    shard = next((tmp_path / "ds" / "data").glob("*.parquet"))
+    table = pq.read_table(shard)
+    frames = table.column("frame").to_pylist()
+    frames[6] = {"bytes": frames[6]["bytes"][:-40], "path": None}  # truncated: the batched read falls back
+    pq.write_table(table.set_column(table.schema.get_field_index("frame"), table.schema.field("frame"),
+                                    pa.array(frames, table.schema.field("frame").type)), shard)
+    ds = load_trajectories(tmp_path / "ds")
+    np.testing.assert_array_equal(ds.read(0, 0, 6)["frames"].shape, (6, 3, 16, 16))
+    with pytest.raises(DatasetFormatError, match="episode 0, step 6: the frame does not decode"):
+        ds.read(0)

@@ -197,3 +197,32 @@ def test_two_cpu_ranks_match_one_process(tmp_path, jumppads_sft):
     assert len(l1) == len(l2) == 6
     for x, y in zip(l1, l2):
         assert abs(x - y) < 1e-3 * abs(x), (l1, l2)
+
+
+def test_batch_augmentation_on_the_device():
+    from hf_agents.training.augment import augment_frames
+
+    frames = torch.zeros(2, 3, 3, 16, 16, dtype=torch.uint8)
+    frames[..., 4:8, 4:8] = torch.tensor([200, 100, 50], dtype=torch.uint8)[:, None, None]
+    identity = torch.tensor([[1, 1, 1, 0, 0, 0, 1]] * 2, dtype=torch.float32)
+    torch.testing.assert_close(augment_frames(frames, identity), frames.float(), rtol=0, atol=1e-3)
+    params = identity.clone()
+    params[0, 4] = 2 / 16  # window 0: shift right by 2 of its 16 pixels
+    params[1, 0] = 1.2  # window 1: 20% brighter
+    out = augment_frames(frames, params)
+    torch.testing.assert_close(out[0, :, :, 4:8, 6:10], frames[0, :, :, 4:8, 4:8].float(), rtol=0, atol=1e-3)
+    assert out[0, :, :, :, 4:6].abs().sum() == 0  # the square left columns 4 and 5
+    torch.testing.assert_close(out[1], (frames[1].float() * 1.2).clamp(0, 255), rtol=0, atol=1e-3)
+    assert torch.equal(out[0, 0], out[0, 2])  # one draw for every frame of a window
+
+
+def test_augmentation_draws_are_seeded_per_window(jumppads_sft):
+    from hf_agents.data import load_trajectories
+    from hf_agents.training.augment import AugmentedWindows
+
+    windows = load_trajectories(jumppads_sft).windows(8, 4)
+    a, b = AugmentedWindows(windows, seed=3), AugmentedWindows(windows, seed=3)
+    assert torch.equal(a[5]["augment"], b[5]["augment"]) and not torch.equal(a[5]["augment"], a[6]["augment"])
+    b.set_epoch(1)
+    assert not torch.equal(a[5]["augment"], b[5]["augment"])
+    assert torch.equal(a[5]["frames"], windows[5]["frames"])  # the loader leaves the pixels alone

@@ -6,7 +6,6 @@ dataset larger than RAM works; a window decodes only its own H frames.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 
 from hf_agents.actions import NOOP_IDS, NUM_BUTTONS, NUM_COMPONENTS
+from hf_agents.data.codecs import decode_frame, decode_frames
 from hf_agents.data.schema import (
     NO_OUTCOME,
     OPTIONAL_STEP_COLUMNS,
@@ -28,10 +27,6 @@ from hf_agents.data.schema import (
 )
 from hf_agents.frames import to_channels_first
 from hf_agents.locations import resolve
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def _read_schema(path: Path) -> pa.Schema:
@@ -61,7 +56,11 @@ class TrajectoryDataset:
 
     def __init__(self, root: Path, steps: datasets.Dataset, info: dict, view: _View):
         self.root, self.steps, self.info, self._view = root, steps, info, view
-        self._arrow = steps.with_format("arrow")
+
+    @property
+    def _table(self) -> pa.Table:
+        """The memory-mapped Arrow table: zero-copy slices, no formatting layer (not pickled: `steps` re-maps it)."""
+        return self.steps.data.table
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
@@ -172,26 +171,24 @@ class TrajectoryDataset:
         length = n - start if length is None else length
         if not (0 <= start and start + length <= n):
             raise IndexError(f"steps {start}..{start + length} outside episode {episode} of length {n}")
-        table = self._arrow[int(self._view.start[episode]) + start: int(self._view.start[episode]) + start + length]
-        frames = np.stack([self._decode(b, episode, start + k) for k, b in
-                           enumerate(table.column("frame").combine_chunks().field("bytes").to_pylist())])
-        out = {
-            "frames": to_channels_first(frames),
-            "actions": np.stack(table.column("actions").to_numpy(zero_copy_only=False)).astype(np.int64),
-        }
+        table = self._table.slice(int(self._view.start[episode]) + start, length)
+        frames = self._decode(table.column("frame").combine_chunks().field("bytes"), episode, start)
+        actions = table.column("actions").combine_chunks().flatten().to_numpy().reshape(length, NUM_COMPONENTS)
+        out = {"frames": to_channels_first(frames), "actions": actions.astype(np.int64)}
         for name in table.column_names:
             if is_optional_column(name):
                 out[name] = table.column(name).to_numpy()
         return out
 
-    def _decode(self, data: bytes, episode: int, step: int) -> np.ndarray:
+    def _decode(self, values: pa.Array, episode: int, start: int) -> np.ndarray:
         try:
-            return decode_png(data)
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for damaged bytes
+            return decode_frames(values)
+        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for damaged bytes: name the step
+            step, error = _first_damaged(values, start) or (start, e)
             raise DatasetFormatError(
                 f"{self.root}: episode {self.episodes[episode]['episode_id']}, step {step}: the frame does not decode "
-                f"({type(e).__name__}: {e}); re-generate or re-import that episode (`hf-agents data verify` lists "
-                "every damaged one)") from None
+                f"({type(error).__name__}: {error}); re-generate or re-import that episode (`hf-agents data verify` "
+                "lists every damaged one)") from None
 
     def verify(self, progress: bool = True) -> list[str]:
         """Decode every frame; the damaged episodes' messages (empty when the dataset is whole)."""
@@ -265,6 +262,16 @@ def pad_steps(frames: list[np.ndarray], actions: list[np.ndarray]):
     for i, n in enumerate(lengths):
         padded_frames[i, :n], padded_actions[i, :n] = frames[i][:n], actions[i]
     return padded_frames, padded_actions, lengths
+
+
+def _first_damaged(values: pa.Array, start: int):
+    """(step, exception) of the first frame that does not decode, or None."""
+    for step, data in enumerate(values.to_pylist(), start):
+        try:
+            decode_frame(data)
+        except Exception as e:
+            return step, e
+    return None
 
 
 def _check_readable(path: Path) -> Path:

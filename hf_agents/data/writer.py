@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -13,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from hf_agents.actions import NUM_COMPONENTS, validate_ids
+from hf_agents.data.codecs import CODECS, encode_frame
 from hf_agents.data.schema import (
     EPISODE_SCHEMA,
     FORMAT_VERSION,
@@ -29,13 +28,7 @@ from hf_agents.data.schema import (
 )
 from hf_agents.frames import FrameLayoutError, check_channels_last
 
-__all__ = ["DatasetFormatError", "TrajectoryWriter", "check_frames", "encode_png"]
-
-
-def encode_png(frame: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="PNG", compress_level=1)  # level 1: fast, still ~3x smaller
-    return buf.getvalue()
+__all__ = ["DatasetFormatError", "TrajectoryWriter", "check_frames"]
 
 
 def check_frames(frames: np.ndarray, frame_size: tuple[int, int], where: str) -> np.ndarray:
@@ -108,8 +101,11 @@ class TrajectoryWriter:
     """
 
     def __init__(self, path, frame_size=(64, 64), overwrite=False, rows_per_shard=8192, fps=FPS, description="",
-                 metadata: dict | None = None):
+                 metadata: dict | None = None, frame_codec: str = "png"):
         self.path = Path(path)
+        if frame_codec not in CODECS:
+            raise ValueError(f"frame_codec={frame_codec!r}: choose one of {', '.join(CODECS)}")
+        self.frame_codec = frame_codec
         if isinstance(frame_size, int):
             frame_size = (frame_size, frame_size)
         self.frame_size = tuple(int(s) for s in frame_size)
@@ -163,7 +159,7 @@ class TrajectoryWriter:
         table = {
             "episode_id": np.full(T, episode_id, dtype=np.int64),
             "step": np.arange(T, dtype=np.int32),
-            "frame": [{"bytes": encode_png(f), "path": None} for f in frames],
+            "frame": [{"bytes": encode_frame(f, self.frame_codec), "path": None} for f in frames],
             "actions": list(actions.astype(np.int8)),
         }
         for name in columns[len(REQUIRED_STEP_COLUMNS):]:
@@ -228,6 +224,7 @@ class TrajectoryWriter:
         core = {
             "format_version": FORMAT_VERSION,
             "frame_size": list(self.frame_size),
+            "frame_codec": self.frame_codec,
             "fps": self.fps,
             "num_episodes": len(eps),
             "num_steps": self.num_steps,

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_agents.actions import COMPONENT_NAMES, NUM_BUCKETS, NUM_BUTTONS, NUM_STICKS, is_noop
 from hf_agents.data import load_trajectories
-from hf_agents.data.dataset import WindowDataset
 from hf_agents.models import AgentConfig, AgentModel, load_checked
+from hf_agents.training.augment import AugmentedWindows, augment_frames
 from hf_agents.training.common import StageArguments, check_output_dir, clear_checkpoints, save_results
 
 
@@ -55,39 +54,6 @@ class ImitationConfig(StageArguments, TrainingArguments):
     label_names: list[str] | None = field(default_factory=lambda: ["actions"], metadata={"help": "Target keys."})
 
 
-def augmentation(strength: float = 1.0):
-    """VPT-style: colour jitter, small shifts and rotations; the same draw for every frame of a window."""
-    return v2.Compose([
-        # no hue jitter: its HSV round trip costs more than the rest of a CPU training step
-        v2.ColorJitter(brightness=0.2 * strength, contrast=0.2 * strength, saturation=0.2 * strength),
-        v2.RandomAffine(degrees=2 * strength, translate=(0.04 * strength, 0.04 * strength), scale=(0.97, 1.03)),
-    ])
-
-
-class AugmentedWindows(torch.utils.data.Dataset):
-    """Training windows with image augmentation; evaluation uses the plain `WindowDataset`.
-
-    Each draw is seeded by (seed, epoch, index), not the global RNG: loaders fetch ahead of the step
-    that is checkpointed, so global-RNG augmentation would differ after a resume.
-    """
-
-    def __init__(self, windows: WindowDataset, transform, seed: int = 0):
-        self.windows, self.transform, self.seed, self.epoch = windows, transform, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:  # called by the Trainer's (accelerate) data loader each epoch
-        self.epoch = int(epoch)
-
-    def __len__(self):
-        return len(self.windows)
-
-    def __getitem__(self, i):
-        item = dict(self.windows[i])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(i))
-            item["frames"] = self.transform(item["frames"])  # (T, 3, H, W) uint8, one draw for the window
-        return item
-
-
 class ImitationCollator:
     """Stacks windows; loss_mask = real steps that are not no-ops (when filtering)."""
 
@@ -95,7 +61,8 @@ class ImitationCollator:
         self.filter_noops = filter_noops
 
     def __call__(self, items):
-        batch = {k: torch.stack([it[k] for it in items]) for k in ("frames", "actions", "attention_mask")}
+        keys = ("frames", "actions", "attention_mask", *(("augment",) if "augment" in items[0] else ()))
+        batch = {k: torch.stack([it[k] for it in items]) for k in keys}
         mask = batch["attention_mask"].clone()
         if self.filter_noops:
             mask = mask * (~is_noop(batch["actions"])).long()
@@ -109,6 +76,9 @@ class ImitationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Each rank's summed loss over the mean step count per rank: DDP's gradient average then equals
         # one process's mean over the whole global batch (exactly, padding and no-op masks included).
+        if "augment" in inputs:  # the loader drew each window's augmentation; the pixel work happens here
+            inputs = {**inputs, "frames": augment_frames(inputs["frames"], inputs["augment"])}
+            del inputs["augment"]
         count = inputs["loss_mask"].sum().reshape(1).float()
         per_rank = self.accelerator.gather(count).sum() / self.accelerator.num_processes
         outputs = model(**inputs, num_items_in_batch=per_rank.clamp(min=1))
@@ -168,7 +138,7 @@ def build_datasets(config: ImitationConfig):
     stride = config.window_stride or max(config.context_length // 2, 1)
     train_windows = train.windows(config.context_length, stride)
     if config.augment:
-        train_windows = AugmentedWindows(train_windows, augmentation(), seed=config.seed)
+        train_windows = AugmentedWindows(train_windows, seed=config.seed)
     eval_windows = evaluation.windows(config.context_length, config.context_length) if len(evaluation) else None
     return data.frame_size, train_windows, eval_windows
 

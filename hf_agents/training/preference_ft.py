@@ -22,6 +22,7 @@ from hf_agents.envs.adapter import env_factory
 from hf_agents.models import AgentModel, AgentPolicy, load_checked
 from hf_agents.models.adapters import TRAINABLE, prepare_trainable, save_policy
 from hf_agents.training.align import game_outcomes
+from hf_agents.training.augment import AugmentedWindows
 from hf_agents.training.common import check_output_dir
 from hf_agents.training.imitation import ImitationCollator, ImitationConfig, ImitationTrainer
 from hf_agents.training.rewards import RewardFunction, RewardSourceArguments
@@ -80,6 +81,8 @@ def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, 
 def fine_tune(model, config: PreferenceFTConfig, selected, out: Path):
     """Behaviour cloning on the kept trajectories with the imitation stage's trainer."""
     windows = selected.windows(config.context_length, config.window_stride or max(config.context_length // 2, 1))
+    if config.augment:
+        windows = AugmentedWindows(windows, seed=config.seed)
     args = dataclasses.replace(config, output_dir=str(out), eval_strategy="no")
     trainer = ImitationTrainer(model=model, args=args, train_dataset=windows,
                                data_collator=ImitationCollator(config.filter_noops))

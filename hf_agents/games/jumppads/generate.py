@@ -23,13 +23,13 @@ from hf_agents.rollout.engine import rollout
 
 
 def generate_pretrain(out, episodes=200, frame_size=64, num_envs=4, seed=0, max_steps=100, overwrite=False,
-                      progress=True) -> Path:
+                      progress=True, frame_codec="png") -> Path:
     variants = list(VARIANTS)
     rng = np.random.default_rng(seed)
     chosen = [variants[i] for i in rng.integers(len(variants), size=episodes)]
     env_fn = functools.partial(make_jumppads, frame_size=frame_size, max_steps=max_steps, continue_after_pad=True)
     with BatchedEnv(env_fn, num_envs) as venv, TrajectoryWriter(
-        out, frame_size=frame_size, overwrite=overwrite,
+        out, frame_size=frame_size, overwrite=overwrite, frame_codec=frame_codec,
         description="General JumpPads gameplay by a scripted population of players (all visual variants, "
                     "play continuing after the launch)."
     ) as writer:
@@ -40,10 +40,10 @@ def generate_pretrain(out, episodes=200, frame_size=64, num_envs=4, seed=0, max_
 
 
 def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=100, overwrite=False,
-                 progress=True, max_attempts_factor=4, min_skill=0.75) -> Path:
+                 progress=True, max_attempts_factor=4, min_skill=0.75, frame_codec="png") -> Path:
     env_fn = functools.partial(make_jumppads, frame_size=frame_size, max_steps=max_steps, variant=DEFAULT_VARIANT)
     with BatchedEnv(env_fn, num_envs) as venv, TrajectoryWriter(
-        out, frame_size=frame_size, overwrite=overwrite,
+        out, frame_size=frame_size, overwrite=overwrite, frame_codec=frame_codec,
         description=f"Curated JumpPads demonstrations: {per_pad} successful episodes per pad, variant "
                     f"'{DEFAULT_VARIANT}', each cut at the pad.",
         metadata={"policy": {"policy": "scripted-population", "seed": seed, "pads": list(PADS), "min_skill": min_skill}},
