@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import platform
 import resource
 import statistics
@@ -167,6 +168,41 @@ def training_throughput(q, peak) -> dict:
     return out
 
 
+def batch_sweep(q, peak, preset="paper-103m", size=128, batches=(8, 32, 64, 128)) -> dict:
+    """GPU only: the training step of `preset` at `size` px in bf16 over batch sizes, eager and torch.compile,
+    as frames/s and share of the measured bf16 matmul peak (batch 8 alone is launch-bound on a GPU)."""
+    if not torch.cuda.is_available() and preset == "paper-103m":
+        return {"skipped": "no GPU: run on a machine with one"}
+    out = {}
+    for B in batches:
+        for mode in ("eager", "compiled"):
+            torch.manual_seed(0)
+            model = AgentModel(AgentConfig.from_preset(preset, image_size=size)).to(device()).train()
+            frames, actions = batch(B, 32, size)
+            flops = train_flops(model, frames, actions)
+            fn = torch.compile(model) if mode == "compiled" else model
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=torch.cuda.is_available())
+
+            def step(fn=fn, opt=opt, frames=frames, actions=actions):
+                with torch.autocast(device().type, dtype=torch.bfloat16):
+                    loss = fn(frames, actions).loss
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sync()
+
+            try:
+                s = timed(step, q["reps"], warmup=2)
+            except torch.cuda.OutOfMemoryError:
+                out[f"batch={B}/{mode}"] = {"skipped": "out of memory"}
+                continue
+            out[f"batch={B}/{mode}"] = {"frames_per_s": stats([B * 32 / t for t in s]),
+                                        "share_of_bf16_peak": flops / statistics.median(s) / 1e9
+                                        / peak["bf16"]["gflops"]["median"]}
+            del model, opt, fn
+    return out
+
+
 def context_scaling(q) -> dict:
     """Cost of a training step as context length H and frame size grow (cpu preset, fp32)."""
 
@@ -189,10 +225,11 @@ def context_scaling(q) -> dict:
 def acting(q) -> dict:
     """ms per step in steady state (a full window of H steps) with the KV cache, against running the
     whole model over the last H observations at every step (the naive way)."""
-    model = AgentModel(AgentConfig.from_preset("cpu")).to(device()).eval()
-    H, out = model.config.context_length, {}
+    preset, size = ("paper-103m", 128) if torch.cuda.is_available() else ("cpu", 64)
+    model = AgentModel(AgentConfig.from_preset(preset, image_size=size)).to(device()).eval()
+    H, out = model.config.context_length, {"model": f"{preset}, {size} px", "target_speedup_batch_16": 10}
     for B in q["act_batches"]:
-        frames = torch.randint(0, 256, (B, 64, 64, 3), dtype=torch.uint8).numpy()
+        frames = torch.randint(0, 256, (B, size, size, 3), dtype=torch.uint8).numpy()
         steps = q["act_steps"]
         policy = AgentPolicy(model, B, seed=0)
         for _ in range(H):  # fill the window first: steady state includes the periodic cache rebuilds
@@ -319,6 +356,68 @@ def data_loading(q, train_fps) -> dict:
         out[f"{size}px/augment_on_{device().type}"] = {"frames_per_s": stats([8 * 32 / t for t in s]),
                                                         "training_consumes_frames_per_s": train_fps.get(size)}
     return out
+
+
+def end_to_end_pretraining(q) -> dict:
+    """`accelerate launch` pretraining (the recipe's loader, Trainer, augmentation) against the bare step of the
+    same model, batch and precision. CPU: recipes/pretrain.yaml (cpu preset, 64 px); GPU: recipes/gpu/pretrain.yaml
+    (paper-103m, 128 px, bf16, torch.compile). Two runs of different lengths: their difference is steady state
+    (start-up, compilation and worker start cancel out)."""
+    import subprocess
+
+    import yaml
+
+    from hf_agents.data import load_trajectories
+    from hf_agents.data.convert import convert_frames
+    from hf_agents.games.jumppads.generate import generate_pretrain
+    from hf_agents.training import RECIPES
+
+    gpu = torch.cuda.is_available()
+    recipe = RECIPES / ("gpu/pretrain.yaml" if gpu else "pretrain.yaml")
+    config = yaml.safe_load(recipe.read_text())
+    size, B = 128 if gpu else 64, int(config["per_device_train_batch_size"])
+    accum = int(config.get("gradient_accumulation_steps", 1))
+    tmp = Path(tempfile.mkdtemp())
+    generate_pretrain(tmp / "png", episodes=q["data_episodes"] * (1 if q["quick"] else 2), frame_size=size,
+                      num_envs=q["num_envs"],
+                      progress=False)
+    convert_frames(load_trajectories(tmp / "png"), tmp / "ds", "bmp", progress=False)
+    runtimes = {}
+    steps = (4, 12) if q["quick"] else (10, 40)
+    for n in steps:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(RECIPES / "accelerate" / ("gpu.yaml" if gpu else "cpu.yaml")), "-m", "hf_agents.training",
+               str(recipe), f"dataset={tmp / 'ds'}", f"output_dir={tmp / f'run{n}'}", f"max_steps={n}",
+               "eval_strategy=no", "save_strategy=no", "report_to=none", "warmup_steps=0", "logging_steps=1000"]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if done.returncode:
+            return {"error": done.stderr[-1500:]}
+        history = json.loads((tmp / f"run{n}" / "train_results.json").read_text())["log_history"]
+        runtimes[n] = next(h["train_runtime"] for h in history if "train_runtime" in h)
+    frames_per_step = B * accum * 32
+    end_to_end = (steps[1] - steps[0]) * frames_per_step / (runtimes[steps[1]] - runtimes[steps[0]])
+
+    torch.manual_seed(0)
+    model = AgentModel(AgentConfig.from_preset(config["model_preset"], image_size=size)).to(device()).train()
+    step_fn = torch.compile(model) if config.get("torch_compile") else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    frames, actions = batch(B, 32, size)
+    dtype = torch.bfloat16 if config.get("bf16") else None
+
+    def step():
+        with torch.autocast(device().type, dtype=dtype, enabled=dtype is not None):
+            loss = step_fn(frames, actions).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+
+    step()  # compiles
+    bare = statistics.median([B * 32 / t for t in timed(step, q["reps"])])
+    return {"recipe": str(recipe.relative_to(RECIPES)), "frames": size, "batch": B * accum,
+            "frame_codec": "bmp", "end_to_end_frames_per_s": end_to_end, "bare_step_frames_per_s": bare,
+            "ratio": end_to_end / bare, "target_ratio": 0.8}
 
 
 def env_speed(q) -> dict:
@@ -535,12 +634,14 @@ def main():
     report["matmul_peak"] = peak
     sections = [
         ("training", lambda: training_throughput(q, peak)),
+        ("batch_sweep", lambda: batch_sweep(q, peak)),
         ("trainer_vs_bare_loop", lambda: trainer_vs_bare_loop(q)),
         ("acting", lambda: acting(q)),
         ("context_and_frame_scaling", lambda: context_scaling(q)),
         ("data_loading", lambda: data_loading(q, {
             int(k.split("/")[1][:-2]): v["frames_per_s"]["median"] for k, v in report.get("training", {}).items()
             if k.startswith("cpu/") and k.endswith("fp32")})),
+        ("end_to_end_pretraining", lambda: end_to_end_pretraining(q)),
         ("env", lambda: env_speed(q)),
         ("rollout", lambda: rollout_speed(q)),
         ("data_generation", lambda: data_generation(q)),
@@ -588,8 +689,12 @@ def write_markdown(report: dict, out: Path) -> None:
         lines.append(f"\nTrainer {fmt(t['trainer_frames_per_s'])} frames/s vs bare loop {fmt(t['bare_frames_per_s'])}: "
                      f"overhead {t['trainer_overhead']:.1%} (target < 10%).\n")
     if "acting" in report:
-        lines.append("| acting (cpu preset, 64px) | KV cache ms/step | re-encode ms/step | speed-up |\n|---|---|---|---|")
-        for k, v in report["acting"].items():
+        a = report["acting"]
+        lines.append(f"| acting ({a['model']}) | KV cache ms/step | re-encode ms/step | speed-up (target at batch 16: "
+                     f">= {a['target_speedup_batch_16']}x) |\n|---|---|---|---|")
+        for k, v in a.items():
+            if not k.startswith("batch="):
+                continue
             lines.append(f"| {k} | {fmt(v['kv_cache_ms_per_step'])} | {fmt(v['reencode_ms_per_step'])} | "
                          f"{v['speedup']:.1f}x |")
     if "context_and_frame_scaling" in report:
@@ -607,6 +712,25 @@ def write_markdown(report: dict, out: Path) -> None:
                              f"{v['share_of_gpu_need']:.0%} | {ratio} |")
             else:
                 lines.append(f"| {k} (batch augmentation) | {fmt(v['frames_per_s'])} | | | |")
+    if "batch_sweep" in report:
+        if "skipped" in report["batch_sweep"]:
+            lines.append(f"\nBatch sweep of the paper-103m training step: skipped ({report['batch_sweep']['skipped']}).\n")
+        else:
+            lines.append("\n| paper-103m 128 px bf16 training step | frames/s | share of bf16 matmul peak |\n|---|---|---|")
+            for k, v in report["batch_sweep"].items():
+                if "skipped" in v:
+                    lines.append(f"| {k} | {v['skipped']} | |")
+                else:
+                    lines.append(f"| {k} | {fmt(v['frames_per_s'])} | {v['share_of_bf16_peak']:.1%} |")
+    if "end_to_end_pretraining" in report:
+        e = report["end_to_end_pretraining"]
+        if "error" in e:
+            lines.append(f"\nEnd-to-end pretraining failed: {e['error'][-300:]}\n")
+        else:
+            lines.append(f"\nEnd-to-end `accelerate launch` pretraining ({e['recipe']}, {e['frames']} px {e['frame_codec']} "
+                         f"frames, batch {e['batch']}): {e['end_to_end_frames_per_s']:.0f} frames/s against "
+                         f"{e['bare_step_frames_per_s']:.0f} for the bare step of the same model and batch = "
+                         f"{e['ratio']:.0%} (target >= {e['target_ratio']:.0%}).\n")
     if "env" in report:
         lines.append("\n| JumpPads env (64px) | steps/s |\n|---|---|")
         for k, v in report["env"].items():

@@ -174,6 +174,7 @@ class AgentModel(AgentPreTrainedModel):
             n_head=config.num_heads, n_inner=config.intermediate_size, resid_pdrop=config.dropout,
             embd_pdrop=config.dropout, attn_pdrop=config.dropout, layer_norm_epsilon=config.layer_norm_epsilon,
             initializer_range=config.initializer_range, bos_token_id=None, eos_token_id=None,
+            activation_function="gelu_pytorch_tanh",  # GPT2's tanh GELU as one fused op (gelu_new: 5 ops)
         )
         gpt2._attn_implementation = config._attn_implementation
         self.backbone = GPT2Model(gpt2)
