@@ -180,6 +180,7 @@ def batch_sweep(q, peak, preset="paper-103m", size=128, batches=(8, 32, 64, 128)
             model = AgentModel(AgentConfig.from_preset(preset, image_size=size)).to(device()).train()
             frames, actions = batch(B, 32, size)
             flops = train_flops(model, frames, actions)
+            torch._dynamo.reset()  # each batch size its own static-shape compile
             fn = torch.compile(model) if mode == "compiled" else model
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=torch.cuda.is_available())
 
@@ -378,17 +379,21 @@ def end_to_end_pretraining(q) -> dict:
     size, B = 128 if gpu else 64, int(config["per_device_train_batch_size"])
     accum = int(config.get("gradient_accumulation_steps", 1))
     tmp = Path(tempfile.mkdtemp())
-    generate_pretrain(tmp / "png", episodes=q["data_episodes"] * (1 if q["quick"] else 2), frame_size=size,
+    episodes = q["data_episodes"] * (8 if gpu else 1 if q["quick"] else 2)  # GPU: >= 4 steps of 256 windows
+    generate_pretrain(tmp / "png", episodes=episodes, frame_size=size,
                       num_envs=q["num_envs"],
                       progress=False)
     convert_frames(load_trajectories(tmp / "png"), tmp / "ds", "bmp", progress=False)
     runtimes = {}
     steps = (4, 12) if q["quick"] else (10, 40)
+    if gpu:
+        torch.cuda.empty_cache()  # the launched run shares this GPU
     for n in steps:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(RECIPES / "accelerate" / ("gpu.yaml" if gpu else "cpu.yaml")), "-m", "hf_agents.training",
                str(recipe), f"dataset={tmp / 'ds'}", f"output_dir={tmp / f'run{n}'}", f"max_steps={n}",
-               "eval_strategy=no", "save_strategy=no", "report_to=none", "warmup_steps=0", "logging_steps=1000"]
+               "eval_strategy=no", "save_strategy=no", "report_to=none", "warmup_steps=0", "logging_steps=1000",
+               "dataloader_drop_last=true"]  # every step a full batch: frames/step below is exact
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if done.returncode:
@@ -400,8 +405,9 @@ def end_to_end_pretraining(q) -> dict:
 
     torch.manual_seed(0)
     model = AgentModel(AgentConfig.from_preset(config["model_preset"], image_size=size)).to(device()).train()
+    torch._dynamo.reset()  # a fresh static-shape compile, not a dynamic graph left by earlier sections
     step_fn = torch.compile(model) if config.get("torch_compile") else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=torch.cuda.is_available())  # the Trainer's default
     frames, actions = batch(B, 32, size)
     dtype = torch.bfloat16 if config.get("bf16") else None
 

@@ -65,7 +65,8 @@ class AugmentedWindows(torch.utils.data.Dataset):
     """Training windows, each with its augmentation parameters under `augment` (B, 7 once collated).
 
     Each draw is seeded by (seed, epoch, index), not the global RNG: loaders fetch ahead of the step
-    that is checkpointed, so global-RNG augmentation would differ after a resume.
+    that is checkpointed, so global-RNG augmentation would differ after a resume. `set_epoch` reaches
+    workers started for the epoch, not persistent ones: recipes that augment keep workers per epoch.
     """
 
     def __init__(self, windows: WindowDataset, strength: float = 1.0, seed: int = 0):
@@ -79,6 +80,6 @@ class AugmentedWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         item = dict(self.windows[i])
-        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        rng = np.random.default_rng([self.seed % 2**64, self.epoch, int(i)])
         item["augment"] = torch.from_numpy(draw_params(rng, self.strength))
         return item

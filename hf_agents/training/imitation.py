@@ -85,7 +85,7 @@ class ImitationTrainer(Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
+        inputs = {k: v for k, v in self._prepare_inputs(inputs).items() if k != "augment"}  # evaluation: as recorded
         with torch.no_grad(), self.compute_loss_context_manager():
             out = model(**inputs)
         weight = inputs["loss_mask"].sum().float().reshape(1, 1)
