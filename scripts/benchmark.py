@@ -317,21 +317,29 @@ def trainer_vs_bare_loop(q) -> dict:
 GPU_FRAMES_PER_S, GPU_HOST_CORES = 96_100, 16
 
 
+def jumppads_frames(size: int, episodes: int, num_envs: int) -> Path:
+    """A folder with real JumpPads pretraining data at `size` px twice: png/ as generated, bmp/ converted."""
+    from hf_agents.data import load_trajectories
+    from hf_agents.data.convert import convert_frames
+    from hf_agents.games.jumppads.generate import generate_pretrain
+
+    tmp = Path(tempfile.mkdtemp())
+    generate_pretrain(tmp / "png", episodes=episodes, frame_size=size, num_envs=num_envs, progress=False)
+    convert_frames(load_trajectories(tmp / "png"), tmp / "bmp", "bmp", progress=False)
+    return tmp
+
+
 def data_loading(q, train_fps) -> dict:
     """Training windows (real JumpPads frames, PNG and BMP, 64/128 px) decoded in the main process (one core) and
     by 2 persistent workers,
     against this CPU's training consumption and one GPU's per core; batch augmentation on the device apart."""
     from hf_agents.data import load_trajectories
-    from hf_agents.data.convert import convert_frames
-    from hf_agents.games.jumppads.generate import generate_pretrain
     from hf_agents.training.augment import AugmentedWindows, augment_frames
     from hf_agents.training.imitation import ImitationCollator
 
     out, per_core_target = {}, GPU_FRAMES_PER_S / GPU_HOST_CORES
     for size in (64, 128):
-        tmp = Path(tempfile.mkdtemp())
-        generate_pretrain(tmp / "png", episodes=q["data_episodes"], frame_size=size, num_envs=2, progress=False)
-        convert_frames(load_trajectories(tmp / "png"), tmp / "bmp", "bmp", progress=False)
+        tmp = jumppads_frames(size, q["data_episodes"], num_envs=2)
         for codec in ("png", "bmp"):
             windows = AugmentedWindows(load_trajectories(tmp / codec).windows(32, 16))
             for workers in (0, 2):
@@ -368,9 +376,6 @@ def end_to_end_pretraining(q) -> dict:
 
     import yaml
 
-    from hf_agents.data import load_trajectories
-    from hf_agents.data.convert import convert_frames
-    from hf_agents.games.jumppads.generate import generate_pretrain
     from hf_agents.training import RECIPES
 
     gpu = torch.cuda.is_available()
@@ -378,12 +383,8 @@ def end_to_end_pretraining(q) -> dict:
     config = yaml.safe_load(recipe.read_text())
     size, B = 128 if gpu else 64, int(config["per_device_train_batch_size"])
     accum = int(config.get("gradient_accumulation_steps", 1))
-    tmp = Path(tempfile.mkdtemp())
     episodes = q["data_episodes"] * (8 if gpu else 1 if q["quick"] else 2)  # GPU: >= 4 steps of 256 windows
-    generate_pretrain(tmp / "png", episodes=episodes, frame_size=size,
-                      num_envs=q["num_envs"],
-                      progress=False)
-    convert_frames(load_trajectories(tmp / "png"), tmp / "ds", "bmp", progress=False)
+    tmp = jumppads_frames(size, episodes, q["num_envs"])
     runtimes = {}
     steps = (4, 12) if q["quick"] else (10, 40)
     if gpu:
@@ -391,7 +392,7 @@ def end_to_end_pretraining(q) -> dict:
     for n in steps:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(RECIPES / "accelerate" / ("gpu.yaml" if gpu else "cpu.yaml")), "-m", "hf_agents.training",
-               str(recipe), f"dataset={tmp / 'ds'}", f"output_dir={tmp / f'run{n}'}", f"max_steps={n}",
+               str(recipe), f"dataset={tmp / 'bmp'}", f"output_dir={tmp / f'run{n}'}", f"max_steps={n}",
                "eval_strategy=no", "save_strategy=no", "report_to=none", "warmup_steps=0", "logging_steps=1000",
                "dataloader_drop_last=true"]  # every step a full batch: frames/step below is exact
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800,

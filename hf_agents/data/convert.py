@@ -7,6 +7,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hf_agents.data.dataset import TrajectoryDataset
+from hf_agents.data.schema import FPS
 from hf_agents.data.writer import TrajectoryWriter, check_not_a_source
 from hf_agents.frames import to_channels_last
 
@@ -17,7 +18,7 @@ def convert_frames(data: TrajectoryDataset, out, frame_codec: str, overwrite: bo
                    progress: bool = True) -> Path:
     """Write `data` to `out` with every frame re-encoded as `frame_codec`; the source is left as it is."""
     check_not_a_source(out, [data.root])
-    with TrajectoryWriter(out, data.frame_size, overwrite=overwrite, fps=data.info.get("fps", 10),
+    with TrajectoryWriter(out, data.frame_size, overwrite=overwrite, fps=data.info.get("fps", FPS),
                           metadata=data.info, frame_codec=frame_codec,
                           description=f"{data.root.name} with {frame_codec.upper()} frames") as writer:
         for i in tqdm(range(len(data)), desc=f"convert to {frame_codec}", unit="episode", disable=not progress):
