@@ -20,7 +20,7 @@ from hf_agents.games.jumppads import PAPER
 from hf_agents.training import RECIPES
 
 SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model epochs; "cpu": the README's demo
-    "cpu": dict(pretrain_episodes=400, per_pad=40, pretrain_steps=None, sft_steps=None, eval_episodes=300,
+    "cpu": dict(pretrain_episodes=400, per_pad=80, pretrain_steps=None, sft_steps=None, eval_episodes=300,
                 reward_epochs=30, align_updates=60, align_episodes=16),
     "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8, reward_epochs=2,
                   align_updates=2, align_episodes=4),

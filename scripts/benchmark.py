@@ -460,6 +460,9 @@ def env_speed(q) -> dict:
 
 
 def rollout_speed(q) -> dict:
+    """Agent rollouts at batch 16, side by side: acting with one CPU thread (the policy's default on a CPU) or all of
+    torch's threads, and all envs acting at once or two groups, each acting while the other's games step; time
+    split into acting, env stepping and the rest."""
     from hf_agents.envs.vector import BatchedEnv
     from hf_agents.games.jumppads.env import make_jumppads
     from hf_agents.rollout.engine import rollout
@@ -477,20 +480,33 @@ def rollout_speed(q) -> dict:
                 spent[key] += time.perf_counter() - t
         return timed_call
 
+    class TimedPolicy(AgentPolicy):
+        def act(self, *args, **kwargs):
+            return timing(super().act, "act")(*args, **kwargs)
+
+    out = {"batch": B, "target_times": 50}
     with BatchedEnv(functools.partial(make_jumppads, max_steps=20 if q["quick"] else 60), B) as venv:
-        venv.step = timing(venv.step, "env")
-        samples, total = [], 0.0
+        venv.step_async, venv.step_wait = timing(venv.step_async, "env"), timing(venv.step_wait, "env")
+        runs = {"threads=1, groups=1": (1, 1), f"threads={torch.get_num_threads()}, groups=1": (torch.get_num_threads(), 1),
+                "threads=1, groups=2": (1, 2)}
+        samples, shares = {k: [] for k in runs}, {}
         for rep in range(1 if q["quick"] else 3):
-            # several episodes per env, so that the batch stays full (the last episodes run at a smaller batch)
-            policy = AgentPolicy(model, B, seed=rep)
-            policy.act = timing(policy.act, "act")
-            result = rollout(venv, policy, 4 * B, seed=100 * rep, keep_frames=False, progress=False)
-            samples.append(result.steps_per_second)
-            total += result.seconds
-    med = statistics.median(samples)
-    return {"batch": B, "env_steps_per_s": stats(samples), "times_real_time_10hz": med / 10, "target_times": 50,
-            "share_acting": spent["act"] / total, "share_env_step": spent["env"] / total,
-            "share_other": 1 - (spent["act"] + spent["env"]) / total}
+            for name, (threads, groups) in runs.items():  # interleaved, so all see the same machine
+                spent.update(act=0.0, env=0.0)
+                # several episodes per env, so that the batch stays full (the last episodes run at a smaller batch)
+                result = rollout(venv, TimedPolicy(model, B, seed=rep, threads=threads), 4 * B, seed=100 * rep,
+                                 keep_frames=False, progress=False, groups=groups)
+                samples[name].append(result.steps_per_second)
+                total = result.seconds
+                shares[name] = {"share_acting": spent["act"] / total, "share_env_step": spent["env"] / total,
+                                "share_other": 1 - (spent["act"] + spent["env"]) / total}
+    for name, xs in samples.items():
+        out[name] = {"env_steps_per_s": stats(xs), "times_real_time_10hz": statistics.median(xs) / 10, **shares[name]}
+    default = "threads=1, groups=1"
+    out["times_real_time_10hz"] = out[default]["times_real_time_10hz"]
+    out["speedup_vs_default"] = {k: statistics.median(xs) / statistics.median(samples[default])
+                                 for k, xs in samples.items()}
+    return out
 
 
 def reward_model_speed(q, peak) -> dict:
@@ -760,10 +776,16 @@ def write_markdown(report: dict, out: Path) -> None:
             lines.append(f"| {k} | {fmt(v)} |")
     if "rollout" in report:
         r = report["rollout"]
-        lines.append(f"\nRollouts with the agent at batch {r['batch']}: {fmt(r['env_steps_per_s'])} env steps/s = "
-                     f"{r['times_real_time_10hz']:.0f}x real time (target >= {r['target_times']}x); of the wall time, "
-                     f"acting {r['share_acting']:.0%}, stepping the envs (send, game, receive) {r['share_env_step']:.0%}, "
-                     f"the engine's bookkeeping and resets {r['share_other']:.0%}.\n")
+        lines.append(f"\n| rollouts, agent at batch {r['batch']} | env steps/s | x real time (target >= {r['target_times']}x) | "
+                     "acting | env step (send, game, receive) | engine bookkeeping, resets |\n|---|---|---|---|---|---|")
+        for name, speedup in r["speedup_vs_default"].items():
+            g = r[name]
+            lines.append(f"| {name}{' (default)' if speedup == 1 else ''} | {fmt(g['env_steps_per_s'])} | "
+                         f"{g['times_real_time_10hz']:.0f}x ({speedup:.2f}x the default) | "
+                         f"{g['share_acting']:.0%} | {g['share_env_step']:.0%} | {g['share_other']:.0%} |")
+        lines.append("\nthreads: torch's CPU threads while acting; groups=2: each half of the envs acts while the other "
+                     "half's games step (shares are of the acting process's wall time; with two groups, env step is the "
+                     "wait for games that had not finished).\n")
     if "data_generation" in report:
         g = report["data_generation"]
         lines.append(f"Data generation: {g['frames_per_s']:.0f} frames/s ({g['frames']} frames in {g['seconds']:.0f}s, "

@@ -180,7 +180,14 @@ class BatchedEnv:
     def step(self, actions, indices=None):
         """Step the given envs (default all). An env that failed reports terminated=True and info['error']."""
         indices = list(range(self.num_envs)) if indices is None else list(indices)
-        sent = [self._send(i, "step", a) for i, a in zip(indices, actions)]
+        return self.step_wait(indices, self.step_async(actions, indices))
+
+    def step_async(self, actions, indices) -> list[bool]:
+        """Send the actions and return at once (the games step while the caller works); `step_wait` collects."""
+        return [self._send(i, "step", a) for i, a in zip(indices, actions)]
+
+    def step_wait(self, indices, sent: list[bool]):
+        """The answers of the envs `step_async` sent to: (observations, rewards, terminated, truncated, infos)."""
         obs, rewards, terminated, truncated, infos = [], [], [], [], []
         for i, ok in zip(indices, sent):
             start = time.monotonic()

@@ -19,12 +19,15 @@ from hf_agents.models.modeling_agent import AgentModel, get_action_and_logprob
 
 class AgentPolicy:
     def __init__(self, model: AgentModel, num_envs: int, temperature: float = 1.0, greedy: bool = False,
-                 seed: int | None = None):
+                 seed: int | None = None, threads: int | None = None):
         self.model = model.eval()
         self.num_envs, self.temperature, self.greedy, self.seed = num_envs, temperature, greedy, seed
         self.checkpoint = str(getattr(model, "name_or_path", "") or "")  # recorded with rollouts
         self.H, self.keep_steps = model.config.context_length, model.config.keep_steps
         self.device = next(model.parameters()).device
+        # CPU threads while acting: one step at batch <= 64 is many small ops, and one thread was faster than two
+        # in rollouts on 2 cores (the benchmark's rollout section). None: torch's setting.
+        self.threads = threads if threads is not None or self.device.type != "cpu" else 1
         # One random stream per env, re-seeded at each reset from (seed, the episode's stream from the rollout
         # engine): an episode's actions do not depend on which env plays it or on how many envs there are.
         self.stream_seed = seed if seed is not None else int(torch.randint(2**62, (1,)))  # seed=None: random
@@ -64,14 +67,33 @@ class AgentPolicy:
         self.action_cached[idx] = False  # True: the last action is already in the cache (after a re-encode)
         self.slot_mask[idx] = 0  # forget its old cache slots
 
+    def split(self, sizes: list[int]) -> list[AgentPolicy]:
+        """Policies for consecutive groups of this policy's envs (same model, sampling and seed), each with its own
+        cache: the rollout engine lets one group act while the others' games step. An episode's actions depend only
+        on its own stream, so they are the same in any group."""
+        if sum(sizes) != self.num_envs:
+            raise ValueError(f"split sizes {sizes} must add up to num_envs={self.num_envs}")
+        return [type(self)(self.model, n, temperature=self.temperature, greedy=self.greedy, seed=self.stream_seed,
+                           threads=self.threads) for n in sizes]
+
     def context_lengths(self) -> list[int]:
         """Steps of context (including the current observation) each env acted on last."""
         return self.n.tolist()
 
     # -- acting --------------------------------------------------------------------------------
-    @torch.no_grad()
     def act(self, frames, infos=None) -> tuple[np.ndarray, np.ndarray]:
         """frames: (N, H, W, 3) uint8 observations. Returns action ids (N, 16) and their log-probs (N,)."""
+        before = torch.get_num_threads()
+        if self.threads is not None and self.threads != before:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._act(frames)
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
+
+    @torch.no_grad()
+    def _act(self, frames) -> tuple[np.ndarray, np.ndarray]:
         frames = to_model(frames, self.device)
         if frames.shape[0] != self.num_envs:
             raise ValueError(f"expected {self.num_envs} observations, got {frames.shape[0]}")

@@ -137,7 +137,7 @@ class _Schedule:
 
 def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawns=None, variants=None, options=None,
             keep_frames=True, writer=None, source="rollout", accept=None, progress=True,
-            desc="rollout", episode_ids=None) -> RolloutResult:
+            desc="rollout", episode_ids=None, groups: int = 1) -> RolloutResult:
     """Run `num_episodes` episodes: episode k resets with seed `seed + k` (or `seeds[k]`) and, if given,
     spawns[k] / variants[k] and any other reset options[k]. `episode_ids` renumbers them (a rank's share of a
     larger run, or a later batch written to the same dataset); per-episode lists are indexed by these ids, and
@@ -147,26 +147,34 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawn
     writer: a TrajectoryWriter to stream episodes into (frames are then kept in memory only as keep_frames says);
     it records `policy.metadata` as the dataset's `policy` entry.
     accept: optional `fn(episode) -> bool`; rejected episodes are neither kept nor written (curation).
+    groups: split the envs into this many groups, each acting while the others' games step (needs a policy with
+    `split(sizes)`). Episodes do not depend on it. On 2 CPU cores two groups were slower (the benchmark's rollout
+    section measures both), so the default is 1.
     """
     ids = list(range(num_episodes)) if episode_ids is None else list(episode_ids)
     schedule = _Schedule(ids, seed, seeds, spawns, variants, options, keep_frames, writer)
     if writer is not None and getattr(policy, "metadata", None):
         writer.metadata.setdefault("policy", dict(policy.metadata))
-    n_envs, result = venv.num_envs, RolloutResult()
-    obs = np.zeros((n_envs, *venv.observation_space.shape), venv.observation_space.dtype)  # updated in place
-    infos: list[dict] = [{} for _ in range(n_envs)]
-    buffers: list[EpisodeBuffer | None] = [None] * n_envs
-    _start(venv, policy, schedule, range(n_envs), obs, infos, buffers)
+    result = RolloutResult()
+    parts = _split(venv, policy, groups)
+    for part in parts:
+        part.start(venv, schedule, range(part.size))
     bar = tqdm(total=len(ids), desc=desc, unit="ep", disable=not progress)
     t0 = time.monotonic()
-    while any(b is not None for b in buffers):
-        finished = _step(venv, policy, obs, infos, buffers, result)
-        for i, info in finished:
-            bar.update(1)
-            _finish(buffers[i], info, result, keep_frames, writer, source, accept)
-            buffers[i] = None
-        bar.set_postfix(eps_per_s=f"{bar.n / max(time.monotonic() - t0, 1e-9):.1f}", dropped=result.dropped)
-        _start(venv, policy, schedule, [i for i, _ in finished], obs, infos, buffers)
+    for part in parts:
+        part.act(venv)
+    while any(part.active for part in parts):
+        for part in parts:
+            if not part.active:
+                continue
+            finished = part.receive(venv, result)
+            for i, info in finished:
+                bar.update(1)
+                _finish(part.buffers[i], info, result, keep_frames, writer, source, accept)
+                part.buffers[i] = None
+            bar.set_postfix(eps_per_s=f"{bar.n / max(time.monotonic() - t0, 1e-9):.1f}", dropped=result.dropped)
+            part.start(venv, schedule, [i for i, _ in finished])
+            part.act(venv)
     bar.close()
     result.seconds = time.monotonic() - t0
     return result
@@ -177,39 +185,70 @@ def episode_stream(reset_seed: int, episode_id: int) -> int:
     return int(np.random.SeedSequence([int(reset_seed), int(episode_id)]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _start(venv, policy, schedule: _Schedule, slots, obs, infos, buffers) -> None:
-    """Reset the given env slots onto the next episodes (as many as are left)."""
-    ks = schedule.take(len(slots))
-    if not ks:
-        return
-    slots = list(slots)[: len(ks)]
-    seeds, opts = zip(*(schedule.reset_args(k) for k in ks))
-    new_obs, new_infos = venv.reset(slots, seeds=list(seeds), options=list(opts))
-    obs[slots] = new_obs
-    for j, i in enumerate(slots):
-        infos[i] = new_infos[j]
-        buffers[i] = schedule.buffer(ks[j], seeds[j])
-    # Each episode's own random stream (its reset seed and id): results do not depend on num_envs, and episodes
-    # that share a reset seed (an RLOO group: same spawn) still act differently.
-    policy.reset(slots, infos, seeds=[episode_stream(s, k) for s, k in zip(seeds, ks)])
+def _split(venv, policy, groups: int) -> list[_Group]:
+    """The env slots in `groups` groups, each with its own share of the policy (the policy's `split`)."""
+    n = venv.num_envs
+    if groups < 1 or groups > n:
+        raise ValueError(f"groups={groups}: choose between 1 and the number of envs ({n})")
+    if groups == 1:
+        return [_Group(policy, list(range(n)), venv)]
+    if not hasattr(policy, "split"):
+        raise ValueError(f"groups={groups} needs a policy with `split(sizes)`; {type(policy).__name__} has none")
+    sizes = [n // groups + (g < n % groups) for g in range(groups)]
+    starts = np.cumsum([0] + sizes)
+    return [_Group(p, list(range(starts[g], starts[g + 1])), venv) for g, p in enumerate(policy.split(sizes))]
 
 
-def _step(venv, policy, obs, infos, buffers, result: RolloutResult) -> list[tuple[int, dict]]:
-    """One action for every active slot; returns (slot, last info) of the episodes that ended."""
-    active = [i for i, b in enumerate(buffers) if b is not None]
-    actions, logprobs = policy.act(obs, infos)
-    for i in active:
-        buffers[i].record(obs[i], actions[i], logprobs[i], infos[i])
-    new_obs, rewards, terminated, truncated, new_infos = venv.step([actions[i] for i in active], active)
-    result.env_steps += len(active)
-    obs[active] = new_obs
-    finished = []
-    for j, i in enumerate(active):
-        infos[i] = new_infos[j]
-        buffers[i].observe(float(rewards[j]), new_infos[j])
-        if terminated[j] or truncated[j]:
-            finished.append((i, new_infos[j]))
-    return finished
+class _Group:
+    """Some env slots and the policy acting for them: `act` sends their actions, `receive` takes the answers."""
+
+    def __init__(self, policy, slots: list[int], venv):
+        self.policy, self.slots, self.size = policy, slots, len(slots)
+        self.obs = np.zeros((self.size, *venv.observation_space.shape), venv.observation_space.dtype)  # in place
+        self.infos: list[dict] = [{} for _ in slots]
+        self.buffers: list[EpisodeBuffer | None] = [None] * self.size
+        self.active: list[int] = []  # slots whose actions were sent
+        self.sent: list[bool] = []
+
+    def start(self, venv, schedule: _Schedule, local) -> None:
+        """Reset the given slots onto the next episodes (as many as are left)."""
+        ks = schedule.take(len(local))
+        if not ks:
+            return
+        local = list(local)[: len(ks)]
+        seeds, opts = zip(*(schedule.reset_args(k) for k in ks))
+        new_obs, new_infos = venv.reset([self.slots[i] for i in local], seeds=list(seeds), options=list(opts))
+        self.obs[local] = new_obs
+        for j, i in enumerate(local):
+            self.infos[i] = new_infos[j]
+            self.buffers[i] = schedule.buffer(ks[j], seeds[j])
+        # Each episode's own random stream (its reset seed and id): results do not depend on num_envs or groups, and
+        # episodes that share a reset seed (an RLOO group: same spawn) still act differently.
+        self.policy.reset(local, self.infos, seeds=[episode_stream(s, k) for s, k in zip(seeds, ks)])
+
+    def act(self, venv) -> None:
+        """One action for every slot with an episode, sent to its env (which steps while others act)."""
+        self.active = [i for i, b in enumerate(self.buffers) if b is not None]
+        if not self.active:
+            return
+        actions, logprobs = self.policy.act(self.obs, self.infos)
+        for i in self.active:
+            self.buffers[i].record(self.obs[i], actions[i], logprobs[i], self.infos[i])
+        self.sent = venv.step_async([actions[i] for i in self.active], [self.slots[i] for i in self.active])
+
+    def receive(self, venv, result: RolloutResult) -> list[tuple[int, dict]]:
+        """The envs' answers to the sent actions; returns (slot, last info) of the episodes that ended."""
+        new_obs, rewards, terminated, truncated, new_infos = venv.step_wait([self.slots[i] for i in self.active],
+                                                                            self.sent)
+        result.env_steps += len(self.active)
+        self.obs[self.active] = new_obs
+        finished = []
+        for j, i in enumerate(self.active):
+            self.infos[i] = new_infos[j]
+            self.buffers[i].observe(float(rewards[j]), new_infos[j])
+            if terminated[j] or truncated[j]:
+                finished.append((i, new_infos[j]))
+        return finished
 
 
 def _finish(buffer: EpisodeBuffer, info: dict, result: RolloutResult, keep_frames, writer, source, accept) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from hf_agents.data.writer import TrajectoryWriter
 from hf_agents.envs.vector import BatchedEnv
 from hf_agents.games.jumppads.env import make_jumppads
-from hf_agents.games.jumppads.map import DEFAULT_VARIANT, PADS, VARIANTS
+from hf_agents.games.jumppads.map import DEFAULT_VARIANT, NUM_SPAWNS, PADS, VARIANTS
 from hf_agents.games.jumppads.population import ScriptedPopulation
 from hf_agents.rollout.engine import rollout
 
@@ -39,16 +39,26 @@ def generate_pretrain(out, episodes=200, frame_size=64, num_envs=4, seed=0, max_
     return Path(out)
 
 
+class _SpawnCycle:
+    """Episode id -> spawn, cycling through the spawns."""
+
+    def __getitem__(self, episode_id: int) -> int:
+        return episode_id % NUM_SPAWNS
+
+
 def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=100, overwrite=False,
                  progress=True, max_attempts_factor=4, min_skill=0.75, frame_codec="png") -> Path:
     env_fn = functools.partial(make_jumppads, frame_size=frame_size, max_steps=max_steps, variant=DEFAULT_VARIANT)
     with BatchedEnv(env_fn, num_envs) as venv, TrajectoryWriter(
         out, frame_size=frame_size, overwrite=overwrite, frame_codec=frame_codec,
-        description=f"Curated JumpPads demonstrations: {per_pad} successful episodes per pad, variant "
+        description=f"Curated JumpPads demonstrations: {per_pad} successful episodes per pad (spawns in turn), variant "
                     f"'{DEFAULT_VARIANT}', each cut at the pad.",
         metadata={"policy": {"policy": "scripted-population", "seed": seed, "pads": list(PADS), "min_skill": min_skill}},
     ) as writer:
         dropped, next_id = 0, 0  # every scheduled episode gets its own id (rejected ones leave gaps): same ids however many envs
+        # Each pad's demonstrations start from every spawn in turn (drawn spawns left one spawn with 3 of 40 left-pad
+        # demonstrations, and the agent then rarely chose the left pad).
+        spawn_cycle = _SpawnCycle()
         for p, pad in enumerate(PADS):
             kept = []
             attempts = 0
@@ -57,7 +67,8 @@ def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=
                 result = rollout(
                     venv, ScriptedPopulation(num_envs, seed=seed + 1000 * p + attempts, pad=pad, min_skill=min_skill),
                     want,
-                    seed=seed + 100_000 * (p + 1) + attempts, writer=writer, source=f"scripted-demo-{pad}",
+                    seed=seed + 100_000 * (p + 1) + attempts, spawns=spawn_cycle, writer=writer,
+                    source=f"scripted-demo-{pad}",
                     accept=lambda ep, pad=pad: ep.outcome == pad, progress=progress, desc=f"sft data ({pad})",
                     episode_ids=range(next_id, next_id + want))
                 next_id += want
