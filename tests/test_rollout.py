@@ -266,7 +266,5 @@ def test_two_groups_of_envs_play_the_same_episodes_as_one(tmp_path):
     assert runs[0].env_steps == runs[1].env_steps > 0
     for a, b in zip(one, two):
         assert (a.spawn, a.outcome, a.length) == (b.spawn, b.outcome, b.length)
-        assert np.array_equal(a.actions, b.actions)
-        # an episode may land on another game process, and the engine's light levels depend a little on what that
-        # process played before: frames agree to a few intensity levels
-        np.testing.assert_allclose(a.frames, b.frames, atol=8)
+        # an episode may land on another game process: the engine's random numbers come from the episode's seed
+        assert np.array_equal(a.actions, b.actions) and np.array_equal(a.frames, b.frames)

@@ -163,10 +163,18 @@ class BatchedEnv:
         indices = list(range(self.num_envs)) if indices is None else list(indices)
         seeds = seeds if seeds is not None else [None] * len(indices)
         options = options if options is not None else [None] * len(indices)
+        self.reset_async(indices, seeds, options)
+        return self.reset_wait(indices, seeds, options)
+
+    def reset_async(self, indices, seeds, options) -> None:
+        """Send the resets and return at once (a game loads its map while the caller works); `reset_wait` collects."""
         for i, s, o in zip(indices, seeds, options):
             if not self._send(i, "reset", {"seed": s, "options": o}):
                 self._restart(i)
                 self._send(i, "reset", {"seed": s, "options": o})
+
+    def reset_wait(self, indices, seeds, options):
+        """The (observations, infos) of the resets `reset_async` sent; a failed one is retried on a fresh worker."""
         obs, infos = [], []
         for i, s, o in zip(indices, seeds, options):
             status, payload = self._receive(i, self.reset_timeout)

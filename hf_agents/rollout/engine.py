@@ -159,15 +159,15 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawn
     parts = _split(venv, policy, groups)
     for part in parts:
         part.start(venv, schedule, range(part.size))
+        part.started(venv)
     bar = tqdm(total=len(ids), desc=desc, unit="ep", disable=not progress)
     t0 = time.monotonic()
     for part in parts:
         part.act(venv)
-    while any(part.active for part in parts):
+    while any(part.active or part.resetting for part in parts):
         for part in parts:
-            if not part.active:
-                continue
-            finished = part.receive(venv, result)
+            finished = part.receive(venv, result) if part.active else []
+            part.started(venv)  # the resets sent last time, done while the others acted and the games stepped
             for i, info in finished:
                 bar.update(1)
                 _finish(part.buffers[i], info, result, keep_frames, writer, source, accept)
@@ -209,19 +209,30 @@ class _Group:
         self.buffers: list[EpisodeBuffer | None] = [None] * self.size
         self.active: list[int] = []  # slots whose actions were sent
         self.sent: list[bool] = []
+        self.resetting: list[tuple] = []  # (slot, episode id, seed, options, buffer) of resets sent
 
     def start(self, venv, schedule: _Schedule, local) -> None:
-        """Reset the given slots onto the next episodes (as many as are left)."""
+        """Send resets for the given slots onto the next episodes (as many as are left); `started` collects them.
+        A slot sits out the step in between: its reset overlaps the others' acting and stepping."""
         ks = schedule.take(len(local))
         if not ks:
             return
         local = list(local)[: len(ks)]
         seeds, opts = zip(*(schedule.reset_args(k) for k in ks))
-        new_obs, new_infos = venv.reset([self.slots[i] for i in local], seeds=list(seeds), options=list(opts))
+        venv.reset_async([self.slots[i] for i in local], list(seeds), list(opts))
+        self.resetting = [(i, k, s, o, schedule.buffer(k, s)) for i, k, s, o in zip(local, ks, seeds, opts)]
+
+    def started(self, venv) -> None:
+        """Collect the resets `start` sent: the slots' first observations, buffers and the policy's reset."""
+        if not self.resetting:
+            return
+        local, ks, seeds, opts, buffers = (list(x) for x in zip(*self.resetting))
+        self.resetting = []
+        new_obs, new_infos = venv.reset_wait([self.slots[i] for i in local], seeds, opts)
         self.obs[local] = new_obs
         for j, i in enumerate(local):
             self.infos[i] = new_infos[j]
-            self.buffers[i] = schedule.buffer(ks[j], seeds[j])
+            self.buffers[i] = buffers[j]
         # Each episode's own random stream (its reset seed and id): results do not depend on num_envs or groups, and
         # episodes that share a reset seed (an RLOO group: same spawn) still act differently.
         self.policy.reset(local, self.infos, seeds=[episode_stream(s, k) for s, k in zip(seeds, ks)])

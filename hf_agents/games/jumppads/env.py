@@ -142,6 +142,9 @@ class JumpPadsEnv(gym.Env):
             raise ValueError(f"reset(options={{'spawn': {spawn!r}}}): spawn must be in 0..{NUM_SPAWNS - 1} or None")
         self._variant, self._spawn = variant, int(spawn)
         self.game.set_doom_map(map_name(variant, self._spawn))
+        # The engine's own random numbers (ViZDoom draws each episode's from a generator seeded at random when the
+        # game starts) come from the episode's seed: otherwise frames depended on what the process played before.
+        self.game.set_seed(int(self.np_random.integers(2**31)))
         self.game.new_episode()
         if self._color != VARIANTS[variant].player_color:
             self._color = VARIANTS[variant].player_color
