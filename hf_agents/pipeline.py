@@ -184,9 +184,19 @@ def reward_table(results: dict) -> str:
             lines.append(f"| {encoder} encoder | - | - | skipped: {m['skipped']} | {paper[encoder]} |")
             continue
         accuracy = m.get("eval_accuracy")
-        lines.append(f"| {encoder} encoder | {m['train_comparisons']} | {m['eval_comparisons']} | "
-                     f"{'' if accuracy is None else f'{accuracy:.0%}'} | {paper[encoder]} |")
+        shown = "" if accuracy is None else f"{accuracy:.0%}"
+        if _collapsed(m):
+            shown = "collapsed: one constant reward for every trajectory"
+        lines.append(f"| {encoder} encoder | {m['train_comparisons']} | {m['eval_comparisons']} | {shown} | "
+                     f"{paper[encoder]} |")
     return "\n".join(lines) + "\n"
+
+
+def _collapsed(metrics: dict) -> bool:
+    """A reward model that gives every training trajectory the same reward (the L2 penalty pulled its weights to
+    zero): its accuracy counts every comparison as a tie, so it says nothing about its encoder."""
+    lo, hi = metrics.get("reward_min"), metrics.get("reward_max")
+    return lo is not None and hi is not None and hi - lo < 1e-6
 
 
 def results_table(summaries: dict, out: Path) -> str:
@@ -236,7 +246,13 @@ def findings(summaries: dict, rewards: dict) -> list[dict]:
                          paper="~20% vs 11%", measured=f"{_share(scratch, 'none')} vs {_share(sft, 'none')} "
                          f"({ratio:.1f}x)", episodes=scratch["episodes"], holds=ratio >= 1.5 and apart(sft, scratch, "none")))
     accuracy = {e: m.get("eval_accuracy") for e, m in rewards.items() if "skipped" not in m}
-    if accuracy.get("agent") is not None and accuracy.get("random") is not None:
+    collapsed = [e for e, m in rewards.items() if "skipped" not in m and _collapsed(m)]
+    if collapsed:
+        rows.append(dict(finding="agent-encoder reward model beats the random encoder (by >= 2 points)",
+                         paper="> 90% vs lower", measured=f"not compared: the {' and '.join(collapsed)} encoder's "
+                         "model collapsed to one constant reward", episodes=rewards["agent"].get("eval_comparisons"),
+                         holds=None))
+    elif accuracy.get("agent") is not None and accuracy.get("random") is not None:
         rows.append(dict(finding="agent-encoder reward model beats the random encoder (by >= 2 points)",
                          paper="> 90% vs lower", measured=f"{accuracy['agent']:.1%} vs {accuracy['random']:.1%} held-out",
                          episodes=rewards["agent"].get("eval_comparisons"),
@@ -253,5 +269,5 @@ def findings(summaries: dict, rewards: dict) -> list[dict]:
 def findings_table(rows: list[dict]) -> str:
     lines = ["| finding | paper | this run (95% interval) | episodes (reward models: comparisons) | seeds | holds here |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['finding']} | {r['paper']} | {r['measured']} | {r['episodes']} | 1 | "
-              f"{'yes' if r['holds'] else '**no**'} |" for r in rows]
+              f"{'n/a' if r['holds'] is None else 'yes' if r['holds'] else '**no**'} |" for r in rows]
     return "\n".join(lines) + "\n"
