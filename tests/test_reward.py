@@ -91,6 +91,25 @@ def test_reward_model_save_load_and_bad_input(tmp_path):
         TrajectoryRewardConfig(encoder="agent")
 
 
+def test_embeddings_are_standardised_over_the_real_steps(tmp_path):
+    torch.manual_seed(0)
+    model = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=32)).eval()
+    frames = torch.randint(0, 256, (3, 12, 3, 32, 32), dtype=torch.uint8)
+    lengths = torch.tensor([12, 5, 8])
+    before = model(frames=frames, lengths=lengths).logits
+    emb = model.embed(frames, None, lengths)
+    model.standardize(emb, lengths)
+    real = emb[torch.arange(100)[None] < lengths[:, None]]  # 25 real steps; the black padding is left out
+    z = (real - model.embedding_mean) / model.embedding_std
+    assert torch.allclose(z.mean(0), torch.zeros(512), atol=1e-4) and torch.allclose(z.std(0), torch.ones(512), atol=1e-3)
+    after = model(frames=frames, lengths=lengths).logits
+    assert not torch.allclose(after, before)  # forward applies it
+    model.save_pretrained(tmp_path / "rm")
+    again = AutoModel.from_pretrained(tmp_path / "rm").eval()
+    assert torch.equal(again.embedding_std, model.embedding_std)  # saved with the weights
+    assert torch.equal(again(frames=frames, lengths=lengths).logits, after)
+
+
 @pytest.fixture(scope="module")
 def rollouts(tmp_path_factory):
     """On-policy-style rollouts in the evaluation setting (scripted players: a mix of pads) and left-pad prefs."""

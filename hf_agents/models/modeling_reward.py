@@ -3,7 +3,8 @@
 Paper C.3. A trajectory is padded to `max_steps` (100) with black frames. Each step is embedded by a frozen
 encoder: the fine-tuned agent's layer-normed transformer output at that step's observation slot (with the
 same sliding context the agent has when it acts), or, as the baseline, a frozen random linear projection
-of the flattened frame. An MLP (256, GELU) maps each embedding to 3 numbers; the 100 x 3 are concatenated
+of the flattened frame, standardised per dimension over the training steps (without it the paper's L2 penalty
+pulled the baseline to one constant reward). An MLP (256, GELU) maps each embedding to 3 numbers; the 100 x 3 are concatenated
 and an MLP (256, GELU) gives the trajectory's reward. Trained with Bradley-Terry (TRL's `RewardTrainer`);
 afterwards the min and max reward over the training trajectories are stored to normalise to [0, 1].
 
@@ -39,6 +40,9 @@ class TrajectoryRewardModel(PreTrainedModel):
             pixels = 3 * config.image_size * config.image_size
             self.projection = nn.Linear(pixels, config.random_embedding_size, bias=False)
             self.projection.requires_grad_(False)
+        # Per-dimension standardisation of the embeddings (identity until `standardize` sets it from training data).
+        self.register_buffer("embedding_mean", torch.zeros(config.embedding_size))
+        self.register_buffer("embedding_std", torch.ones(config.embedding_size))
         self.step_mlp = nn.Sequential(
             nn.Linear(config.embedding_size, config.step_hidden_size), nn.GELU(),
             nn.Linear(config.step_hidden_size, config.step_output_size),
@@ -58,6 +62,15 @@ class TrajectoryRewardModel(PreTrainedModel):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         # The frozen agent's layers are reset here too; `from_agent` / `from_pretrained` then load its weights.
+
+    @torch.no_grad()
+    def standardize(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Set the per-dimension mean and std that `forward` removes, from the real (unpadded) steps of
+        embeddings (B, max_steps, D) with lengths (B,)."""
+        keep = torch.arange(embeddings.shape[1])[None] < lengths.clamp(max=embeddings.shape[1])[:, None]
+        steps = embeddings[keep].double()
+        self.embedding_mean.copy_(steps.mean(0))
+        self.embedding_std.copy_(steps.std(0).clamp(min=1e-6))
 
     @classmethod
     def from_agent(cls, agent: AgentModel | str, **config_kwargs) -> TrajectoryRewardModel:
@@ -120,6 +133,7 @@ class TrajectoryRewardModel(PreTrainedModel):
         expected = (self.config.max_steps, self.config.embedding_size)
         if embeddings.ndim != 3 or tuple(embeddings.shape[1:]) != expected:
             raise ValueError(f"embeddings must be (batch, {expected[0]}, {expected[1]}), got {tuple(embeddings.shape)}")
+        embeddings = (embeddings.to(self.embedding_mean.dtype) - self.embedding_mean) / self.embedding_std
         per_step = self.step_mlp(embeddings.to(self.step_mlp[0].weight.dtype))
         rewards = self.trajectory_mlp(per_step.flatten(1))
         if trajectory_index is not None:

@@ -51,6 +51,11 @@ class RewardTrainingConfig(StageArguments, RewardConfig):
                                                           "steps (paper: 100)."})
     eval_fraction: float = field(default=0.2, metadata={"help": "Share of trajectories held out; comparisons among "
                                                         "them measure preference accuracy."})
+    standardize_embeddings: bool | None = field(default=None, metadata={"help": "Standardise each embedding "
+                                                "dimension over the training trajectories' steps before the MLPs; "
+                                                "default: on for the random encoder (else the L2 penalty pulled its "
+                                                "model to one constant reward), off for the agent's layer-normed "
+                                                "output (paper)."})
     embed_batch_size: int = field(default=8, metadata={"help": "Trajectories embedded at once by the frozen encoder."})
     per_device_train_batch_size: int = field(default=2048, metadata={"help": "Comparisons per step (paper: 2048)."})
     per_device_eval_batch_size: int = field(default=2048, metadata={"help": "Comparisons per evaluation step."})
@@ -69,6 +74,8 @@ class RewardTrainingConfig(StageArguments, RewardConfig):
     def __post_init__(self):
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got '{self.encoder}'")
+        if self.standardize_embeddings is None:
+            self.standardize_embeddings = self.encoder == "random"
         if self.bf16 is None:
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         super().__post_init__()
@@ -160,6 +167,14 @@ def embed_trajectories(model: TrajectoryRewardModel, trajectories: TrajectoryDat
     return torch.cat(out)
 
 
+def fit_standardization(config: RewardTrainingConfig, model: TrajectoryRewardModel, embeddings: torch.Tensor,
+                        trajectories: TrajectoryDataset, train_index) -> None:
+    """Where the config asks for it, the model standardises embeddings with the training trajectories' statistics."""
+    if config.standardize_embeddings:
+        lengths = torch.as_tensor([trajectories.episode_length(i) for i in train_index])
+        model.standardize(embeddings[torch.as_tensor(list(train_index))], lengths)
+
+
 def build_comparisons(config: RewardTrainingConfig, trajectories: TrajectoryDataset):
     """Train and held-out comparison datasets (rows of trajectory indices) and the train trajectory indices."""
     position = {m["episode_id"]: i for i, m in enumerate(trajectories.episodes)}
@@ -196,6 +211,7 @@ def run(config: RewardTrainingConfig) -> dict:
     set_seed(config.seed)
     model = build_reward_model(config, height)
     embeddings = embed_trajectories(model, trajectories, config.embed_batch_size)  # once: the encoder is frozen
+    fit_standardization(config, model, embeddings, trajectories, train_index)
     if eval_pairs is None:
         config.eval_strategy = "no"
     trainer = TrajectoryRewardTrainer(model, config, embeddings, train_pairs, eval_pairs)

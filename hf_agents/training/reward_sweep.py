@@ -26,6 +26,7 @@ from hf_agents.training.reward import (
     TrajectoryRewardTrainer,
     build_reward_model,
     embed_trajectories,
+    fit_standardization,
 )
 
 SIZES = (10, 30, 100, 300, 1000, 0)  # 0: every training comparison
@@ -80,8 +81,8 @@ def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
             for size in config.sizes:
                 pairs = train_pairs if not size or size >= len(train_pairs) else synthetic_preferences(
                     train_part.episodes, pad, size, seed=seed)
-                accuracy = _train_and_score(config, encoder, seed, out, data.frame_size[0], cached[key],
-                                            pairs, eval_pairs, position)
+                accuracy = _train_and_score(config, encoder, seed, out, data, cached[key], pairs, eval_pairs,
+                                            position, [position[m["episode_id"]] for m in train_part.episodes])
                 label = "all" if not size else str(size)
                 results[pad][encoder].setdefault(label, {"comparisons": len(pairs), "accuracy": []})
                 results[pad][encoder][label]["accuracy"].append(accuracy)
@@ -108,10 +109,11 @@ def _stage_config(config: RewardSweepConfig, encoder: str, seed: int, out: Path)
                                 overwrite=True)
 
 
-def _train_and_score(config, encoder, seed, out, frame_size, embeddings, pairs, eval_pairs, position) -> float:
+def _train_and_score(config, encoder, seed, out, data, embeddings, pairs, eval_pairs, position, train_index) -> float:
     stage = _stage_config(config, encoder, seed, out)
     set_seed(seed)
-    model = build_reward_model(stage, frame_size)
+    model = build_reward_model(stage, data.frame_size[0])
+    fit_standardization(stage, model, embeddings, data, train_index)
     rows = {"chosen_ids": [[position[c]] for c, _ in pairs], "rejected_ids": [[position[r]] for _, r in pairs]}
     trainer = TrajectoryRewardTrainer(model, stage, embeddings, datasets.Dataset.from_dict(rows))
     trainer.train()
