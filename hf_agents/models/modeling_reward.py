@@ -25,6 +25,11 @@ from hf_agents.models.configuration_reward import TrajectoryRewardConfig
 from hf_agents.models.modeling_agent import AgentModel
 
 
+def real_steps(lengths: torch.Tensor, max_steps: int) -> torch.Tensor:
+    """(B, max_steps) mask of each trajectory's real steps (True before its length, False on the padding)."""
+    return torch.arange(max_steps, device=lengths.device)[None] < lengths[:, None]
+
+
 class TrajectoryRewardModel(PreTrainedModel):
     config_class = TrajectoryRewardConfig
     base_model_prefix = "reward"
@@ -67,8 +72,7 @@ class TrajectoryRewardModel(PreTrainedModel):
     def standardize(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> None:
         """Set the per-dimension mean and std that `forward` removes, from the real (unpadded) steps of
         embeddings (B, max_steps, D) with lengths (B,)."""
-        keep = torch.arange(embeddings.shape[1])[None] < lengths.clamp(max=embeddings.shape[1])[:, None]
-        steps = embeddings[keep].double()
+        steps = embeddings[real_steps(lengths.clamp(max=embeddings.shape[1]), embeddings.shape[1])].double()
         self.embedding_mean.copy_(steps.mean(0))
         self.embedding_std.copy_(steps.std(0).clamp(min=1e-6))
 
@@ -91,7 +95,7 @@ class TrajectoryRewardModel(PreTrainedModel):
         if T > N:
             raise ValueError(f"trajectories of {T} steps exceed the reward model's max_steps={N}; cut them first")
         lengths = torch.full((B,), T, device=frames.device) if lengths is None else lengths.to(frames.device)
-        keep = torch.arange(N, device=frames.device)[None] < lengths[:, None]  # (B, N)
+        keep = real_steps(lengths, N)
         out_frames = frames.new_zeros(B, N, *frames.shape[2:])
         out_frames[:, :T] = frames
         out_frames[~keep] = 0

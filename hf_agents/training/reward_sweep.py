@@ -75,6 +75,7 @@ def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
             cached[key] = embed_trajectories(model, data, progress=False)
         train_part, eval_part = data.split(config.eval_fraction, seed=seed)
         position = {m["episode_id"]: i for i, m in enumerate(episodes)}
+        train_index = [position[m["episode_id"]] for m in train_part.episodes]
         for pad in config.pads:
             train_pairs = synthetic_preferences(train_part.episodes, pad)
             eval_pairs = synthetic_preferences(eval_part.episodes, pad, config.max_eval_comparisons, seed=seed)
@@ -82,7 +83,7 @@ def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
                 pairs = train_pairs if not size or size >= len(train_pairs) else synthetic_preferences(
                     train_part.episodes, pad, size, seed=seed)
                 accuracy = _train_and_score(config, encoder, seed, out, data, cached[key], pairs, eval_pairs,
-                                            position, [position[m["episode_id"]] for m in train_part.episodes])
+                                            position, train_index)
                 label = "all" if not size else str(size)
                 results[pad][encoder].setdefault(label, {"comparisons": len(pairs), "accuracy": []})
                 results[pad][encoder][label]["accuracy"].append(accuracy)
