@@ -7,6 +7,7 @@ output at o_t (which has seen o_1..o_t and a_1..a_{t-1}) predicts a_t: LayerNorm
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,9 @@ from hf_agents.actions import (
     ActionError,
 )
 from hf_agents.models.configuration_agent import AgentConfig
+
+# transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`
+_CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters else "past_key_values"
 
 # peft LoRA targets in the GPT2 backbone (Conv1D layers; use fan_in_fan_out=True).
 LORA_TARGET_MODULES = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
@@ -74,7 +78,7 @@ class AgentOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
-    past_key_values: object | None = None
+    cache: object | None = None
     component_accuracy: torch.Tensor | None = None
 
 
@@ -212,9 +216,11 @@ class AgentModel(AgentPreTrainedModel):
         """Observation and action embeddings (B, T, D) each -> tokens (B, 2T, D)."""
         return torch.stack([obs, act], dim=2).flatten(1, 2)
 
-    def _transformer(self, tokens, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
-        return self.backbone(inputs_embeds=tokens, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=past_key_values, use_cache=use_cache)
+    def _transformer(self, tokens, attention_mask=None, position_ids=None, cache=None, use_cache=False):
+        """The GPT2 backbone on token embeddings -> (last hidden state (B, L, D), its KV cache or None)."""
+        out = self.backbone(inputs_embeds=tokens, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=use_cache, **{_CACHE: cache})
+        return out.last_hidden_state, (out.get(_CACHE) if use_cache else None)
 
     def context_start(self, step: int) -> int:
         """First step of the context the agent acts on at `step` (0-based) of an episode.
@@ -226,32 +232,32 @@ class AgentModel(AgentPreTrainedModel):
         return period * max(0, (step - self.config.keep_steps) // period)
 
     def step(self, obs: torch.Tensor, prev_actions: torch.Tensor, n: torch.Tensor, pending: torch.Tensor,
-             past_key_values=None, slot_mask: torch.Tensor | None = None):
+             cache=None, slot_mask: torch.Tensor | None = None):
         """One cache-aware step per sequence: append [previous action, observation] and return the logits.
 
         obs (N, D) observation embeddings; prev_actions (N, 16) the action of step n-1; n (N,) the step's
         index in its window; pending (N,) bool: the previous action is not in the cache yet (False at a
         window start). slot_mask (N, L): which cached slots each sequence attends to.
-        Returns (logits (N, 68), hidden (N, D), past_key_values, slot_mask (N, L + 2)).
+        Returns (logits (N, 68), hidden (N, D), cache, slot_mask (N, L + 2)).
         """
         tokens = torch.stack([self.embed_actions(prev_actions), obs], dim=1)
         positions = torch.stack([(2 * n - 1).clamp(min=0), 2 * n], dim=1)
         if slot_mask is None:
             slot_mask = n.new_zeros(len(n), 0)
         slot_mask = torch.cat([slot_mask, torch.stack([pending.long(), torch.ones_like(n)], 1)], 1)
-        out = self._transformer(tokens, slot_mask, positions, past_key_values, use_cache=True)
-        hidden = out.last_hidden_state[:, -1]
-        return self.action_logits(hidden), hidden, out.past_key_values, slot_mask
+        hidden, cache = self._transformer(tokens, slot_mask, positions, cache, use_cache=True)
+        hidden = hidden[:, -1]
+        return self.action_logits(hidden), hidden, cache, slot_mask
 
     def encode_window(self, obs: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor):
         """A fresh cache holding complete steps: obs (N, K, D), actions (N, K, 16), valid (N, K) with
-        each sequence's steps right-aligned (left padding). Returns (past_key_values, slot_mask (N, 2K))."""
+        each sequence's steps right-aligned (left padding). Returns (cache, slot_mask (N, 2K))."""
         steps = (valid.long().cumsum(1) - 1).clamp(min=0)
         mask = valid.long().repeat_interleave(2, dim=1)
         positions = torch.stack([2 * steps, 2 * steps + 1], 2).flatten(1) * mask
         tokens = self.interleave(obs, self.embed_actions(actions))
-        out = self._transformer(tokens, mask, positions, use_cache=True)
-        return out.past_key_values, mask
+        _, cache = self._transformer(tokens, mask, positions, use_cache=True)
+        return cache, mask
 
     def _check_frames(self, frames: torch.Tensor) -> None:
         size = self.config.image_size
@@ -297,8 +303,8 @@ class AgentModel(AgentPreTrainedModel):
         obs = self.embed_frames(frames)
         act = torch.zeros_like(obs) if actions is None else self.embed_actions(actions)
         mask = None if attention_mask is None else attention_mask.repeat_interleave(2, dim=1)
-        out = self._transformer(self.interleave(obs, act), mask, use_cache=use_cache)
-        hidden = out.last_hidden_state[:, 0::2]  # observation slots
+        hidden, cache = self._transformer(self.interleave(obs, act), mask, use_cache=use_cache)
+        hidden = hidden[:, 0::2]  # observation slots
         logits = self.action_logits(hidden)
         loss = accuracy = None
         if actions is not None:
@@ -306,7 +312,7 @@ class AgentModel(AgentPreTrainedModel):
             weights = torch.ones(B, T, device=logits.device) if weights is None else weights.to(logits.dtype)
             loss, accuracy = self.imitation_loss(logits, actions, weights, num_items_in_batch)
         return AgentOutput(loss=loss, logits=logits, last_hidden_state=hidden,
-                           past_key_values=out.past_key_values if use_cache else None, component_accuracy=accuracy)
+                           cache=cache, component_accuracy=accuracy)
 
     def sliding_forward(self, frames: torch.Tensor, actions: torch.Tensor) -> AgentOutput:
         """Whole trajectories (B, T, ...) of any length, each step seen with the context it had when the agent
@@ -322,9 +328,9 @@ class AgentModel(AgentPreTrainedModel):
         hidden = []
         for start in range(0, max(T - keep, 1), H - keep):
             window = slice(start, min(start + H, T))
-            out = self._transformer(self.interleave(obs[:, window], act[:, window]))
+            out, _ = self._transformer(self.interleave(obs[:, window], act[:, window]))
             first = 0 if start == 0 else keep  # the kept steps belong to the previous window
-            hidden.append(out.last_hidden_state[:, 0::2][:, first:])
+            hidden.append(out[:, 0::2][:, first:])
         hidden = torch.cat(hidden, 1)
         return AgentOutput(logits=self.action_logits(hidden), last_hidden_state=hidden)
 
