@@ -55,6 +55,7 @@ def test_agent_embeddings_use_the_acting_context_and_padding():
     torch.manual_seed(0)
     agent = AgentModel(AgentConfig.from_preset("tiny")).eval()
     model = TrajectoryRewardModel.from_agent(agent).eval()
+    assert model.config.padding_side == "right"  # the default: padding after the trajectory
     frames = torch.randint(0, 256, (2, 50, 3, 32, 32), dtype=torch.uint8)
     actions = torch.randint(0, 2, (2, 50, 16))
     emb = model.embed(frames, actions, torch.tensor([50, 20]))
@@ -68,6 +69,14 @@ def test_agent_embeddings_use_the_acting_context_and_padding():
     alone = model.embed(frames[1:, :20], actions[1:, :20])
     assert torch.allclose(emb[1], alone[0], atol=1e-5)
     assert not torch.allclose(emb[0], emb[1])
+    # padded in front: the same embeddings, each trajectory's last step at the last position
+    left = TrajectoryRewardModel.from_agent(agent, padding_side="left").eval()
+    in_front = left.embed(frames, actions, torch.tensor([50, 20]))
+    for i, length in enumerate((50, 20)):
+        assert torch.allclose(in_front[i, 100 - length:], emb[i, :length], atol=1e-5)
+        assert torch.allclose(in_front[i, :100 - length], emb[i, length:], atol=1e-5)
+    with pytest.raises(ValueError, match="padding_side"):
+        TrajectoryRewardModel.from_agent(agent, padding_side="middle")
 
 
 def test_reward_model_save_load_and_bad_input(tmp_path):
@@ -93,13 +102,13 @@ def test_reward_model_save_load_and_bad_input(tmp_path):
 
 def test_embeddings_are_standardised_over_the_real_steps(tmp_path):
     torch.manual_seed(0)
-    model = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=32)).eval()
+    model = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=32, padding_side="left")).eval()
     frames = torch.randint(0, 256, (3, 12, 3, 32, 32), dtype=torch.uint8)
     lengths = torch.tensor([12, 5, 8])
     before = model(frames=frames, lengths=lengths).logits
     emb = model.embed(frames, None, lengths)
     model.standardize(emb, lengths)
-    real = emb[torch.arange(100)[None] < lengths[:, None]]  # 25 real steps; the black padding is left out
+    real = emb[torch.arange(100)[None] >= 100 - lengths[:, None]]  # 25 real steps, after the black padding
     z = (real - model.embedding_mean) / model.embedding_std
     assert torch.allclose(z.mean(0), torch.zeros(512), atol=1e-4) and torch.allclose(z.std(0), torch.ones(512), atol=1e-3)
     after = model(frames=frames, lengths=lengths).logits
@@ -130,8 +139,8 @@ def rollouts(tmp_path_factory):
 
 # Held-out accuracy on 18 trajectories varies a lot with the split (and the test agent is untrained), so the bar
 # is "well above chance"; the paper's comparison of the two encoders is the demo's reward table.
-@pytest.mark.parametrize("encoder", ["random", "agent"])
-def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder):
+@pytest.mark.parametrize("encoder,padding_side", [("random", "right"), ("agent", "right"), ("random", "left")])
+def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder, padding_side):
     extra = []
     if encoder == "agent":
         AgentModel(AgentConfig.from_preset("tiny")).save_pretrained(tmp_path / "agent")
@@ -139,7 +148,7 @@ def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder):
     out = tmp_path / "rm"
     # ~240 updates: a lighter L2 than the paper's 0.1, which comes with 200 epochs of far more comparisons
     code = main(["stage=reward", f"trajectories={rollouts / 'rollouts'}", f"preferences={rollouts / 'left.parquet'}",
-                 f"encoder={encoder}", f"output_dir={out}", "per_device_train_batch_size=64", "num_train_epochs=20",
+                 f"encoder={encoder}", f"padding_side={padding_side}", f"output_dir={out}", "per_device_train_batch_size=64", "num_train_epochs=20",
                  "eval_fraction=0.3", "seed=1", "l2_penalty=0.01", "eval_strategy=epoch", "save_strategy=no", "report_to=none",
                  "logging_steps=20", "disable_tqdm=true", *extra])
     assert code == 0
@@ -206,8 +215,9 @@ def test_reward_sweep_writes_the_accuracy_table_and_plot(rollouts, tmp_path, cap
     capsys.readouterr()
     assert cli(["reward", "sweep", str(rollouts / "rollouts"), "--agent", str(tmp_path / "agent"), "--out",
                 str(tmp_path / "sweep"), "--pads", "left", "--sizes", "10", "0", "--seeds", "0", "1",
-                "--steps", "30"]) == 0
+                "--steps", "30", "--padding-side", "left"]) == 0
     summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert summary["config"]["padding_side"] == "left"
     rows = summary["results"]["left"]
     assert set(rows) == {"agent", "random"} and set(rows["agent"]) == {"10", "all"}
     assert rows["agent"]["10"]["comparisons"] == 10 and rows["agent"]["all"]["comparisons"] > 10

@@ -19,6 +19,10 @@ class TrajectoryRewardConfig(PretrainedConfig):
         image_size (`int`): square frame size the encoder takes.
         random_embedding_size (`int`): output size of the random projection (paper: 512).
         max_steps (`int`): trajectories are padded with black frames (and no-op actions) to this length.
+        padding_side (`str`): where the padding goes once a trajectory is embedded: `"left"` puts it in front,
+            so every trajectory's last step (how it ended) sits at the last position of the trajectory MLP's
+            input; `"right"` keeps it after the trajectory. Either way each step is embedded with the context
+            the agent had when it acted.
         step_hidden_size, step_output_size: the per-step MLP (paper: 256 hidden, GELU, 3 outputs).
         hidden_size (`int`): the trajectory MLP over the concatenated step outputs (paper: 256, GELU, 1).
         reward_min, reward_max (`float`): raw rewards over the training trajectories after training;
@@ -28,8 +32,8 @@ class TrajectoryRewardConfig(PretrainedConfig):
     model_type = "hf_agent_reward"
 
     def __init__(self, encoder="agent", agent_config=None, image_size=64, random_embedding_size=512, max_steps=100,
-                 step_hidden_size=256, step_output_size=3, hidden_size=256, reward_min=None, reward_max=None,
-                 **kwargs):
+                 padding_side="right", step_hidden_size=256, step_output_size=3, hidden_size=256, reward_min=None,
+                 reward_max=None, **kwargs):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got '{encoder}'")
         if encoder == "agent" and agent_config is None:
@@ -40,7 +44,10 @@ class TrajectoryRewardConfig(PretrainedConfig):
         self.agent_config = agent_config
         self.image_size = agent_config["image_size"] if agent_config else image_size
         self.random_embedding_size = random_embedding_size
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got '{padding_side}'")
         self.max_steps = max_steps
+        self.padding_side = padding_side
         self.step_hidden_size = step_hidden_size
         self.step_output_size = step_output_size
         self.hidden_size = hidden_size

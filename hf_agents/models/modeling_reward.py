@@ -1,12 +1,14 @@
 """The trajectory reward model: frozen per-step embeddings -> per-step MLP -> concatenated -> MLP -> one reward.
 
-Paper C.3. A trajectory is padded to `max_steps` (100) with black frames. Each step is embedded by a frozen
-encoder: the fine-tuned agent's layer-normed transformer output at that step's observation slot (with the
-same sliding context the agent has when it acts), or, as the baseline, a frozen random linear projection
-of the flattened frame, standardised per dimension over the training steps (without it the paper's L2 penalty
-pulled the baseline to one constant reward). An MLP (256, GELU) maps each embedding to 3 numbers; the 100 x 3 are concatenated
-and an MLP (256, GELU) gives the trajectory's reward. Trained with Bradley-Terry (TRL's `RewardTrainer`);
-afterwards the min and max reward over the training trajectories are stored to normalise to [0, 1].
+Paper C.3. A trajectory is padded to `max_steps` (100) with black frames: after it, or with `padding_side="left"`
+in front of it, so that every trajectory ends at the same input of the trajectory MLP. Each step is embedded by
+a frozen encoder: the fine-tuned agent's layer-normed transformer output at that step's observation slot (with
+the same sliding context the agent has when it acts), or, as the baseline, a frozen random linear projection of
+the flattened frame, standardised per dimension over the training steps (without it the paper's L2 penalty
+pulled the baseline to one constant reward). An MLP (256, GELU) maps each embedding to 3 numbers; the 100 x 3
+are concatenated and an MLP (256, GELU) gives the trajectory's reward. Trained with Bradley-Terry (TRL's
+`RewardTrainer`); afterwards the min and max reward over the training trajectories are stored to normalise to
+[0, 1].
 
 Because the encoder is frozen, training works on precomputed embeddings (`embed` once, then
 `forward(embeddings=...)`); at RL time `forward(frames=..., actions=...)` does both.
@@ -25,9 +27,21 @@ from hf_agents.models.configuration_reward import TrajectoryRewardConfig
 from hf_agents.models.modeling_agent import AgentModel
 
 
-def real_steps(lengths: torch.Tensor, max_steps: int) -> torch.Tensor:
-    """(B, max_steps) mask of each trajectory's real steps (True before its length, False on the padding)."""
-    return torch.arange(max_steps, device=lengths.device)[None] < lengths[:, None]
+def real_steps(lengths: torch.Tensor, max_steps: int, padding_side: str = "right") -> torch.Tensor:
+    """(B, max_steps) mask of each trajectory's real steps (True on its steps, False on the padding, which is
+    after them for padding_side="right" and before them for "left")."""
+    position = torch.arange(max_steps, device=lengths.device)[None]
+    if padding_side == "left":
+        return position >= max_steps - lengths[:, None]
+    return position < lengths[:, None]
+
+
+def padding_to_front(embeddings: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) embeddings padded after each trajectory -> the same with the padding in front (left padding):
+    each trajectory's last step moves to position N - 1."""
+    N = embeddings.shape[1]
+    source = (torch.arange(N, device=embeddings.device)[None] - (N - lengths.to(embeddings.device)[:, None])) % N
+    return torch.gather(embeddings, 1, source[..., None].expand(-1, -1, embeddings.shape[2]))
 
 
 class TrajectoryRewardModel(PreTrainedModel):
@@ -72,7 +86,8 @@ class TrajectoryRewardModel(PreTrainedModel):
     def standardize(self, embeddings: torch.Tensor, lengths: torch.Tensor) -> None:
         """Set the per-dimension mean and std that `forward` removes, from the real (unpadded) steps of
         embeddings (B, max_steps, D) with lengths (B,)."""
-        steps = embeddings[real_steps(lengths.clamp(max=embeddings.shape[1]), embeddings.shape[1])].double()
+        mask = real_steps(lengths.clamp(max=embeddings.shape[1]), embeddings.shape[1], self.config.padding_side)
+        steps = embeddings[mask].double()
         self.embedding_mean.copy_(steps.mean(0))
         self.embedding_std.copy_(steps.std(0).clamp(min=1e-6))
 
@@ -108,12 +123,17 @@ class TrajectoryRewardModel(PreTrainedModel):
     @torch.no_grad()
     def embed(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
               lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """frames (B, T, 3, H, W) uint8, actions (B, T, 16) ids, lengths (B,) -> embeddings (B, max_steps, D)."""
-        frames, actions = self.pad(frames, actions, lengths)
+        """frames (B, T, 3, H, W) uint8, actions (B, T, 16) ids, lengths (B,) -> embeddings (B, max_steps, D),
+        padded on the config's `padding_side`."""
+        padded, actions = self.pad(frames, actions, lengths)  # after the end: what follows a step cannot change it
         if self.config.encoder == "random":
-            flat = frames.flatten(2).to(self.projection.weight.dtype) / 255.0
-            return self.projection(flat)
-        return self._agent_embeddings(frames, actions)
+            embeddings = self.projection(padded.flatten(2).to(self.projection.weight.dtype) / 255.0)
+        else:
+            embeddings = self._agent_embeddings(padded, actions)
+        if self.config.padding_side == "left":
+            lengths = torch.full((len(frames),), frames.shape[1], device=frames.device) if lengths is None else lengths
+            embeddings = padding_to_front(embeddings, lengths.clamp(max=self.config.max_steps))
+        return embeddings
 
     def _agent_embeddings(self, frames, actions):
         # Each step with the context the agent had when it acted (its sliding window).

@@ -49,6 +49,10 @@ class RewardTrainingConfig(StageArguments, RewardConfig):
                                                       "(required for encoder='agent')."})
     trajectory_steps: int = field(default=100, metadata={"help": "Trajectories are padded to (and cut at) this many "
                                                           "steps (paper: 100)."})
+    padding_side: str = field(default="right", metadata={"help": "Black-frame padding after each trajectory "
+                              "('right', every trajectory starts at the same input of the trajectory MLP) or in "
+                              "front of it ('left', every trajectory ends at the same input). Paper: unstated. "
+                              "Which is better depends on the data (README: reward models)."})
     eval_fraction: float = field(default=0.2, metadata={"help": "Share of trajectories held out; comparisons among "
                                                         "them measure preference accuracy."})
     standardize_embeddings: bool | None = field(default=None, metadata={"help": "Standardise each embedding "
@@ -147,9 +151,11 @@ def build_reward_model(config: RewardTrainingConfig, frame_size: int) -> Traject
         if agent.config.image_size != frame_size:
             raise ValueError(f"{config.trajectories}: frames are {frame_size}px but the agent {config.agent} takes "
                              f"{agent.config.image_size}px; roll out with a matching env or pick another agent")
-        return TrajectoryRewardModel.from_agent(agent, max_steps=config.trajectory_steps)
+        return TrajectoryRewardModel.from_agent(agent, max_steps=config.trajectory_steps,
+                                                padding_side=config.padding_side)
     return TrajectoryRewardModel(TrajectoryRewardConfig(encoder=config.encoder, image_size=frame_size,
-                                                        max_steps=config.trajectory_steps))
+                                                        max_steps=config.trajectory_steps,
+                                                        padding_side=config.padding_side))
 
 
 @torch.no_grad()

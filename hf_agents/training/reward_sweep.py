@@ -51,6 +51,8 @@ class RewardSweepConfig:
     batch_size: int = field(default=256, metadata={"help": "Comparisons per step (paper: 2048)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Paper: 1e-4."})
     l2_penalty: float = field(default=0.1, metadata={"help": "Paper: 0.1."})
+    padding_side: str = field(default="right", metadata={"help": "Padding after each trajectory ('right') or in "
+                              "front of it ('left'); paper: unstated."})
 
 
 def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
@@ -105,7 +107,8 @@ def _stage_config(config: RewardSweepConfig, encoder: str, seed: int, out: Path)
     return RewardTrainingConfig(output_dir=str(out / "run"), trajectories=config.trajectories, preferences="-",
                                 encoder=encoder, agent=config.agent, seed=seed, max_steps=config.steps,
                                 per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-                                l2_penalty=config.l2_penalty, lr_scheduler_type="constant", eval_strategy="no",
+                                l2_penalty=config.l2_penalty, padding_side=config.padding_side,
+                                lr_scheduler_type="constant", eval_strategy="no",
                                 save_strategy="no", report_to=[], logging_steps=10**9, disable_tqdm=True,
                                 overwrite=True)
 
