@@ -148,7 +148,8 @@ def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder, paddin
     out = tmp_path / "rm"
     # ~240 updates: a lighter L2 than the paper's 0.1, which comes with 200 epochs of far more comparisons
     code = main(["stage=reward", f"trajectories={rollouts / 'rollouts'}", f"preferences={rollouts / 'left.parquet'}",
-                 f"encoder={encoder}", f"padding_side={padding_side}", f"output_dir={out}", "per_device_train_batch_size=64", "num_train_epochs=20",
+                 f"encoder={encoder}", f"padding_side={padding_side}", f"output_dir={out}",
+                 "per_device_train_batch_size=64", "num_train_epochs=20",
                  "eval_fraction=0.3", "seed=1", "l2_penalty=0.01", "eval_strategy=epoch", "save_strategy=no", "report_to=none",
                  "logging_steps=20", "disable_tqdm=true", *extra])
     assert code == 0

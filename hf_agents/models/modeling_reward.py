@@ -104,7 +104,8 @@ class TrajectoryRewardModel(PreTrainedModel):
 
     # -- embeddings (frozen) -------------------------------------------------------------------
     def pad(self, frames: torch.Tensor, actions: torch.Tensor | None, lengths: torch.Tensor | None):
-        """Pad (B, T, ...) to (B, max_steps, ...): black frames and no-op actions after each trajectory's end."""
+        """Pad (B, T, ...) to (B, max_steps, ...): black frames and no-op actions after each trajectory's end.
+        Returns the padded frames and actions and the lengths (B,) (T for every trajectory when None)."""
         B, T = frames.shape[:2]
         N = self.config.max_steps
         if T > N:
@@ -118,20 +119,19 @@ class TrajectoryRewardModel(PreTrainedModel):
         out_actions[..., NUM_BUTTONS:] = CENTRE_BUCKET  # padded steps are no-ops
         if actions is not None:
             out_actions[:, :T] = torch.where(keep[:, :T, None], actions.long(), out_actions[:, :T])
-        return out_frames, out_actions
+        return out_frames, out_actions, lengths
 
     @torch.no_grad()
     def embed(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
               lengths: torch.Tensor | None = None) -> torch.Tensor:
         """frames (B, T, 3, H, W) uint8, actions (B, T, 16) ids, lengths (B,) -> embeddings (B, max_steps, D),
         padded on the config's `padding_side`."""
-        padded, actions = self.pad(frames, actions, lengths)  # after the end: what follows a step cannot change it
+        padded, actions, lengths = self.pad(frames, actions, lengths)  # after the end: what follows cannot change a step
         if self.config.encoder == "random":
             embeddings = self.projection(padded.flatten(2).to(self.projection.weight.dtype) / 255.0)
         else:
             embeddings = self._agent_embeddings(padded, actions)
         if self.config.padding_side == "left":
-            lengths = torch.full((len(frames),), frames.shape[1], device=frames.device) if lengths is None else lengths
             embeddings = padding_to_front(embeddings, lengths.clamp(max=self.config.max_steps))
         return embeddings
 
