@@ -126,7 +126,7 @@ class TrajectoryRewardModel(PreTrainedModel):
               lengths: torch.Tensor | None = None) -> torch.Tensor:
         """frames (B, T, 3, H, W) uint8, actions (B, T, 16) ids, lengths (B,) -> embeddings (B, max_steps, D),
         padded on the config's `padding_side`."""
-        padded, actions, lengths = self.pad(frames, actions, lengths)  # after the end: what follows cannot change a step
+        padded, actions, lengths = self.pad(frames, actions, lengths)  # after the end, as the agent saw it
         if self.config.encoder == "random":
             embeddings = self.projection(padded.flatten(2).to(self.projection.weight.dtype) / 255.0)
         else:
