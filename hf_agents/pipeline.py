@@ -3,8 +3,9 @@
 generate data -> pretrain -> SFT and the from-scratch baseline -> evaluate all three (the SFT agent's
 evaluation episodes are kept as its on-policy rollouts) -> synthetic preferences for the left pad ->
 reward models with the agent encoder and the random-projection baseline -> align the SFT agent to the left
-pad with the agent-encoder reward model (a LoRA adapter named "left") and evaluate it -> comparison figure
-and results tables beside the paper's. Stage outputs are reused when present.
+pad with the agent-encoder reward model: preference fine-tuning, then online RLOO (one LoRA adapter named
+"left"), each evaluated -> comparison figure and results tables beside the paper's. Stage outputs are reused
+when present.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from hf_agents.training import RECIPES
 
 SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model epochs; "cpu": the README's demo
     "cpu": dict(pretrain_episodes=400, per_pad=80, pretrain_steps=None, sft_steps=None, eval_episodes=300,
-                reward_epochs=10, align_updates=60, align_episodes=16),  # 10 reward epochs: as accurate as 30 here
+                reward_epochs=10, pft_rollouts=200, pft_steps=None, align_updates=60, align_episodes=16),
+    # (10 reward epochs: as accurate as 30 here)
     "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8, reward_epochs=2,
-                  align_updates=2, align_episodes=4),
+                  pft_rollouts=8, pft_steps=2, align_updates=2, align_episodes=4),
     # the paper's model, frames, batches and learning rates (recipes/gpu/), for a machine with a GPU
     "gpu": dict(pretrain_episodes=5000, per_pad=100, pretrain_steps=None, sft_steps=None, eval_episodes=1000,
-                reward_epochs=None, align_updates=None, align_episodes=16, frame_size=128, recipes="gpu",
+                reward_epochs=None, pft_rollouts=None, pft_steps=None, align_updates=None, align_episodes=16,
+                frame_size=128, recipes="gpu",
                 frame_codec="bmp"),  # uncompressed frames: the loaders keep up with the GPU (BENCHMARKS.md)
 }
 PREFERRED_PAD = "left"  # the paper aligns to the left pad first
@@ -123,7 +126,7 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
     compare([out / n / "eval" for n in ("pretrain", "sft", "scratch")], out / "comparison.png", labels=list(summaries))
     rewards = reward_models(out, rollouts, s, stage, log)
     if "skipped" not in rewards["agent"]:
-        summaries[f"sft + {PREFERRED_PAD} adapter"] = align_left(out, s, num_envs, stage)
+        summaries.update(align_left(out, s, num_envs, stage))
     report = results_table(summaries, out) + "\n" + reward_table(rewards) + "\n" + findings_table(findings(summaries, rewards))
     (out / "report.md").write_text(report)
     log(report)
@@ -156,22 +159,37 @@ def reward_models(out: Path, rollouts: Path, s: dict, stage: Stages, log) -> dic
 
 
 def align_left(out: Path, s: dict, num_envs: int, stage: Stages) -> dict:
-    """The left designer's adapter: online RLOO on the agent-encoder reward model, then its evaluation."""
+    """The left designer's agent as in the paper's Figure 8: preference fine-tuning on the SFT agent's top-scored
+    rollouts, then online RLOO going on from it, both with the agent-encoder reward model; each evaluated."""
+    from hf_agents.models.adapters import is_adapter
+
+    reward_model, pft = out / f"reward-{PREFERRED_PAD}-agent", out / f"preference-ft-{PREFERRED_PAD}"
+    recipe = recipe_path(f"preference_ft_{PREFERRED_PAD}", s)
+    sizes = [f"{k}={v}" for k, v in (("rollout_episodes", s["pft_rollouts"]), ("max_steps", s["pft_steps"])) if v]
+    stage(f"preference fine-tuning ({PREFERRED_PAD})", pft / "train_results.json", lambda: _train(
+        recipe, [f"agent={out / 'sft'}", f"reward_model={reward_model}", f"output_dir={pft}", "overwrite=true",
+                 f"num_envs={num_envs}", *sizes]),
+        inputs=[out / "sft", reward_model, recipe], rollouts=s["pft_rollouts"], steps=s["pft_steps"])
+    fine_tuned = _evaluate(pft, f"sft + {PREFERRED_PAD} preference fine-tuning", s, num_envs, stage)
+    target, recipe = out / f"align-{PREFERRED_PAD}", recipe_path(f"align_{PREFERRED_PAD}", s)
+    start = [f"agent={out / 'sft'}", f"init_adapter={pft}"] if is_adapter(pft) else [f"agent={pft}"]  # head: an agent
+    stage(f"align ({PREFERRED_PAD} adapter)", target / "train_results.json", lambda: _train(
+        recipe, [*start, f"reward_model={reward_model}", f"output_dir={target}", "overwrite=true",
+                 f"num_envs={num_envs}", f"episodes_per_update={s['align_episodes']}"]
+        + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])),
+        inputs=[out / "sft", pft, reward_model, recipe], updates=s["align_updates"], episodes=s["align_episodes"])
+    return {fine_tuned["label"]: fine_tuned, f"sft + {PREFERRED_PAD} adapter": _evaluate(
+        target, f"sft + {PREFERRED_PAD} adapter", s, num_envs, stage)}
+
+
+def _evaluate(model: Path, label: str, s: dict, num_envs: int, stage: Stages) -> dict:
+    """A demo stage: evaluate an agent (or adapter) into model/eval; its summary."""
     from hf_agents.rollout.evaluate import evaluate_model
 
-    target = out / f"align-{PREFERRED_PAD}"
-    recipe = recipe_path(f"align_{PREFERRED_PAD}", s)
-    stage(f"align ({PREFERRED_PAD} adapter)", target / "train_results.json", lambda: _train(
-        recipe, [f"agent={out / 'sft'}", f"reward_model={out / f'reward-{PREFERRED_PAD}-agent'}",
-                                   f"output_dir={target}", "overwrite=true", f"num_envs={num_envs}",
-                                   f"episodes_per_update={s['align_episodes']}"]
-        + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])),
-        inputs=[out / "sft", out / f"reward-{PREFERRED_PAD}-agent", recipe],
-        updates=s["align_updates"], episodes=s["align_episodes"])
-    evaluation = target / "eval"
-    stage(f"evaluate the {PREFERRED_PAD} adapter", evaluation / "eval.json", lambda: evaluate_model(
-        target, evaluation, episodes=s["eval_episodes"], num_envs=num_envs, label=f"sft + {PREFERRED_PAD} adapter"),
-        inputs=[target], episodes=s["eval_episodes"])
+    evaluation = model / "eval"
+    stage(f"evaluate {label}", evaluation / "eval.json", lambda: evaluate_model(
+        model, evaluation, episodes=s["eval_episodes"], num_envs=num_envs, label=label), inputs=[model],
+        episodes=s["eval_episodes"])
     return json.loads((evaluation / "eval.json").read_text())
 
 
@@ -204,7 +222,8 @@ def results_table(summaries: dict, out: Path) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for label, s in summaries.items():
         d = s["distribution"]
-        run = {"base": "pretrain", f"sft + {PREFERRED_PAD} adapter": f"align-{PREFERRED_PAD}"}.get(label, label)
+        run = {"base": "pretrain", f"sft + {PREFERRED_PAD} adapter": f"align-{PREFERRED_PAD}",
+               f"sft + {PREFERRED_PAD} preference fine-tuning": f"preference-ft-{PREFERRED_PAD}"}.get(label, label)
         results = out / run / "train_results.json"
         loss = json.loads(results.read_text())["metrics"].get("eval_loss") if results.exists() else None
         paper = PAPER.get(label, {}).get("none")

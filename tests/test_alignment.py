@@ -229,7 +229,7 @@ def _align_cli(tmp_path, out, *extra):
     args = [sys.executable, "-m", "hf_agents.training", str(REPO / "recipes" / "align_left.yaml"),
             f"agent={tmp_path / 'sft'}", f"output_dir={out}", "reward_source=oracle", "reward_model=",
             "episodes_per_update=4", "num_envs=2", "max_episode_steps=12", "num_updates=5", "save_steps=1",
-            "save_total_limit=10", "learning_rate=3e-2", "rloo_k=2", "report_to=none", *extra]
+            "save_total_limit=10", "learning_rate=3e-2", "rloo_k=2", "report_to=none", "init_adapter=", *extra]
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -263,7 +263,7 @@ def test_bad_alignment_inputs_fail_before_any_work(tmp_path):
 
     tiny_agent().save_pretrained(tmp_path / "sft")
     recipe = str(REPO / "recipes" / "align_left.yaml")
-    base = [f"agent={tmp_path / 'sft'}", "report_to=none"]
+    base = [f"agent={tmp_path / 'sft'}", "report_to=none", "init_adapter="]
     # a target pad that does not exist
     assert launch.main([recipe, *base, "reward_source=oracle", "target=up", f"output_dir={tmp_path / 'a'}"]) == 2
     # a reward model of another frame size, and one that never finished training (no normalisation)
@@ -273,7 +273,10 @@ def test_bad_alignment_inputs_fail_before_any_work(tmp_path):
     unfinished.save_pretrained(tmp_path / "rm-unfinished")
     for rm in ("rm64", "rm-unfinished"):
         assert launch.main([recipe, *base, f"reward_model={tmp_path / rm}", f"output_dir={tmp_path / 'b'}"]) == 2
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # an adapter to go on from that is not there (the designer's preference fine-tuning did not run)
+    missing = [f"init_adapter={tmp_path / 'no-pft'}", "reward_source=oracle", f"output_dir={tmp_path / 'd'}"]
+    assert launch.main([recipe, *base, *missing]) == 2
+    assert not any((tmp_path / d).exists() for d in "abd")
     # an existing run is not overwritten by accident
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "adapter_model.safetensors").write_bytes(b"keep")
@@ -288,7 +291,7 @@ def test_preference_fine_tuning_clones_the_best_scored_rollouts_and_resumes(tmp_
 
     tiny_agent().save_pretrained(tmp_path / "sft")
     out = tmp_path / "pft"
-    args = [str(REPO / "recipes" / "preference_ft.yaml"), f"agent={tmp_path / 'sft'}", f"output_dir={out}",
+    args = [str(REPO / "recipes" / "preference_ft_right.yaml"), f"agent={tmp_path / 'sft'}", f"output_dir={out}",
             "reward_source=oracle", "target=left", "reward_model=", "rollout_episodes=6", "top_fraction=0.5", "trainable=head",
             "max_episode_steps=12", "num_envs=2", "max_steps=3", "per_device_train_batch_size=2", "context_length=8",
             "learning_rate=1e-2", "warmup_steps=0", "report_to=none", "use_cpu=true"]

@@ -39,7 +39,7 @@ def test_agent_and_adapter_cards_round_trip_and_pushed_folders_load_back(tmp_pat
     left = tmp_path / "align-left"
     assert train([str(RECIPES / "align_left.yaml"), f"agent={sft}", "reward_source=oracle", "num_updates=1",
                   "episodes_per_update=2", "rloo_k=2", "num_envs=2", "max_episode_steps=12", "report_to=none",
-                  f"output_dir={left}"]) == 0
+                  "init_adapter=", f"output_dir={left}"]) == 0
     adapter = card(left)
     assert adapter.data.library_name == "peft" and adapter.data.base_model == "sft" and "lora" in adapter.data.tags
     assert "Lineage: `align-left` (adapter) <- `sft`" in adapter.text

@@ -60,6 +60,10 @@ def test_gpu_scale_recipes_carry_the_papers_values():
     assert parse("scratch", "bf16=false").model_preset == "paper-103m"
     reward = parse("reward", "bf16=false")
     assert (reward.per_device_train_batch_size, reward.learning_rate, reward.l2_penalty) == (2048, 1e-4, 0.1)
+    pft = parse("preference_ft_left", "bf16=false")
+    assert (pft.trainable, pft.learning_rate, pft.max_steps, pft.top_fraction, pft.iterations) == (
+        "head", 1e-5, 1000, 0.2, 1)
+    assert pft.per_device_train_batch_size * pft.gradient_accumulation_steps == 256
     align = parse("align_left")
     assert (align.algorithm, align.trainable, align.num_updates, align.episodes_per_update, align.learning_rate) == (
         "reinforce", "head", 600, 16, 1e-4)
