@@ -133,10 +133,11 @@ def _read_json(path):
 
 
 def _parent(folder: Path) -> str | None:
-    """The model this one was trained from: an adapter's base agent, or the run's `init_from` / `agent`."""
+    """The model this one was trained from: the adapter it went on training, an adapter's base agent, or the
+    run's `init_from` / `agent`."""
     base = (_read_json(folder / "hf_agents_base.json") or {}).get("base_model")
     config = (_read_json(folder / "provenance.json") or {}).get("config") or {}
-    return base or config.get("init_from") or config.get("agent")
+    return config.get("init_adapter") or base or config.get("init_from") or config.get("agent")
 
 
 def _lineage(folder: Path, kind: str, made: dict) -> str:

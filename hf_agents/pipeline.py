@@ -3,9 +3,9 @@
 generate data -> pretrain -> SFT and the from-scratch baseline -> evaluate all three (the SFT agent's
 evaluation episodes are kept as its on-policy rollouts) -> synthetic preferences for the left pad ->
 reward models with the agent encoder and the random-projection baseline -> align the SFT agent to the left
-pad with the agent-encoder reward model: preference fine-tuning, then online RLOO (one LoRA adapter named
-"left"), each evaluated -> comparison figure and results tables beside the paper's. Stage outputs are reused
-when present.
+pad with the agent-encoder reward model: preference fine-tuning, then online RL (at CPU scale RLOO, both on one
+LoRA adapter named "left"; the paper's head-only REINFORCE at --scale gpu), each evaluated -> comparison figure
+and results tables beside the paper's. Stage outputs are reused when present.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from pathlib import Path
 from hf_agents.games.jumppads import PAPER
 from hf_agents.training import RECIPES
 
-SCALES = {  # data, steps (None: the recipe's), evaluation size and reward-model epochs; "cpu": the README's demo
+SCALES = {  # data, steps (None: the recipe's), evaluation size, reward-model epochs, preference fine-tuning
+    # rollouts and steps, alignment updates and episodes; "cpu": the README's demo (10 reward epochs: as
+    # accurate as 30 there)
     "cpu": dict(pretrain_episodes=400, per_pad=80, pretrain_steps=None, sft_steps=None, eval_episodes=300,
                 reward_epochs=10, pft_rollouts=200, pft_steps=None, align_updates=60, align_episodes=16),
-    # (10 reward epochs: as accurate as 30 here)
     "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8, reward_epochs=2,
                   pft_rollouts=8, pft_steps=2, align_updates=2, align_episodes=4),
     # the paper's model, frames, batches and learning rates (recipes/gpu/), for a machine with a GPU
@@ -159,25 +160,29 @@ def reward_models(out: Path, rollouts: Path, s: dict, stage: Stages, log) -> dic
 
 
 def align_left(out: Path, s: dict, num_envs: int, stage: Stages) -> dict:
-    """The left designer's agent as in the paper's Figure 8: preference fine-tuning on the SFT agent's top-scored
-    rollouts, then online RLOO going on from it, both with the agent-encoder reward model; each evaluated."""
+    """The left designer's agent as in the paper's Figure 8: preference fine-tuning on the SFT agent's
+    top-scored rollouts, then online RL going on from it, both with the agent-encoder reward model; each
+    evaluated."""
     from hf_agents.models.adapters import is_adapter
 
     reward_model, pft = out / f"reward-{PREFERRED_PAD}-agent", out / f"preference-ft-{PREFERRED_PAD}"
     recipe = recipe_path(f"preference_ft_{PREFERRED_PAD}", s)
-    sizes = [f"{k}={v}" for k, v in (("rollout_episodes", s["pft_rollouts"]), ("max_steps", s["pft_steps"])) if v]
+    sizes = [f"{k}={v}" for k, v in (("rollout_episodes", s["pft_rollouts"]), ("max_steps", s["pft_steps"]))
+             if v]
     stage(f"preference fine-tuning ({PREFERRED_PAD})", pft / "train_results.json", lambda: _train(
-        recipe, [f"agent={out / 'sft'}", f"reward_model={reward_model}", f"output_dir={pft}", "overwrite=true",
-                 f"num_envs={num_envs}", *sizes]),
+        recipe, [f"agent={out / 'sft'}", f"reward_model={reward_model}", f"output_dir={pft}",
+                 "overwrite=true", f"num_envs={num_envs}", *sizes]),
         inputs=[out / "sft", reward_model, recipe], rollouts=s["pft_rollouts"], steps=s["pft_steps"])
     fine_tuned = _evaluate(pft, f"sft + {PREFERRED_PAD} preference fine-tuning", s, num_envs, stage)
     target, recipe = out / f"align-{PREFERRED_PAD}", recipe_path(f"align_{PREFERRED_PAD}", s)
-    start = [f"agent={out / 'sft'}", f"init_adapter={pft}"] if is_adapter(pft) else [f"agent={pft}"]  # head: an agent
+    # a LoRA adapter goes on training on the SFT agent; a head (the paper's) was saved as a whole agent
+    start = [f"agent={out / 'sft'}", f"init_adapter={pft}"] if is_adapter(pft) else [f"agent={pft}"]
     stage(f"align ({PREFERRED_PAD} adapter)", target / "train_results.json", lambda: _train(
         recipe, [*start, f"reward_model={reward_model}", f"output_dir={target}", "overwrite=true",
                  f"num_envs={num_envs}", f"episodes_per_update={s['align_episodes']}"]
         + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])),
-        inputs=[out / "sft", pft, reward_model, recipe], updates=s["align_updates"], episodes=s["align_episodes"])
+        inputs=[out / "sft", pft, reward_model, recipe], updates=s["align_updates"],
+        episodes=s["align_episodes"])
     return {fine_tuned["label"]: fine_tuned, f"sft + {PREFERRED_PAD} adapter": _evaluate(
         target, f"sft + {PREFERRED_PAD} adapter", s, num_envs, stage)}
 
@@ -222,8 +227,9 @@ def results_table(summaries: dict, out: Path) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for label, s in summaries.items():
         d = s["distribution"]
-        run = {"base": "pretrain", f"sft + {PREFERRED_PAD} adapter": f"align-{PREFERRED_PAD}",
-               f"sft + {PREFERRED_PAD} preference fine-tuning": f"preference-ft-{PREFERRED_PAD}"}.get(label, label)
+        runs = {"base": "pretrain", f"sft + {PREFERRED_PAD} adapter": f"align-{PREFERRED_PAD}",
+                f"sft + {PREFERRED_PAD} preference fine-tuning": f"preference-ft-{PREFERRED_PAD}"}
+        run = runs.get(label, label)
         results = out / run / "train_results.json"
         loss = json.loads(results.read_text())["metrics"].get("eval_loss") if results.exists() else None
         paper = PAPER.get(label, {}).get("none")

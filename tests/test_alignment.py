@@ -229,7 +229,8 @@ def _align_cli(tmp_path, out, *extra):
     args = [sys.executable, "-m", "hf_agents.training", str(REPO / "recipes" / "align_left.yaml"),
             f"agent={tmp_path / 'sft'}", f"output_dir={out}", "reward_source=oracle", "reward_model=",
             "episodes_per_update=4", "num_envs=2", "max_episode_steps=12", "num_updates=5", "save_steps=1",
-            "save_total_limit=10", "learning_rate=3e-2", "rloo_k=2", "report_to=none", "init_adapter=", *extra]
+            "save_total_limit=10", "learning_rate=3e-2", "rloo_k=2", "report_to=none", "init_adapter=",
+            *extra]
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -291,10 +292,11 @@ def test_preference_fine_tuning_clones_the_best_scored_rollouts_and_resumes(tmp_
 
     tiny_agent().save_pretrained(tmp_path / "sft")
     out = tmp_path / "pft"
-    args = [str(REPO / "recipes" / "preference_ft_right.yaml"), f"agent={tmp_path / 'sft'}", f"output_dir={out}",
-            "reward_source=oracle", "target=left", "reward_model=", "rollout_episodes=6", "top_fraction=0.5", "trainable=head",
-            "max_episode_steps=12", "num_envs=2", "max_steps=3", "per_device_train_batch_size=2", "context_length=8",
-            "learning_rate=1e-2", "warmup_steps=0", "report_to=none", "use_cpu=true"]
+    args = [str(REPO / "recipes" / "preference_ft_right.yaml"), f"agent={tmp_path / 'sft'}",
+            f"output_dir={out}", "reward_source=oracle", "target=left", "reward_model=", "rollout_episodes=6",
+            "top_fraction=0.5", "trainable=head", "max_episode_steps=12", "num_envs=2", "max_steps=3",
+            "per_device_train_batch_size=2", "context_length=8", "learning_rate=1e-2", "warmup_steps=0",
+            "report_to=none", "use_cpu=true"]
     assert launch.main([*args, "iterations=1"]) == 0
     history = json.loads((out / "train_results.json").read_text())["metrics"]["history"]
     assert history[0]["rollouts"] == 6 and history[0]["kept"] == 3

@@ -51,9 +51,11 @@ def test_smoke_demo_from_the_wheel_runs_the_whole_chain_and_reuses_stages(tmp_pa
         assert row in report
     if (out / "reward-left-agent" / "model.safetensors").exists():  # alignment needs a reward model
         assert "| sft + left preference fine-tuning |" in report and "| sft + left adapter |" in report
-        assert (out / "preference-ft-left" / "adapter_model.safetensors").exists()  # the adapter RLOO went on from
+        assert (out / "preference-ft-left" / "adapter_model.safetensors").exists()  # RLOO went on from it
         config = json.loads((out / "align-left" / "train_results.json").read_text())["config"]
         assert config["init_adapter"] == str(out / "preference-ft-left")
+        card = (out / "align-left" / "README.md").read_text()
+        assert "(adapter) <- `preference-ft-left` <- `sft` <- `pretrain`" in card  # the lineage shows both stages
         assert (out / "align-left" / "adapter_model.safetensors").exists()
         assert (out / "align-left" / "success.png").exists()
     assert (out / "comparison.png").stat().st_size > 0

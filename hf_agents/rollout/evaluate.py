@@ -157,7 +157,10 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     if is_adapter(model_path):
         adapters = {Path(model_path).name: str(model_path), **(adapters or {})}
         model_path = adapter_base(model_path)
-    model = load_agent(model_path, adapters)
+    from accelerate import PartialState
+
+    device = PartialState(cpu=not torch.cuda.is_available()).device  # this rank's GPU, when there is one
+    model = load_agent(model_path, adapters).to(device)
     agent = agent_of(model)
     env_fn = env_factory(env, agent.config.image_size, max_steps)
 
