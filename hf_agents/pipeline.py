@@ -225,10 +225,10 @@ def _collapsed(metrics: dict) -> bool:
 def results_table(summaries: dict, out: Path) -> str:
     lines = ["| agent | left | middle | right | none (failure) | paper failure | eval loss | episodes |",
              "|---|---|---|---|---|---|---|---|"]
+    runs = {"base": "pretrain", f"sft + {PREFERRED_PAD} adapter": f"align-{PREFERRED_PAD}",
+            f"sft + {PREFERRED_PAD} preference fine-tuning": f"preference-ft-{PREFERRED_PAD}"}  # label -> folder
     for label, s in summaries.items():
         d = s["distribution"]
-        runs = {"base": "pretrain", f"sft + {PREFERRED_PAD} adapter": f"align-{PREFERRED_PAD}",
-                f"sft + {PREFERRED_PAD} preference fine-tuning": f"preference-ft-{PREFERRED_PAD}"}
         run = runs.get(label, label)
         results = out / run / "train_results.json"
         loss = json.loads(results.read_text())["metrics"].get("eval_loss") if results.exists() else None

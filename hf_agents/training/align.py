@@ -30,7 +30,6 @@ from hf_agents.models.adapters import (
     TRAINABLE,
     Reference,
     agent_of,
-    is_adapter,
     prepare_trainable,
     save_policy,
     trajectory_logits,
@@ -81,12 +80,6 @@ class AlignConfig(StageArguments, RewardSourceArguments):
         if self.algorithm == "rloo" and (self.rloo_k < 2 or self.episodes_per_update % self.rloo_k):
             raise ValueError(f"rloo needs rloo_k >= 2 dividing episodes_per_update ({self.episodes_per_update}), "
                              f"got rloo_k={self.rloo_k}")
-        if self.init_adapter and self.trainable != "lora":
-            raise ValueError(f"init_adapter={self.init_adapter} continues a LoRA adapter; set trainable=lora")
-        if self.init_adapter and not is_adapter(self.init_adapter):
-            raise ValueError(f"init_adapter={self.init_adapter}: no LoRA adapter there (no "
-                             "adapter_config.json); run the designer's preference fine-tuning first "
-                             "(recipes/preference_ft_<pad>.yaml), or set init_adapter= for a new adapter")
 
 
 def game_outcomes(env: str | None) -> tuple[str, ...] | None:

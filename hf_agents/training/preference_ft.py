@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import set_seed
 
 from hf_agents.data import TrajectoryWriter, load_trajectories
@@ -107,11 +106,10 @@ def run(config: PreferenceFTConfig) -> dict:
     set_seed(config.seed)
     if config.trainable == "lora" and start:
         raise ValueError(f"{out}: resume=true continues head or full fine-tuning only; rerun with overwrite=true")
-    device = torch.device("cuda" if torch.cuda.is_available() and not config.use_cpu else "cpu")  # rollouts
     base = load_checked(AgentModel, out / f"iteration-{start}" / "model" if start else config.agent)
-    base = base.to(device)
+    base = base.to(config.device)  # the Trainer's device (a GPU when there is one): the rollouts act there too
     reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, game_outcomes(config.env),
-                               config.max_episode_steps, base.config.image_size, device=device)
+                               config.max_episode_steps, base.config.image_size, device=config.device)
     model = prepare_trainable(base, config.trainable, config.adapter_name)
     history = json.loads((out / "history.json").read_text())[:start] if start else []
     for it in range(start + 1, config.iterations + 1):
