@@ -151,7 +151,7 @@ def cmd_reward_sweep(args) -> None:
     summary = run_sweep(RewardSweepConfig(
         trajectories=args.trajectories, output_dir=args.out, agent=args.agent, pads=tuple(args.pads),
         sizes=tuple(args.sizes), seeds=tuple(args.seeds), encoders=tuple(args.encoders), steps=args.steps,
-        eval_fraction=args.eval_fraction, padding_side=args.padding_side))
+        eval_fraction=args.eval_fraction, padding_side=args.padding_side, sampling=args.sampling))
     for pad, by_encoder in summary["results"].items():
         for encoder, rows in by_encoder.items():
             print(json.dumps({"pad": pad, "encoder": encoder, **{k: round(r["mean"], 3) for k, r in rows.items()}}))
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--eval-fraction", type=float, default=0.5)
     sw.add_argument("--padding-side", choices=["right", "left"], default="right",
                     help="black-frame padding after each trajectory (right) or in front of it (left)")
+    sw.add_argument("--sampling", choices=["pairs", "trajectories"], default="pairs",
+                    help="N comparisons sampled from all training pairs, or every pair among the fewest "
+                    "random training trajectories that give N (the paper's)")
     sw.set_defaults(fn=cmd_reward_sweep)
     lab = sub.add_parser("label", help="label pairs or rankings of episode videos in a browser (a local web app); "
                          "`hf-agents label export DB --out PREFS` writes the preferences file")

@@ -21,6 +21,7 @@ from hf_agents.models.adapters import (
     AdapterError,
     Reference,
     active_adapter,
+    is_adapter,
     load_agent,
     prepare_trainable,
     save_policy,
@@ -86,6 +87,20 @@ def test_adapters_per_designer_load_on_one_base_and_switch(tmp_path):
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(AdapterError, match="trained on .*sft"):
         load_agent(tmp_path / "other", {"left": tmp_path / "align-left"})
+
+
+def test_a_policy_saved_over_the_other_kind_leaves_one_policy(tmp_path):
+    """overwrite=true into a folder that held the other kind: the pipeline tells them apart by their files."""
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    out = tmp_path / "pft"
+    save_policy(AgentModel.from_pretrained(tmp_path / "sft"), out, "head", tmp_path / "sft")
+    assert not is_adapter(out) and (out / "model.safetensors").exists()
+    lora = prepare_trainable(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name="left")
+    save_policy(lora, out, "lora", tmp_path / "sft")
+    assert is_adapter(out) and not (out / "model.safetensors").exists() and not (out / "config.json").exists()
+    save_policy(AgentModel.from_pretrained(tmp_path / "sft"), out, "head", tmp_path / "sft")
+    assert not is_adapter(out) and {p.name for p in out.iterdir()}.isdisjoint(
+        {"adapter_config.json", "adapter_model.safetensors", "hf_agents_base.json"})
 
 
 def test_rloo_baseline_leaves_one_out_within_each_spawn_group():

@@ -38,6 +38,22 @@ def test_synthetic_oracle_ranks_like_the_paper():
     assert synthetic_preferences(falls, "left") == []
 
 
+def test_sweep_samples_comparisons_from_pairs_or_from_a_subset_of_trajectories():
+    from hf_agents.training.reward_sweep import RewardSweepConfig, _sample
+
+    outcomes = ["left", "middle", "right", "none"]
+    eps = [_episode(i, outcomes[i % 4], 20 + i) for i in range(200)]
+    by_pairs, by_trajectories = (_sample(s, eps, "left", 100, seed=1) for s in ("pairs", "trajectories"))
+    assert len(by_pairs) == len(by_trajectories) == 100
+    used = lambda pairs: {i for pair in pairs for i in pair}  # noqa: E731
+    assert len(used(by_pairs)) > 100  # 100 pairs drawn from 200 trajectories touch most of them
+    subset = used(by_trajectories)
+    assert len(subset) <= 17  # the paper's way: ~100 comparisons among ~15 trajectories
+    assert len(synthetic_preferences([e for e in eps if e["episode_id"] in subset], "left")) >= 100
+    with pytest.raises(ValueError, match="sampling='episodes'"):
+        RewardSweepConfig(trajectories="t", output_dir="o", sampling="episodes")
+
+
 def test_preferences_file_round_trip_and_errors(tmp_path):
     path = write_preferences(tmp_path / "p.parquet", [(1, 2), (3, 2)], "designer-a")
     assert read_preferences(path, episode_ids=[1, 2, 3]) == [(1, 2), (3, 2)]

@@ -118,10 +118,17 @@ def trajectory_logits(model: nn.Module, frames, actions, trainable: str):
     return out.logits, out.last_hidden_state
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", BASE_FILE)
+AGENT_FILES = ("config.json", "model.safetensors")
+
+
 def save_policy(model: nn.Module, out_dir, trainable: str, base_dir) -> None:
-    """Head/full: the whole aligned agent (safetensors). LoRA: the adapter alone, with its base's fingerprint."""
+    """Head/full: the whole aligned agent (safetensors). LoRA: the adapter alone, with its base's fingerprint.
+    The other kind's files, left by an earlier run into the same folder, go: the folder holds one policy."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in AGENT_FILES if trainable == "lora" else ADAPTER_FILES:
+        (out_dir / name).unlink(missing_ok=True)
     if trainable == "lora":
         model.save_pretrained(out_dir)  # adapter_config.json + adapter_model.safetensors
         nested = out_dir / model.active_adapter  # peft nests adapters not named "default": keep one flat folder

@@ -1,10 +1,12 @@
 """The reward-model sweep (paper Figures 7 and 14): held-out preference accuracy against the number of training
 comparisons, for both encoders, several seeds and each target pad.
 
-Trajectories are split once per seed into training and held-out halves; the synthetic oracle labels pairs on each
-side; each run trains on N sampled training comparisons (a fixed number of optimizer steps, so small sets are not
-also under-trained) and is scored on every held-out comparison (capped). Encoders are frozen, so every
-trajectory is embedded once per encoder (and seed, for the random projection). Writes sweep.json and sweep.png.
+Trajectories are split once per seed into training and held-out halves; the synthetic oracle labels pairs on
+each side. Each run trains on N training comparisons, sampled from all training pairs or, as the paper does,
+every pair among a random subset of the training trajectories; a fixed number of optimizer steps, so small
+sets are not also under-trained. Each run is scored on every held-out comparison (capped). Encoders are
+frozen, so every trajectory is embedded once per encoder (and seed, for the random projection).
+Writes sweep.json and sweep.png.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ class RewardSweepConfig:
     l2_penalty: float = field(default=0.1, metadata={"help": "Paper: 0.1."})
     padding_side: str = field(default="right", metadata={"help": "Padding after each trajectory ('right') or in "
                               "front of it ('left'); paper: unstated."})
+    sampling: str = field(default="pairs", metadata={"help": "How N comparisons are drawn: 'pairs' "
+                          "samples N of all training pairs (over up to 2N trajectories); 'trajectories' "
+                          "takes every pair among the fewest random training trajectories that give N "
+                          "(paper 3.4: subsets of the training trajectories, ~100 comparisons from ~15)."})
+
+    def __post_init__(self):
+        if self.sampling not in ("pairs", "trajectories"):
+            raise ValueError(f"sampling={self.sampling!r}: choose 'pairs' or 'trajectories'")
 
 
 def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
@@ -82,12 +92,14 @@ def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
             train_pairs = synthetic_preferences(train_part.episodes, pad)
             eval_pairs = synthetic_preferences(eval_part.episodes, pad, config.max_eval_comparisons, seed=seed)
             for size in config.sizes:
-                pairs = train_pairs if not size or size >= len(train_pairs) else synthetic_preferences(
-                    train_part.episodes, pad, size, seed=seed)
+                pairs = train_pairs if not size or size >= len(train_pairs) else _sample(
+                    config.sampling, train_part.episodes, pad, size, seed)
                 accuracy = _train_and_score(config, encoder, seed, out, data, cached[key], pairs, eval_pairs,
                                             position, train_index)
                 label = "all" if not size else str(size)
-                results[pad][encoder].setdefault(label, {"comparisons": len(pairs), "accuracy": []})
+                results[pad][encoder].setdefault(label, {"comparisons": len(pairs), "accuracy": [],
+                                                          "trajectories": []})
+                results[pad][encoder][label]["trajectories"].append(len({i for pair in pairs for i in pair}))
                 results[pad][encoder][label]["accuracy"].append(accuracy)
                 bar.update(1)
     bar.close()
@@ -101,6 +113,19 @@ def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
     os.replace(tmp, out / "sweep.json")
     plot_sweep(summary, out / "sweep.png")
     return summary
+
+
+def _sample(sampling: str, episodes: list[dict], pad: str, size: int, seed: int) -> list[tuple[int, int]]:
+    """`size` training comparisons: sampled from every pair, or every pair among the first trajectories of a
+    seeded random order, as few as give `size` (then `size` of those: runs of a size have the same count)."""
+    if sampling == "pairs":
+        return synthetic_preferences(episodes, pad, size, seed=seed)
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    for k in range(2, len(episodes) + 1):
+        pairs = synthetic_preferences([episodes[i] for i in order[:k]], pad)
+        if len(pairs) >= size:
+            return synthetic_preferences([episodes[i] for i in order[:k]], pad, size, seed=seed)
+    return pairs
 
 
 def _stage_config(config: RewardSweepConfig, encoder: str, seed: int, out: Path) -> RewardTrainingConfig:
