@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--padding-side", choices=["right", "left"], default="right",
                     help="black-frame padding after each trajectory (right) or in front of it (left)")
     sw.add_argument("--sampling", choices=["pairs", "trajectories"], default="pairs",
-                    help="N comparisons sampled from all training pairs, or every pair among the fewest "
+                    help="N comparisons sampled from all training pairs, or from the pairs among the fewest "
                     "random training trajectories that give N (the paper's)")
     sw.set_defaults(fn=cmd_reward_sweep)
     lab = sub.add_parser("label", help="label pairs or rankings of episode videos in a browser (a local web app); "

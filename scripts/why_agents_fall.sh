@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Why agents fall (README, "Sampling temperature, model size and frame size"): the demo's SFT agent sampled at
-# temperatures 0.5 and 0.75, and SFT agents of the 4m preset and of 32 px frames trained with the demo's recipes,
-# data and updates; each evaluated on the demo's 300 episodes (seed 12345). Run after `bash scripts/demo.sh`;
-# the first argument is where the outputs go (default outputs/why-agents-fall). About 12 minutes on 2 cores.
+# Why agents fall (README, "Sampling temperature, model size and frame size"): the demo's SFT agent sampled
+# at temperatures 0.5 and 0.75, and SFT agents of the 4m preset and of 32 px frames trained with the demo's
+# recipes, data and updates; each evaluated on the demo's 300 episodes (seed 12345). Run after
+# `bash scripts/demo.sh`; the first argument is where the outputs go (default outputs/why-agents-fall).
+# About 12 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
@@ -25,6 +26,6 @@ train recipes/pretrain.yaml dataset="$out/data-32px/pretrain" output_dir="$out/p
 train recipes/sft.yaml dataset="$out/data-32px/sft" init_from="$out/pretrain-32px" output_dir="$out/sft-32px"
 evaluate "$out/sft-32px" "$out/sft-32px/eval"
 for d in temperature-0.5 temperature-0.75 sft-4m/eval sft-32px/eval; do
-  .venv/bin/python -c "import json, sys; e = json.load(open(sys.argv[1])); print(sys.argv[2], e['distribution'], \
-'falls', e['fell'])" "$out/$d/eval.json" "$d"
+  .venv/bin/python -c "import json, sys; e = json.load(open(sys.argv[1])); \
+print(sys.argv[2], e['distribution'], 'falls', e['fell'])" "$out/$d/eval.json" "$d"
 done

@@ -173,8 +173,8 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawn
                 _finish(part.buffers[i], info, result, keep_frames, writer, source, accept)
                 part.buffers[i] = None
             if finished:  # shown with the bar's next refresh (a forced redraw every step costs acting time)
-                bar.set_postfix(eps_per_s=f"{bar.n / max(time.monotonic() - t0, 1e-9):.1f}", dropped=result.dropped,
-                                refresh=False)
+                rate = f"{bar.n / max(time.monotonic() - t0, 1e-9):.1f}"
+                bar.set_postfix(eps_per_s=rate, dropped=result.dropped, refresh=False)
             part.start(venv, schedule, [i for i, _ in finished])
             part.act(venv)
     bar.close()

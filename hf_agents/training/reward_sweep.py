@@ -3,7 +3,7 @@ comparisons, for both encoders, several seeds and each target pad.
 
 Trajectories are split once per seed into training and held-out halves; the synthetic oracle labels pairs on
 each side. Each run trains on N training comparisons, sampled from all training pairs or, as the paper does,
-every pair among a random subset of the training trajectories; a fixed number of optimizer steps, so small
+from the pairs among a random subset of the training trajectories; a fixed number of optimizer steps, so small
 sets are not also under-trained. Each run is scored on every held-out comparison (capped). Encoders are
 frozen, so every trajectory is embedded once per encoder (and seed, for the random projection).
 Writes sweep.json and sweep.png.
@@ -57,7 +57,7 @@ class RewardSweepConfig:
                               "front of it ('left'); paper: unstated."})
     sampling: str = field(default="pairs", metadata={"help": "How N comparisons are drawn: 'pairs' "
                           "samples N of all training pairs (over up to 2N trajectories); 'trajectories' "
-                          "takes every pair among the fewest random training trajectories that give N "
+                          "samples N of the pairs among the fewest random training trajectories that give N "
                           "(paper 3.4: subsets of the training trajectories, ~100 comparisons from ~15)."})
 
     def __post_init__(self):
@@ -120,7 +120,7 @@ def _sample(sampling: str, episodes: list[dict], pad: str, size: int, seed: int)
     seeded random order, as few as give `size` (then `size` of those: runs of a size have the same count)."""
     if sampling == "pairs":
         return synthetic_preferences(episodes, pad, size, seed=seed)
-    order = np.random.default_rng(seed).permutation(len(episodes))
+    order, pairs = np.random.default_rng(seed).permutation(len(episodes)), []
     for k in range(2, len(episodes) + 1):
         pairs = synthetic_preferences([episodes[i] for i in order[:k]], pad)
         if len(pairs) >= size:
