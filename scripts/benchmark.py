@@ -225,20 +225,23 @@ def context_scaling(q) -> dict:
 
 def acting(q) -> dict:
     """ms per step in steady state (a full window of H steps) with the KV cache, against running the
-    whole model over the last H observations at every step (the naive way)."""
+    whole model over the last H observations at every step (the naive way), both with torch's threads; and the
+    cached step with one thread, the policy's default on a CPU (where the games need the other cores)."""
     preset, size = ("paper-103m", 128) if torch.cuda.is_available() else ("cpu", 64)
     model = AgentModel(AgentConfig.from_preset(preset, image_size=size)).to(device()).eval()
     H, out = model.config.context_length, {"model": f"{preset}, {size} px", "target_speedup_batch_16": 10}
     for B in q["act_batches"]:
         frames = torch.randint(0, 256, (B, size, size, 3), dtype=torch.uint8).numpy()
         steps = q["act_steps"]
-        policy = AgentPolicy(model, B, seed=0)
-        for _ in range(H):  # fill the window first: steady state includes the periodic cache rebuilds
-            policy.act(frames)
-
-        def cached(B=B, frames=frames, steps=steps, policy=policy):
-            for _ in range(steps):
+        policies = {threads: AgentPolicy(model, B, seed=0, threads=threads)
+                    for threads in {torch.get_num_threads(), 1}}
+        for policy in policies.values():
+            for _ in range(H):  # fill the window first: steady state includes the periodic cache rebuilds
                 policy.act(frames)
+
+        def cached(threads, frames=frames, steps=steps, policies=policies):
+            for _ in range(steps):
+                policies[threads].act(frames)
             sync()
 
         window = to_model(frames)[:, None].repeat(1, H, 1, 1, 1).to(device())
@@ -250,10 +253,13 @@ def acting(q) -> dict:
                     model(window, acts)
             sync()
 
-        c = [t / steps * 1e3 for t in timed(cached, q["reps"], warmup=0)]
+        c = [t / steps * 1e3 for t in timed(lambda: cached(torch.get_num_threads()), q["reps"], warmup=0)]
+        c1 = [t / steps * 1e3 for t in timed(lambda: cached(1), q["reps"], warmup=0)]
         r = [t / steps * 1e3 for t in timed(reencode, q["reps"])]
-        out[f"batch={B}"] = {"kv_cache_ms_per_step": stats(c), "reencode_ms_per_step": stats(r),
+        out[f"batch={B}"] = {"kv_cache_ms_per_step": stats(c), "kv_cache_one_thread_ms_per_step": stats(c1),
+                             "reencode_ms_per_step": stats(r),
                              "speedup": statistics.median(r) / statistics.median(c)}
+    out["threads"] = torch.get_num_threads()
     return out
 
 
@@ -729,13 +735,16 @@ def write_markdown(report: dict, out: Path) -> None:
                      f"overhead {t['trainer_overhead']:.1%} (target < 10%).\n")
     if "acting" in report:
         a = report["acting"]
-        lines.append(f"| acting ({a['model']}) | KV cache ms/step | re-encode ms/step | speed-up (target at batch 16: "
-                     f">= {a['target_speedup_batch_16']}x) |\n|---|---|---|---|")
+        lines.append(f"| acting ({a['model']}, {a.get('threads', '?')} threads) | KV cache ms/step | "
+                     f"re-encode ms/step | speed-up (target at batch 16: >= {a['target_speedup_batch_16']}x)"
+                     " | "
+                     "KV cache, one thread (the policy's CPU default) |\n|---|---|---|---|---|")
         for k, v in a.items():
             if not k.startswith("batch="):
                 continue
+            one = fmt(v["kv_cache_one_thread_ms_per_step"]) if "kv_cache_one_thread_ms_per_step" in v else ""
             lines.append(f"| {k} | {fmt(v['kv_cache_ms_per_step'])} | {fmt(v['reencode_ms_per_step'])} | "
-                         f"{v['speedup']:.1f}x |")
+                         f"{v['speedup']:.1f}x | {one} |")
     if "context_and_frame_scaling" in report:
         lines.append("\n| scaling (cpu preset, fwd+bwd, batch 8) | ms/step | frames/s |\n|---|---|---|")
         for k, v in report["context_and_frame_scaling"].items():
