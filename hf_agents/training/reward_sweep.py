@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from hf_agents.data import load_trajectories
-from hf_agents.data.preferences import synthetic_preferences
+from hf_agents.data.preferences import synthetic_preferences, synthetic_rank
 from hf_agents.training.reward import (
     RewardTrainingConfig,
     TrajectoryRewardTrainer,
@@ -116,16 +116,19 @@ def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
 
 
 def _sample(sampling: str, episodes: list[dict], pad: str, size: int, seed: int) -> list[tuple[int, int]]:
-    """`size` training comparisons: sampled from every pair, or every pair among the first trajectories of a
+    """`size` training comparisons: sampled from every pair, or from the pairs among the first trajectories of a
     seeded random order, as few as give `size` (then `size` of those: runs of a size have the same count)."""
     if sampling == "pairs":
         return synthetic_preferences(episodes, pad, size, seed=seed)
-    order, pairs = np.random.default_rng(seed).permutation(len(episodes)), []
-    for k in range(2, len(episodes) + 1):
-        pairs = synthetic_preferences([episodes[i] for i in order[:k]], pad)
-        if len(pairs) >= size:
-            return synthetic_preferences([episodes[i] for i in order[:k]], pad, size, seed=seed)
-    return pairs
+    subset, ranks, strict = [], [], 0  # strict pairs among the subset, counted as it grows
+    for i in np.random.default_rng(seed).permutation(len(episodes)):
+        rank = synthetic_rank(episodes[i], pad)
+        strict += sum(rank != r for r in ranks)
+        subset.append(episodes[i])
+        ranks.append(rank)
+        if strict >= size:
+            break
+    return synthetic_preferences(subset, pad, size, seed=seed)
 
 
 def _stage_config(config: RewardSweepConfig, encoder: str, seed: int, out: Path) -> RewardTrainingConfig:
