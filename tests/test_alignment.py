@@ -17,16 +17,8 @@ from safetensors.torch import load_file
 from hf_agents.data import TrajectoryWriter
 from hf_agents.data.preferences import write_preferences
 from hf_agents.models import AgentConfig, AgentModel
-from hf_agents.models.adapters import (
-    AdapterError,
-    Reference,
-    active_adapter,
-    is_adapter,
-    load_agent,
-    prepare_trainable,
-    save_policy,
-    trajectory_logits,
-)
+from hf_agents.models.adapters import AdapterError, active_adapter, is_adapter, load_agent
+from hf_agents.models.trainable import TrainablePolicy
 from hf_agents.training.align import advantages
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +38,8 @@ def trajectories(B=2, T=12, seed=0):
 
 @pytest.mark.parametrize("trainable", ["head", "lora", "full"])
 def test_trainable_parts_and_reference_equal_policy_before_training(trainable):
-    model = prepare_trainable(tiny_agent(), trainable, adapter_name="left")
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    policy = TrainablePolicy.create(tiny_agent(), trainable, adapter_name="left", reference=True)
+    names = [n for n, p in policy.model.named_parameters() if p.requires_grad]
     if trainable == "head":
         assert names and all(n.startswith("head.") for n in names)
     elif trainable == "lora":
@@ -55,10 +47,18 @@ def test_trainable_parts_and_reference_equal_policy_before_training(trainable):
     else:
         assert "backbone.wte.weight" not in names and any(n.startswith("encoder") for n in names)
     frames, actions = trajectories()
-    logits, hidden = trajectory_logits(model, frames, actions, trainable)
-    reference = Reference(model, trainable)
+    assert len(policy.parameters()) == len(names)
+    logits, hidden = policy.logits(frames, actions)
     # KL is zero before the first update (LoRA: B = 0 at init, so disabling the adapter changes nothing)
-    torch.testing.assert_close(reference.logits(frames, actions, hidden), logits.detach(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(policy.reference_logits(frames, actions, hidden), logits.detach(), atol=1e-5,
+                               rtol=1e-4)
+    with torch.no_grad():  # the reference stays where the policy started when the policy moves
+        for p in policy.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    moved, hidden = policy.logits(frames, actions)
+    torch.testing.assert_close(policy.reference_logits(frames, actions, hidden), logits.detach(), atol=1e-5,
+                               rtol=1e-4)
+    assert not torch.allclose(moved, logits, atol=1e-3)
 
 
 def test_adapters_per_designer_load_on_one_base_and_switch(tmp_path):
@@ -67,14 +67,16 @@ def test_adapters_per_designer_load_on_one_base_and_switch(tmp_path):
     frames, actions = trajectories()
     outputs = {}
     for seed, name in enumerate(["left", "right"]):
-        model = prepare_trainable(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name=name)
+        policy = TrainablePolicy.create(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name=name,
+                                        base_path=tmp_path / "sft")
         torch.manual_seed(seed)
         with torch.no_grad():  # stand-in for training: move the adapter away from zero
-            for n, p in model.named_parameters():
+            for n, p in policy.model.named_parameters():
                 if "lora_B" in n:
                     p.normal_(std=0.2)
-        save_policy(model, tmp_path / f"align-{name}", "lora", tmp_path / "sft")
-        outputs[name] = model.base_model.model.sliding_forward(frames, actions).logits.detach()
+        policy.save(tmp_path / f"align-{name}")
+        assert json.loads((tmp_path / f"align-{name}" / "hf_agents_base.json").read_text())["adapter_name"] == name
+        outputs[name] = policy.agent.sliding_forward(frames, actions).logits.detach()
         size = sum(f.stat().st_size for f in (tmp_path / f"align-{name}").iterdir())
         assert size < 2_000_000 and not (tmp_path / f"align-{name}" / "model.safetensors").exists()
     both = load_agent(tmp_path / "sft", {"left": tmp_path / "align-left", "right": tmp_path / "align-right"})
@@ -93,12 +95,15 @@ def test_a_policy_saved_over_the_other_kind_leaves_one_policy(tmp_path):
     """overwrite=true into a folder that held the other kind: the pipeline tells them apart by their files."""
     tiny_agent().save_pretrained(tmp_path / "sft")
     out = tmp_path / "pft"
-    save_policy(AgentModel.from_pretrained(tmp_path / "sft"), out, "head", tmp_path / "sft")
+    def save(trainable):
+        agent = AgentModel.from_pretrained(tmp_path / "sft")
+        TrainablePolicy.create(agent, trainable, adapter_name="left", base_path=tmp_path / "sft").save(out)
+
+    save("head")
     assert not is_adapter(out) and (out / "model.safetensors").exists()
-    lora = prepare_trainable(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name="left")
-    save_policy(lora, out, "lora", tmp_path / "sft")
+    save("lora")
     assert is_adapter(out) and not (out / "model.safetensors").exists() and not (out / "config.json").exists()
-    save_policy(AgentModel.from_pretrained(tmp_path / "sft"), out, "head", tmp_path / "sft")
+    save("head")
     assert not is_adapter(out) and {p.name for p in out.iterdir()}.isdisjoint(
         {"adapter_config.json", "adapter_model.safetensors", "hf_agents_base.json"})
 
@@ -176,7 +181,7 @@ def _trajectory_logprobs(trainer, episodes):
 
     frames, actions, mask = stack_episodes(episodes)
     with torch.no_grad():
-        logits, _ = trajectory_logits(trainer.model, frames, actions, trainer.config.trainable)
+        logits, _ = trainer.policy.logits(frames, actions)
         return (get_action_and_logprob(logits, actions).logprob * mask).sum(1).numpy()
 
 

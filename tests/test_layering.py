@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "hf_agents"
 # Low to high. models sits above data/envs and below rollout (evaluate_model acts with the agent).
 LAYERS = [
-    {"__init__", "actions", "frames", "cards", "locations", "publish"},
+    {"__init__", "actions", "files", "frames", "processes", "seeding", "cards", "locations", "publish"},
     {"data"},
     {"envs"},
     {"models"},

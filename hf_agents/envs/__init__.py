@@ -25,4 +25,30 @@ JUMPPADS_ID = "hf_agents/JumpPads-v0"
 if JUMPPADS_ID not in gym.registry:
     gym.register(id=JUMPPADS_ID, entry_point="hf_agents.games.jumppads.env:JumpPadsEnv")
 
-__all__ = ["JUMPPADS_ID"]
+__all__ = ["JUMPPADS_ID", "game_metadata", "game_outcomes"]
+
+
+def game_metadata(env: str | None = None) -> dict:
+    """A game's `metadata` (the contract above) without starting it: `env` is a Gymnasium id ('module:Id'
+    imports the module first, as `gym.make` does); None is the built-in JumpPads."""
+    import importlib
+
+    env_id = env or JUMPPADS_ID
+    module, _, name = env_id.rpartition(":")
+    try:
+        if module:
+            importlib.import_module(module)
+        spec = gym.spec(name)
+    except (ImportError, gym.error.Error) as e:
+        raise ValueError(f"env '{env_id}': cannot find this game ({type(e).__name__}: {e}); give a registered "
+                         "Gymnasium id, 'module:Id' with the module importable (on PYTHONPATH)") from None
+    entry = spec.entry_point
+    if isinstance(entry, str):
+        entry_module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(entry_module), attr)
+    return dict(getattr(entry, "metadata", {}) or {})
+
+
+def game_outcomes(env: str | None = None) -> tuple[str, ...]:
+    """The outcomes a game reports, in its order (empty: it declares none)."""
+    return tuple(game_metadata(env).get("outcomes", ()))

@@ -15,6 +15,7 @@ import torch
 from hf_agents.actions import NUM_COMPONENTS
 from hf_agents.frames import to_model
 from hf_agents.models.modeling_agent import AgentModel, get_action_and_logprob
+from hf_agents.seeding import episode_stream
 
 
 class AgentPolicy:
@@ -31,7 +32,7 @@ class AgentPolicy:
         # One random stream per env, re-seeded at each reset from (seed, the episode's stream from the rollout
         # engine): an episode's actions do not depend on which env plays it or on how many envs there are.
         self.stream_seed = seed if seed is not None else int(torch.randint(2**62, (1,)))  # seed=None: random
-        self.env_generators = [torch.Generator().manual_seed(_episode_stream(self.stream_seed, i))
+        self.env_generators = [torch.Generator().manual_seed(episode_stream(self.stream_seed, i))
                                for i in range(num_envs)]  # until the first reset with seeds
         N, D = num_envs, model.config.hidden_size
         self.rows = torch.arange(N, device=self.device)
@@ -61,7 +62,7 @@ class AgentPolicy:
             return
         envs = np.flatnonzero(envs) if np.asarray(envs).dtype == bool else np.asarray(envs, dtype=np.int64)
         for j, i in enumerate(envs if seeds is not None else ()):
-            self.env_generators[i].manual_seed(_episode_stream(self.stream_seed, int(seeds[j])))
+            self.env_generators[i].manual_seed(episode_stream(self.stream_seed, int(seeds[j])))
         idx = torch.as_tensor(envs, device=self.device, dtype=torch.long)
         self.n[idx] = 0
         self.action_cached[idx] = False  # True: the last action is already in the cache (after a re-encode)
@@ -148,8 +149,3 @@ class AgentPolicy:
         self.cache, self.slot_mask = self.model.encode_window(obs, act, valid)
         self.action_cached = self.n > 0
 
-
-def _episode_stream(policy_seed: int, episode_seed: int) -> int:
-    """The seed of one episode's sampling stream."""
-    state = np.random.SeedSequence([policy_seed, episode_seed]).generate_state(1, np.uint64)
-    return int(state[0] >> 1)

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hf_agents.data.schema import NO_OUTCOME, STATE_PREFIX
+from hf_agents.seeding import episode_stream
 
 
 @dataclass
@@ -180,11 +181,6 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawn
     bar.close()
     result.seconds = time.monotonic() - t0
     return result
-
-
-def episode_stream(reset_seed: int, episode_id: int) -> int:
-    """The seed of one episode's random stream, from its reset seed and its id."""
-    return int(np.random.SeedSequence([int(reset_seed), int(episode_id)]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _split(venv, policy, groups: int) -> list[_Group]:

@@ -12,7 +12,6 @@ resumes exactly: rollouts of update u depend only on (seed, u) and the weights.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,27 +23,26 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hf_agents.data.schema import NO_OUTCOME
-from hf_agents.envs.adapter import env_factory
+from hf_agents.files import atomic_dir, atomic_write_json, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob, load_checked
-from hf_agents.models.adapters import (
-    TRAINABLE,
-    Reference,
-    agent_of,
-    prepare_trainable,
-    save_policy,
-    trajectory_logits,
+from hf_agents.processes import world_size
+from hf_agents.training.common import (
+    PolicyArguments,
+    RolloutArguments,
+    StageArguments,
+    check_output_dir,
+    checkpoints,
+    clear_checkpoints,
 )
-from hf_agents.training.common import StageArguments, check_output_dir, clear_checkpoints
-from hf_agents.training.rewards import REWARD_SOURCES, RewardFunction, RewardSourceArguments, stack_episodes
+from hf_agents.training.rewards import RewardFunction, RewardSourceArguments, stack_episodes
 
 ALGORITHMS = ("reinforce", "rloo")
 
 
 @dataclass
-class AlignConfig(StageArguments, RewardSourceArguments):
+class AlignConfig(StageArguments, PolicyArguments, RolloutArguments, RewardSourceArguments):
     r"""Online alignment. Paper values (C.4): REINFORCE, 16 episodes an update, 600 updates, lr 1e-4, head only."""
 
-    agent: str = field(default="", metadata={"help": "The fine-tuned (SFT) agent to align."})
     output_dir: str = field(default="", metadata={"help": "Where the aligned agent (or adapter), logs and plots go."})
     algorithm: str = field(default="reinforce", metadata={"help": "reinforce (paper) or rloo (leave-one-out "
                                                           "baseline over `rloo_k` episodes of one spawn)."})
@@ -52,43 +50,22 @@ class AlignConfig(StageArguments, RewardSourceArguments):
     kl_coef: float = field(default=0.0, metadata={"help": "beta of Appendix A's KL penalty to the reference policy "
                                                   "(paper's experiments: 0, head only)."})
     entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus per step."})
-    trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE}: the MLP head (paper), LoRA "
-                                                     "adapters, or everything."})
-    adapter_name: str = field(default="default", metadata={"help": "Name of the LoRA adapter (one per designer)."})
-    init_adapter: str | None = field(default=None, metadata={"help": "A saved LoRA adapter of `agent` to go on "
-                                                         "training (e.g. the designer's preference fine-tuning)."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     episodes_per_update: int = field(default=16, metadata={"help": "Episodes rolled out per update (paper: 16)."})
     num_updates: int = field(default=600, metadata={"help": "Parameter updates (paper: 600)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate (paper: 1e-4)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts (and of the "
-                                                      "log-probs that are trained)."})
-    max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps (paper: 100)."})
-    num_envs: int = field(default=8, metadata={"help": "Parallel game processes."})
     micro_batch_size: int = field(default=16, metadata={"help": "Episodes per backward pass (memory)."})
     save_steps: int = field(default=25, metadata={"help": "Checkpoint every N updates."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
     seed: int = field(default=0, metadata={"help": "Seeds rollouts (env and sampling) and initialisation."})
 
     def __post_init__(self):
-        for name, value, allowed in (("algorithm", self.algorithm, ALGORITHMS), ("trainable", self.trainable, TRAINABLE),
-                                     ("reward_source", self.reward_source, REWARD_SOURCES)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got '{value}'")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got '{self.algorithm}'")
         if self.algorithm == "rloo" and (self.rloo_k < 2 or self.episodes_per_update % self.rloo_k):
             raise ValueError(f"rloo needs rloo_k >= 2 dividing episodes_per_update ({self.episodes_per_update}), "
                              f"got rloo_k={self.rloo_k}")
-
-
-def game_outcomes(env: str | None) -> tuple[str, ...] | None:
-    """The outcomes a game reports (None: unknown, any string)."""
-    if env is None:
-        from hf_agents.games.jumppads import OUTCOMES
-
-        return tuple(OUTCOMES)
-    return None
+        super().__post_init__()
 
 
 def advantages(rewards: np.ndarray, algorithm: str, groups: np.ndarray) -> np.ndarray:
@@ -113,15 +90,12 @@ class AlignTrainer:
         self.config, self.env_fn = config, env_fn
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         base = model if model is not None else load_checked(AgentModel, config.agent, "agent")
-        self.frame_size = base.config.image_size
-        self.reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target,
-                                        game_outcomes(config.env), config.max_episode_steps, self.frame_size,
-                                        device=self.device)
+        self.frame_size, self.outcomes = base.config.image_size, config.outcomes()
+        self.reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, self.outcomes,
+                                        config.max_episode_steps, self.frame_size, device=self.device)
         torch.manual_seed(config.seed)
-        self.model = prepare_trainable(base.to(self.device), config.trainable, config.adapter_name, config.lora_r,
-                                       config.lora_alpha, init_adapter=config.init_adapter)
-        self.reference = Reference(self.model, config.trainable) if config.kl_coef else None
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.policy = config.make_policy(base.to(self.device), reference=bool(config.kl_coef))
+        self.model, self.params = self.policy.model, self.policy.parameters()
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
         self.update, self.log_history = 0, []
 
@@ -135,8 +109,7 @@ class AlignTrainer:
         base_seed = (c.seed * 1_000_003 + update) * 1000
         groups = np.repeat(np.arange(c.episodes_per_update // k), k)
         seeds = [base_seed + int(g) for g in groups]  # one reset seed (so one spawn) per RLOO group
-        agent = agent_of(self.model)
-        policy = AgentPolicy(agent, venv.num_envs, temperature=c.temperature, seed=base_seed)
+        policy = AgentPolicy(self.policy.agent, venv.num_envs, temperature=c.temperature, seed=base_seed)
         result = rollout(venv, policy, len(seeds), seeds=seeds, options=self.reset_options(update),
                          progress=False, keep_frames=True)
         result.episodes.sort(key=lambda e: e.index)  # completion order depends on timing; the update must not
@@ -156,7 +129,7 @@ class AlignTrainer:
         for start in range(0, n, c.micro_batch_size):
             chunk = episodes[start:start + c.micro_batch_size]
             frames, actions, mask = stack_episodes(chunk, self.device)
-            logits, _ = trajectory_logits(self.model, frames, actions, c.trainable)
+            logits, _ = self.policy.logits(frames, actions)
             scored = get_action_and_logprob(logits, actions, temperature=c.temperature)
             m = mask.float()
             logp = (scored.logprob * m).sum(1)
@@ -177,7 +150,7 @@ class AlignTrainer:
         for start in range(0, len(episodes), self.config.micro_batch_size):
             chunk = episodes[start:start + self.config.micro_batch_size]
             frames, actions, mask = stack_episodes(chunk, self.device)
-            ref = get_action_and_logprob(self.reference.logits(frames, actions), actions,
+            ref = get_action_and_logprob(self.policy.reference_logits(frames, actions), actions,
                                          temperature=self.config.temperature).logprob
             recorded = torch.as_tensor(stack_logprobs(chunk), device=self.device)
             out.append(((recorded - ref) * mask).sum(1).cpu().numpy())
@@ -195,7 +168,7 @@ class AlignTrainer:
         """The REINFORCE/RLOO update on a batch of finished episodes (dropped ones already left out)."""
         c = self.config
         rewards = self.reward_fn(episodes)
-        kl = self.kl(episodes) if self.reference is not None and episodes else np.zeros(len(episodes), np.float32)
+        kl = self.kl(episodes) if c.kl_coef and episodes else np.zeros(len(episodes), np.float32)
         adv = advantages(rewards - c.kl_coef * kl, c.algorithm, groups)
         self.optimizer.zero_grad(set_to_none=True)
         entropy, drift, grad_norm = 0.0, 0.0, 0.0
@@ -208,7 +181,7 @@ class AlignTrainer:
         log = {"update": self.update, "episodes": len(episodes), "reward_mean": float(np.mean(rewards)) if episodes
                else 0.0, "kl": float(np.mean(kl)) if episodes else 0.0, "entropy": entropy, "grad_norm": grad_norm,
                "logprob_drift": drift, "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0}
-        for o in sorted(set(outcomes) | set(game_outcomes(c.env) or ()) | {NO_OUTCOME}):
+        for o in sorted(set(outcomes) | set(self.outcomes) | {NO_OUTCOME}):
             log[f"success_{o}"] = outcomes.count(o) / max(len(outcomes), 1)
         return log
 
@@ -218,7 +191,7 @@ class AlignTrainer:
 
         c = self.config
         writer = _summary_writer(c)
-        env_fn = self.env_fn or env_factory(c.env, self.frame_size, c.max_episode_steps)
+        env_fn = self.env_fn or c.env_fn(self.frame_size)
         bar = tqdm(total=c.num_updates, initial=self.update, desc="align", unit="update")
         with BatchedEnv(env_fn, min(c.num_envs, c.episodes_per_update)) as venv:
             while self.update < c.num_updates:
@@ -241,15 +214,14 @@ class AlignTrainer:
 
     def finish(self) -> dict:
         c, out = self.config, Path(self.config.output_dir)
-        save_policy(self.model, out, c.trainable, c.agent)
+        self.policy.save(out)
         last = self.log_history[-min(len(self.log_history), 20):]
         metrics = {"updates": self.update, "episodes": sum(h["episodes"] for h in self.log_history),
                    "dropped": sum(h["dropped"] for h in self.log_history),
                    "reward_mean_last20": float(np.mean([h["reward_mean"] for h in last])) if last else 0.0}
         if c.target:
             metrics[f"success_{c.target}_last20"] = float(np.mean([h.get(f"success_{c.target}", 0) for h in last]))
-        _atomic_json(out / "train_results.json", {"metrics": metrics, "config": asdict(c),
-                                                  "log_history": self.log_history})
+        write_train_results(out, metrics, config=asdict(c), log_history=self.log_history)
         plot_success(self.log_history, out / "success.png", title=f"alignment ({c.algorithm}, {c.trainable})")
         return metrics
 
@@ -260,16 +232,11 @@ class AlignTrainer:
     def save_checkpoint(self) -> Path:
         out = Path(self.config.output_dir)
         final = out / f"checkpoint-{self.update}"
-        tmp = out / f".tmp-checkpoint-{self.update}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(self.trainable_state(), tmp / "trainable.safetensors")
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        _atomic_json(tmp / "state.json", {"update": self.update, "log_history": self.log_history})
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        for old in checkpoints[:-self.config.save_total_limit]:
+        with atomic_dir(final) as tmp:
+            save_file(self.trainable_state(), tmp / "trainable.safetensors")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            atomic_write_json(tmp / "state.json", {"update": self.update, "log_history": self.log_history})
+        for old in checkpoints(out)[max(self.config.save_total_limit, 1):]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
@@ -295,12 +262,6 @@ def stack_logprobs(episodes) -> np.ndarray:
     for i, e in enumerate(episodes):
         out[i, :e.length] = e.logprobs
     return out
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def _summary_writer(config: AlignConfig):
@@ -330,7 +291,7 @@ def plot_success(log_history: list[dict], out, title="alignment", window: int = 
 
 
 def run(config: AlignConfig) -> dict:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_size() > 1:
         raise ValueError("the align stage runs in one process (its rollouts use the machine's cores); launch it "
                          "with recipes/accelerate/cpu.yaml or gpu.yaml, not several ranks")
     resume_from = check_output_dir(config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 from argparse import ArgumentError
@@ -13,7 +12,12 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
+from hf_agents.envs import game_outcomes
+from hf_agents.envs.adapter import env_factory
+from hf_agents.files import atomic_write_json, write_train_results
 from hf_agents.locations import weights_problem
+from hf_agents.models.trainable import TRAINABLE, TrainablePolicy
+from hf_agents.processes import rank
 from hf_agents.training import DEFAULT_STAGE, RECIPES, STAGES, load_stage
 
 
@@ -30,6 +34,68 @@ class StageArguments:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={"help": "Where to log metrics "
                                                                                     "(tensorboard, wandb, none)."})
     save_safetensors: bool = field(default=True, metadata={"help": "Checkpoints as safetensors."})
+
+
+def chain_post_init(config, mixin: type) -> None:
+    """Run the `__post_init__` that comes after `mixin`'s in the config's class order (the mixins each check their
+    own fields, then hand on; `TrainingArguments` has one too)."""
+    parent = getattr(super(mixin, config), "__post_init__", None)
+    if parent is not None:
+        parent()
+
+
+@dataclass
+class PolicyArguments:
+    """The agent an alignment stage starts from and what of it trains: the fields of `TrainablePolicy`."""
+
+    agent: str = field(default="", metadata={"help": "The agent to start from (an SFT agent); the reference policy."})
+    trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE}: the MLP head (paper), LoRA "
+                                                     "adapters (one per designer), or everything."})
+    adapter_name: str = field(default="default", metadata={"help": "Name of the LoRA adapter (one per designer), "
+                                                           "saved with it."})
+    init_adapter: str | None = field(default=None, metadata={"help": "A saved LoRA adapter of `agent` to go on "
+                                                             "training (e.g. the designer's preference fine-tuning)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+
+    def __post_init__(self):
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got '{self.trainable}'")
+        if self.init_adapter and self.trainable != "lora":
+            raise ValueError("init_adapter continues a LoRA adapter; set trainable=lora")
+        chain_post_init(self, PolicyArguments)
+
+    def make_policy(self, agent, reference: bool = False) -> TrainablePolicy:
+        """The trainable policy of `agent` (loaded from `self.agent`) as these fields say."""
+        return TrainablePolicy.create(agent, self.trainable, base_path=self.agent, adapter_name=self.adapter_name,
+                                      lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                                      init_adapter=self.init_adapter, reference=reference)
+
+
+@dataclass
+class RolloutArguments:
+    """The game an alignment stage plays and how its rollouts sample."""
+
+    env: str | None = field(default=None, metadata={"help": "Gymnasium id of the game ('module:Id'); default: the "
+                                                    "built-in JumpPads."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts (and of the "
+                                                      "log-probs that are trained)."})
+    max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps (paper: 100)."})
+    num_envs: int = field(default=8, metadata={"help": "Parallel game processes."})
+
+    def __post_init__(self):
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        chain_post_init(self, RolloutArguments)
+
+    def env_fn(self, frame_size):
+        """A picklable factory of the game at the agent's frame size."""
+        return env_factory(self.env, frame_size, self.max_episode_steps)
+
+    def outcomes(self) -> tuple[str, ...]:
+        """The outcomes the game reports (empty: it declares none)."""
+        return game_outcomes(self.env)
 
 
 def _argv_from(mapping: dict) -> list[str]:
@@ -158,7 +224,7 @@ def last_intact_checkpoint(out) -> Path | None:
 
 def clear_checkpoints(config) -> None:
     """overwrite=true: the previous run's checkpoint-* folders go, so a later resume=true continues this run."""
-    if config.overwrite and not config.resume and int(os.environ.get("RANK", "0")) == 0:
+    if config.overwrite and not config.resume and rank() == 0:
         for path in checkpoints(config.output_dir):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -167,8 +233,7 @@ def save_results(trainer, config, metrics: dict) -> None:
     """The final model (safetensors) and train_results.json (metrics + log history), written by rank 0."""
     if trainer.is_world_process_zero():
         trainer.save_model(config.output_dir)
-        (Path(config.output_dir) / "train_results.json").write_text(json.dumps(
-            {"metrics": metrics, "log_history": trainer.state.log_history}, indent=2, default=str))
+        write_train_results(config.output_dir, metrics, log_history=trainer.state.log_history)
 
 
 def provenance(config, recipe: str | None, overrides=()) -> dict:
@@ -189,11 +254,7 @@ def provenance(config, recipe: str | None, overrides=()) -> dict:
 
 def write_provenance(config, recipe: str | None, overrides=()) -> Path:
     """output_dir/provenance.json, written atomically by rank 0 once the stage has finished."""
-    path = Path(config.output_dir) / "provenance.json"
-    tmp = path.with_name(".provenance.json.tmp")
-    tmp.write_text(json.dumps(provenance(config, recipe, overrides), indent=2))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(Path(config.output_dir) / "provenance.json", provenance(config, recipe, overrides))
 
 
 def _git_commit() -> str | None:

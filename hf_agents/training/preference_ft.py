@@ -18,39 +18,28 @@ import numpy as np
 from transformers import set_seed
 
 from hf_agents.data import TrajectoryWriter, load_trajectories
-from hf_agents.envs.adapter import env_factory
+from hf_agents.files import atomic_write_json, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, load_checked
-from hf_agents.models.adapters import TRAINABLE, prepare_trainable, save_policy
-from hf_agents.training.align import game_outcomes
 from hf_agents.training.augment import AugmentedWindows
-from hf_agents.training.common import check_output_dir
+from hf_agents.training.common import PolicyArguments, RolloutArguments, check_output_dir
 from hf_agents.training.imitation import ImitationCollator, ImitationConfig, ImitationTrainer
 from hf_agents.training.rewards import RewardFunction, RewardSourceArguments
 
 
 @dataclass
-class PreferenceFTConfig(RewardSourceArguments, ImitationConfig):
+class PreferenceFTConfig(PolicyArguments, RolloutArguments, RewardSourceArguments, ImitationConfig):
     r"""Preference fine-tuning. Paper (C.4): top 20 % of the reward model's trajectories, lr 1e-5, 1,000 updates
     of 256 windows, head only, one iteration."""
 
-    agent: str = field(default="", metadata={"help": "The fine-tuned (SFT) agent to start from."})
     iterations: int = field(default=1, metadata={"help": "generate -> score -> filter -> fine-tune rounds (paper: 1)."})
     rollout_episodes: int = field(default=200, metadata={"help": "Episodes rolled out per iteration (paper: the "
                                                          "reward model's 2,400 trajectories)."})
     top_fraction: float = field(default=0.2, metadata={"help": "Share of the best-scored trajectories kept (paper: 0.2)."})
-    trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE} (paper: head; lora gives the "
-                                                     "designer's adapter, which alignment can go on training)."})
-    adapter_name: str = field(default="default", metadata={"help": "Name of the LoRA adapter (trainable=lora)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
-    max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps."})
-    num_envs: int = field(default=8, metadata={"help": "Parallel game processes."})
     learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (paper: 1e-5)."})
     augment: bool = field(default=False, metadata={"help": "Image augmentation (off: the agent's own frames)."})
     eval_fraction: float = field(default=0.0, metadata={"help": "No held-out split: every kept trajectory trains."})
 
     def __post_init__(self):
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"trainable must be one of {TRAINABLE}, got '{self.trainable}'")
         if not 0 < self.top_fraction <= 1:
             raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
         super().__post_init__()
@@ -64,7 +53,7 @@ def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, 
     from hf_agents.rollout.engine import rollout
 
     size = model.config.image_size
-    env_fn = env_factory(config.env, size, config.max_episode_steps)
+    env_fn = config.env_fn(size)
     policy = AgentPolicy(model.eval(), config.num_envs, temperature=config.temperature,
                          seed=config.seed * 1000 + iteration)
     policy.checkpoint = str(checkpoint)
@@ -108,9 +97,9 @@ def run(config: PreferenceFTConfig) -> dict:
         raise ValueError(f"{out}: resume=true continues head or full fine-tuning only; rerun with overwrite=true")
     base = load_checked(AgentModel, out / f"iteration-{start}" / "model" if start else config.agent)
     base = base.to(config.device)  # the Trainer's device (a GPU when there is one): the rollouts act there too
-    reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, game_outcomes(config.env),
+    reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, config.outcomes(),
                                config.max_episode_steps, base.config.image_size, device=config.device)
-    model = prepare_trainable(base, config.trainable, config.adapter_name)
+    policy = config.make_policy(base)
     history = json.loads((out / "history.json").read_text())[:start] if start else []
     for it in range(start + 1, config.iterations + 1):
         it_dir = out / f"iteration-{it}"
@@ -121,17 +110,16 @@ def run(config: PreferenceFTConfig) -> dict:
         top = {m["episode_id"] for m, s in sorted(zip(data.episodes, scores), key=lambda p: -p[1])[:keep]}
         selected = data.filter(fn=lambda m, top=top: m["episode_id"] in top)
         outcomes = [m["outcome"] for m in selected.episodes]
-        fine_tune(model, config, selected, it_dir / "model")
-        save_policy(model, it_dir / "model", config.trainable, config.agent)
+        fine_tune(policy.model, config, selected, it_dir / "model")
+        policy.save(it_dir / "model")
         history.append({"iteration": it, "rollouts": len(scores), "kept": keep, "score_cutoff": float(cutoff),
                         "score_mean": float(scores.mean()), "kept_outcomes": {o: outcomes.count(o) for o in set(outcomes)},
                         "all_outcomes": {o: [m["outcome"] for m in data.episodes].count(o)
                                          for o in {m["outcome"] for m in data.episodes}}})
-        (out / "history.json").write_text(json.dumps(history, indent=2))
-    save_policy(model, out, config.trainable, config.agent)  # the last iteration's agent (or adapter)
+        atomic_write_json(out / "history.json", history)
+    policy.save(out)  # the last iteration's agent (or adapter)
     metrics = {"iterations": config.iterations, "history": history}
-    (out / "train_results.json").write_text(json.dumps({"metrics": metrics, "config": config.to_dict()}, indent=2,
-                                                       default=str))
+    write_train_results(out, metrics, config=config.to_dict())
     return metrics
 
 

@@ -15,21 +15,25 @@ import torch
 
 from hf_agents.data.dataset import pad_steps
 from hf_agents.frames import to_model
+from hf_agents.training.common import chain_post_init
 
 REWARD_SOURCES = ("model", "oracle", "env")
 
 
 @dataclass
 class RewardSourceArguments:
-    """Where trajectory rewards come from, and which game is played: the fields every alignment stage shares."""
+    """Where trajectory rewards come from: the fields every alignment stage shares."""
 
     reward_source: str = field(default="model", metadata={"help": f"One of {REWARD_SOURCES}: the reward model, the "
                                                           "privileged oracle (upper bound), or the game's reward."})
     reward_model: str | None = field(default=None, metadata={"help": "Reward model directory (reward_source=model)."})
     target: str | None = field(default=None, metadata={"help": "The outcome the designer wants (e.g. left): the "
                                                        "oracle's target, and the success shown in logs and plots."})
-    env: str | None = field(default=None, metadata={"help": "Gymnasium id of a third-party game ('module:Id'); "
-                                                    "default: the built-in JumpPads."})
+
+    def __post_init__(self):
+        if self.reward_source not in REWARD_SOURCES:
+            raise ValueError(f"reward_source must be one of {REWARD_SOURCES}, got '{self.reward_source}'")
+        chain_post_init(self, RewardSourceArguments)
 
 
 def stack_episodes(episodes, device=None, max_steps: int | None = None):
@@ -56,11 +60,10 @@ class RewardFunction:
             raise ValueError(f"reward_source must be one of {REWARD_SOURCES}, got '{source}'")
         self.source, self.target, self.max_steps, self.batch_size = source, target, max_steps, batch_size
         self.device = device
-        if source == "oracle":
-            if not target:
-                raise ValueError("reward_source=oracle needs `target`, the outcome to reach (e.g. target=left)")
-            if outcomes is not None and target not in outcomes:
-                raise ValueError(f"target '{target}' is not an outcome of this game; choose one of {list(outcomes)}")
+        if source == "oracle" and not target:
+            raise ValueError("reward_source=oracle needs `target`, the outcome to reach (e.g. target=left)")
+        if target and outcomes and target not in outcomes:
+            raise ValueError(f"target '{target}' is not an outcome of this game; choose one of {list(outcomes)}")
         if source == "model":
             self.model = load_reward_model(reward_model, frame_size).to(device)
 

@@ -1,0 +1,61 @@
+"""Writing files so that a reader never sees half of one, and hashing them.
+
+Every file the library writes goes through `atomic_write` (a temp file beside it, then a rename); a folder
+through `atomic_dir`. `train_results.json` is written by `write_train_results` for every stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def atomic_write(path, data: str | bytes) -> Path:
+    """Write `data` to `path` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_json(path, obj, indent: int = 2) -> Path:
+    """`obj` as JSON (anything else as its str), written atomically."""
+    return atomic_write(path, json.dumps(obj, indent=indent, default=str))
+
+
+@contextmanager
+def atomic_dir(path):
+    """Yield a temp folder beside `path`; on success it replaces `path` whole (a kill leaves the old one)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def sha256_file(path) -> str:
+    """sha256 hex digest of one file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_train_results(out_dir, metrics: dict, **extra) -> Path:
+    """out_dir/train_results.json: the stage's final metrics, then `extra` (config, log_history, ...)."""
+    return atomic_write_json(Path(out_dir) / "train_results.json", {"metrics": metrics, **extra})

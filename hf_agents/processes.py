@@ -1,0 +1,19 @@
+"""The processes of a launched run (torchrun / `accelerate launch`), read one way everywhere."""
+
+from __future__ import annotations
+
+import os
+
+
+def rank() -> int:
+    """This process's rank in a launched run (torchrun / accelerate launch), 0 alone."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """How many processes the run was launched with (1 alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
