@@ -30,9 +30,9 @@ train $gpu/scratch.yaml dataset="$out/data/sft" output_dir="$out/scratch" model_
 "$hf" preferences synthetic "$out/data/sft" --pad left --out "$out/preferences-left.parquet"
 train $gpu/reward.yaml trajectories="$out/data/sft" preferences="$out/preferences-left.parquet" \
   agent="$out/sft" output_dir="$out/reward-left-agent" num_train_epochs=1 eval_fraction=0.3 "${small[@]}"
-train $gpu/preference_ft_left.yaml agent="$out/sft" reward_model="$out/reward-left-agent" \
+train $gpu/preference_ft.yaml target=left agent="$out/sft" reward_model="$out/reward-left-agent" \
   output_dir="$out/preference-ft-left" rollout_episodes=8 num_envs=2 gradient_accumulation_steps=1 \
   "${small[@]}"
-train $gpu/align_left.yaml agent="$out/preference-ft-left" reward_model="$out/reward-left-agent" \
+train $gpu/align.yaml target=left agent="$out/preference-ft-left" reward_model="$out/reward-left-agent" \
   output_dir="$out/align-left" num_updates=1 episodes_per_update=4 num_envs=2 overwrite=true
 echo "every recipes/gpu stage ran: $out"

@@ -246,7 +246,7 @@ def test_dropped_episodes_shrink_the_batch(tmp_path):
 
 def _align_cli(tmp_path, out, *extra):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    args = [sys.executable, "-m", "hf_agents.training", str(REPO / "recipes" / "align_left.yaml"),
+    args = [sys.executable, "-m", "hf_agents.training", str(REPO / "recipes" / "align.yaml"),
             f"agent={tmp_path / 'sft'}", f"output_dir={out}", "reward_source=oracle", "reward_model=",
             "episodes_per_update=4", "num_envs=2", "max_episode_steps=12", "num_updates=5", "save_steps=1",
             "save_total_limit=10", "learning_rate=3e-2", "rloo_k=2", "report_to=none", "init_adapter=",
@@ -283,7 +283,7 @@ def test_bad_alignment_inputs_fail_before_any_work(tmp_path):
     from hf_agents.training import launch
 
     tiny_agent().save_pretrained(tmp_path / "sft")
-    recipe = str(REPO / "recipes" / "align_left.yaml")
+    recipe = str(REPO / "recipes" / "align.yaml")
     base = [f"agent={tmp_path / 'sft'}", "report_to=none", "init_adapter="]
     # a target pad that does not exist
     assert launch.main([recipe, *base, "reward_source=oracle", "target=up", f"output_dir={tmp_path / 'a'}"]) == 2
@@ -312,7 +312,7 @@ def test_preference_fine_tuning_clones_the_best_scored_rollouts_and_resumes(tmp_
 
     tiny_agent().save_pretrained(tmp_path / "sft")
     out = tmp_path / "pft"
-    args = [str(REPO / "recipes" / "preference_ft_right.yaml"), f"agent={tmp_path / 'sft'}",
+    args = [str(REPO / "recipes" / "preference_ft.yaml"), f"agent={tmp_path / 'sft'}",
             f"output_dir={out}", "reward_source=oracle", "target=left", "reward_model=", "rollout_episodes=6",
             "top_fraction=0.5", "trainable=head", "max_episode_steps=12", "num_envs=2", "max_steps=3",
             "per_device_train_batch_size=2", "context_length=8", "learning_rate=1e-2", "warmup_steps=0",

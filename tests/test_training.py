@@ -43,6 +43,18 @@ def test_recipe_errors_name_file_and_field(tmp_path):
         parse_recipe(str(REPO / "recipes" / f"{shipped}.yaml"))  # the shipped recipes parse
 
 
+def test_one_recipe_serves_every_target_through_references():
+    """`{target}` in a recipe's paths follows the target override: no per-target recipe files."""
+    for target in ("left", "right", "middle"):
+        config = parse_recipe(str(REPO / "recipes" / "align.yaml"), [f"target={target}"])
+        assert (config.output_dir, config.reward_model, config.init_adapter, config.adapter_name) == (
+            f"outputs/align-{target}", f"outputs/reward-{target}-agent", f"outputs/preference-ft-{target}", target)
+    config = parse_recipe(str(REPO / "recipes" / "preference_ft.yaml"), ["target=right", "output_dir=mine"])
+    assert (config.output_dir, config.reward_model) == ("mine", "outputs/reward-right-agent")
+    with pytest.raises(RecipeError, match=r"align.yaml: field '\w+' refers to \{target\}"):
+        parse_recipe(str(REPO / "recipes" / "align.yaml"), ["--target"])
+
+
 def test_gpu_scale_recipes_carry_the_papers_values():
     """recipes/gpu (`hf-agents demo --scale gpu`): the paper's model, frames, batches and rates (Appendix C)."""
     from hf_agents.models import AgentConfig
@@ -60,11 +72,11 @@ def test_gpu_scale_recipes_carry_the_papers_values():
     assert parse("scratch", "bf16=false").model_preset == "paper-103m"
     reward = parse("reward", "bf16=false")
     assert (reward.per_device_train_batch_size, reward.learning_rate, reward.l2_penalty) == (2048, 1e-4, 0.1)
-    pft = parse("preference_ft_left", "bf16=false")
+    pft = parse("preference_ft", "bf16=false")
     assert (pft.trainable, pft.learning_rate, pft.max_steps, pft.top_fraction, pft.iterations) == (
         "head", 1e-5, 1000, 0.2, 1)
     assert pft.per_device_train_batch_size * pft.gradient_accumulation_steps == 256
-    align = parse("align_left")
+    align = parse("align")
     assert (align.algorithm, align.trainable, align.num_updates, align.episodes_per_update, align.learning_rate) == (
         "reinforce", "head", 600, 16, 1e-4)
     assert AgentConfig.from_preset("paper-103m").image_size == SCALES["gpu"]["frame_size"] == 128

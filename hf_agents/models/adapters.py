@@ -63,7 +63,7 @@ def check_adapter(adapter_dir, agent_dir) -> None:
     meta = Path(adapter_dir) / BASE_FILE
     if not is_adapter(adapter_dir):
         raise AdapterError(f"{adapter_dir}: not a LoRA adapter (no adapter_config.json); train one first with "
-                           "trainable=lora (a designer's: recipes/preference_ft_<pad>.yaml, then align_<pad>.yaml)")
+                           "trainable=lora (a designer's: recipes/preference_ft.yaml target=..., then recipes/align.yaml)")
     if meta.exists():
         expected = json.loads(meta.read_text())
         if expected["sha256"] != base_fingerprint(agent_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from argparse import ArgumentError
@@ -143,10 +144,30 @@ def _read_values(recipe: str | None, overrides) -> dict:
     return values
 
 
+_REFERENCE = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+
+def _fill_references(values: dict, where: str) -> dict:
+    """`{name}` in a string value stands for field `name`'s value after the overrides, so one recipe serves every
+    target: `output_dir: outputs/align-{target}` with `target=right` writes outputs/align-right."""
+    def fill(key, value):
+        def one(match):
+            name = match.group(1)
+            found = values.get(name)
+            if found is None or isinstance(found, (list, dict)) or _REFERENCE.search(str(found)):
+                raise RecipeError(f"{where}: field '{key}' refers to {{{name}}}, which is not set to a plain value; "
+                                  f"set it (e.g. {name}=...) or write '{key}' out in full")
+            return str(found)
+
+        return _REFERENCE.sub(one, value) if isinstance(value, str) else value
+
+    return {key: fill(key, value) for key, value in values.items()}
+
+
 def parse_stage(recipe: str | None, overrides=()) -> tuple[str, object]:
     """Recipe YAML + overrides -> (stage name, that stage's config); errors name the file and field."""
-    values = _read_values(recipe, overrides)
     where = recipe or "command line"
+    values = _fill_references(_read_values(recipe, overrides), where)
     stage = values.pop("stage", DEFAULT_STAGE)
     if stage not in STAGES:
         raise RecipeError(f"{where}: unknown stage '{stage}'; choose one of {sorted(STAGES)}")

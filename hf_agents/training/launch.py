@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from hf_agents.cards import write_model_card
+from hf_agents.processes import rank, world_size
 from hf_agents.training import STAGES, load_stage
 from hf_agents.training.common import RecipeError, parse_stage, write_provenance
 
@@ -22,7 +23,7 @@ def run_recipe(recipe: str | None, overrides=()) -> dict:
     """Parse the recipe and run its stage; returns the stage's metrics. The output folder gets provenance.json."""
     stage, config = parse_stage(recipe, overrides)
     metrics = load_stage(stage).run(config)
-    if int(os.environ.get("RANK", "0")) == 0 and Path(config.output_dir).is_dir():  # the stage saved something
+    if rank() == 0 and Path(config.output_dir).is_dir():  # the stage saved something
         write_provenance(config, recipe, overrides)
         write_model_card(config.output_dir)  # agent, reward model or adapter card; replaces TRL's generic one
     return metrics
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
         return 0
     recipe = argv.pop(0) if argv and argv[0].endswith((".yaml", ".yml")) else None
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_size() > 1:
         import torch
 
         if not torch.cuda.is_available():
