@@ -61,6 +61,38 @@ def test_trainable_parts_and_reference_equal_policy_before_training(trainable):
     assert not torch.allclose(moved, logits, atol=1e-3)
 
 
+def test_a_run_going_on_from_an_adapter_is_held_to_that_adapter_not_the_base(tmp_path):
+    """The reference is the policy at the start of the run: base + the adapter it goes on training (KL zero at the
+    start), whatever the updates do to the trained copy."""
+    tiny_agent().save_pretrained(tmp_path / "sft")
+    first = TrainablePolicy.create(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name="left",
+                                   base_path=tmp_path / "sft")
+    with torch.no_grad():  # stand-in for preference fine-tuning: an adapter away from zero
+        for n, p in first.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.2)
+    first.save(tmp_path / "pft")
+    frames, actions = trajectories()
+    base_logits = AgentModel.from_pretrained(tmp_path / "sft").sliding_forward(frames, actions).logits
+    policy = TrainablePolicy.create(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name="left",
+                                    init_adapter=tmp_path / "pft", base_path=tmp_path / "sft", reference=True)
+    logits, _ = policy.logits(frames, actions)
+    reference = policy.reference_logits(frames, actions)
+    torch.testing.assert_close(reference, logits.detach(), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(reference, base_logits, atol=1e-3)
+    trained = policy.parameters()
+    assert trained and all("lora_" in n and ".left" in n for n, p in policy.model.named_parameters() if p.requires_grad)
+    with torch.no_grad():
+        for p in trained:
+            p.add_(0.5 * torch.randn_like(p))
+    moved, _ = policy.logits(frames, actions)
+    torch.testing.assert_close(policy.reference_logits(frames, actions), reference)
+    assert not torch.allclose(moved, reference, atol=1e-3)
+    assert [p.requires_grad for p in policy.parameters()] == [True] * len(trained)  # switching back kept them
+    policy.save(tmp_path / "align")  # only the trained adapter is saved, flat
+    assert not (tmp_path / "align" / "reference").exists() and (tmp_path / "align" / "adapter_model.safetensors").exists()
+
+
 def test_adapters_per_designer_load_on_one_base_and_switch(tmp_path):
     base = tiny_agent()
     base.save_pretrained(tmp_path / "sft")

@@ -44,7 +44,7 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", BASE_FILE)
 def save_adapter(model: nn.Module, out_dir, base_dir, name: str) -> None:
     """A peft model's adapter in one flat folder, with its name and its base agent's fingerprint."""
     out_dir = Path(out_dir)
-    model.save_pretrained(out_dir)  # adapter_config.json + adapter_model.safetensors
+    model.save_pretrained(out_dir, selected_adapters=[model.active_adapter])  # adapter_config + _model.safetensors
     nested = out_dir / model.active_adapter  # peft nests adapters not named "default": keep one flat folder
     if nested.is_dir():
         for f in nested.iterdir():

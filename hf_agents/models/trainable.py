@@ -3,7 +3,8 @@ model that trains, its reference policy, its logits of whole trajectories and it
 
 trainable = "head": the MLP after the transformer (the paper); the reference is a frozen copy of the head.
 trainable = "lora": LoRA adapters (peft) on the GPT2 backbone and the head; the reference is the same model
-    with its adapters disabled (no second copy in memory). Saves a named adapter of a few MB.
+    with its adapter disabled, or, going on from a saved adapter, a frozen second copy of that adapter (a few MB,
+    no second agent in memory). Saves a named adapter of a few MB.
 trainable = "full": everything but the frozen token table; the reference is a frozen copy of the agent.
 The reference is the policy as it was when the object was made.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hf_agents.models.adapters import ADAPTER_FILES, agent_of, check_adapter, save_adapter
+from hf_agents.models.adapters import ADAPTER_FILES, active_adapter, agent_of, check_adapter, save_adapter
 from hf_agents.models.modeling_agent import LORA_TARGET_MODULES, AgentModel
 
 HEAD_LORA_TARGETS = ["head.1", "head.3"]  # the head's two Linear layers
@@ -133,10 +134,12 @@ class FullPolicy(TrainablePolicy):
 
 class LoraPolicy(TrainablePolicy):
     mode = "lora"
+    REFERENCE = "reference"  # the frozen copy of the adapter a run went on from
 
     def prepare(self, lora_r=8, lora_alpha=16, lora_dropout=0.0, init_adapter=None) -> None:
         from peft import LoraConfig, PeftModel, get_peft_model
 
+        self.init_adapter = init_adapter
         with warnings.catch_warnings():  # peft sets fan_in_fan_out per layer (GPT2's Conv1D vs the head's Linear)
             warnings.simplefilter("ignore")
             if init_adapter:
@@ -148,9 +151,19 @@ class LoraPolicy(TrainablePolicy):
                                 target_modules=LORA_TARGET_MODULES + HEAD_LORA_TARGETS)
             self.model = get_peft_model(self.agent, config, adapter_name=self.adapter_name)
 
+    def keep_reference(self) -> None:
+        if self.init_adapter:  # the policy at the start is base + that adapter, not the base alone
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.model.load_adapter(self.init_adapter, adapter_name=self.REFERENCE, is_trainable=False)
+            self.model.set_adapter(self.adapter_name)  # the trained adapter stays the active, trainable one
+
     @torch.no_grad()
     def reference_logits(self, frames, actions, hidden=None):
-        with self.model.disable_adapter():
+        if self.REFERENCE not in self.model.peft_config:
+            with self.model.disable_adapter():
+                return self.agent.sliding_forward(frames, actions).logits
+        with active_adapter(self.model, self.REFERENCE):
             return self.agent.sliding_forward(frames, actions).logits
 
     def _save(self, out_dir: Path) -> None:
