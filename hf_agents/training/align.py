@@ -5,8 +5,8 @@ whole trajectory (reward model, oracle or game reward: `training/rewards.py`) an
 that score as the undiscounted return of every step. Options: RLOO's leave-one-out baseline over k
 episodes started from the same reset seed (same spawn); the KL penalty to the reference policy of
 Appendix A (beta, folded into the return: R - beta * sum_t log pi/pi_ref; pi_ref is the policy at the
-start of the run, `TrainablePolicy`); an entropy bonus; training the
-head (paper), LoRA adapters or everything. Episodes whose env failed are dropped (paper C.4). A killed run
+start of the run, `TrainablePolicy`); an entropy bonus; training the head (paper), LoRA adapters or
+everything. Episodes whose env failed are dropped (paper C.4). A killed run
 resumes exactly: rollouts of update u depend only on (seed, u) and the weights.
 """
 
