@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import yaml
+
+from hf_agents.files import atomic_write
 
 
 def _table(counts: dict, key: str) -> str:
@@ -79,11 +80,16 @@ def _size_category(n: int) -> str:
 
 # -- model cards -------------------------------------------------------------------------------------------
 MODEL_CARDS = Path(__file__).resolve().parent / "model_cards"  # Jinja templates; ./model_cards links here
-GAME = "JumpPads"
-LIMITATIONS = ("Trained and evaluated on hf-agents' built-in JumpPads game (ViZDoom) at small scale; it has not seen "
-               "other games or levels and should be evaluated before any other use. Success rates are from sampled "
-               "episodes and come with the 95% intervals in eval.json. It plays from pixels alone; no privileged "
-               "state is a model input.")
+LIMITATIONS = ("Success rates are from sampled episodes and come with the 95% intervals in eval.json. It plays "
+               "from pixels alone; no privileged state is a model input.")
+UNKNOWN_GAME = {"outcome_noun": "outcome", "tags": [],
+                "limitations": "It has not been evaluated on other games or levels; evaluate it before any use."}
+
+
+def _game(evaluations: dict) -> dict:
+    """What the cards say of the game, as its evaluations recorded it (`metadata["card"]`, see hf_agents.envs)."""
+    recorded = next((s["game"] for s in evaluations.values() if s.get("game")), {})
+    return {**UNKNOWN_GAME, **recorded}
 
 
 def model_card_kind(folder) -> str | None:
@@ -113,16 +119,14 @@ def write_model_card(folder, repo_id: str | None = None, base_model: str | None 
     base = base_model or (Path(parent).name if parent else None)
     evaluations = _evaluations(folder)
     metrics = (_read_json(folder / "train_results.json") or {}).get("metrics") or {}
-    data = _card_data(kind, repo, base, made, evaluations, metrics)
+    game = _game(evaluations)
+    data = _card_data(kind, repo, base, made, evaluations, metrics, game)
     fields = dict(title=repo, repo=repo, base_model=base or "BASE_AGENT", lineage=_lineage(folder, kind, made),
-                  evaluation=_evaluation_text(kind, evaluations, metrics), media=_media_text(folder),
-                  training=_training_text(made), limitations=LIMITATIONS, **_kind_fields(folder, kind, made))
+                  evaluation=_evaluation_text(kind, evaluations, metrics, game), media=_media_text(folder),
+                  training=_training_text(made), limitations=f"{game['limitations']} {LIMITATIONS}",
+                  **_kind_fields(folder, kind, made, game))
     card = ModelCard.from_template(data, template_path=str(MODEL_CARDS / f"{kind}.md.j2"), **fields)
-    path = folder / "README.md"
-    tmp = folder / ".README.md.tmp"
-    tmp.write_text(str(card))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(folder / "README.md", str(card))
 
 
 def _read_json(path):
@@ -167,23 +171,24 @@ def _evaluations(folder: Path) -> dict[str, dict]:
     return found
 
 
-def _card_data(kind: str, repo: str, base: str | None, made: dict, evaluations: dict, metrics: dict):
+def _card_data(kind: str, repo: str, base: str | None, made: dict, evaluations: dict, metrics: dict, game: dict):
     from huggingface_hub import EvalResult, ModelCardData
 
-    results = []
+    results, noun, name_of_game = [], game["outcome_noun"], game.get("name") or "game"
     for label, s in evaluations.items():
         for outcome, share in s["distribution"].items():
-            name = "failure rate (no pad)" if outcome == "none" else f"success rate ({outcome} pad)"
+            name = f"failure rate (no {noun})" if outcome == "none" else f"success rate ({outcome} {noun})"
             results.append(EvalResult(task_type="reinforcement-learning", task_name="Game playing from pixels",
-                                      dataset_type="jumppads", dataset_name=f"{GAME}, {label} ({s['episodes']} episodes)",
+                                      dataset_type=name_of_game.lower(),
+                                      dataset_name=f"{name_of_game}, {label} ({s['episodes']} episodes)",
                                       metric_type="failure_rate" if outcome == "none" else f"success_rate_{outcome}",
                                       metric_name=name, metric_value=round(float(share), 4)))
     if kind == "reward_model" and metrics.get("eval_accuracy") is not None:
         results.append(EvalResult(task_type="reinforcement-learning", task_name="Trajectory preference prediction",
-                                  dataset_type="preferences", dataset_name=f"held-out {GAME} trajectory pairs",
+                                  dataset_type="preferences", dataset_name=f"held-out {game.get('name') or 'game'} trajectory pairs",
                                   metric_type="accuracy", metric_name="held-out preference accuracy",
                                   metric_value=round(float(metrics["eval_accuracy"]), 4)))
-    tags = {"agent": ["reinforcement-learning", "imitation-learning", "game-agent", "hf-agents", "vizdoom"],
+    tags = {"agent": ["reinforcement-learning", "imitation-learning", "game-agent", "hf-agents", *game["tags"]],
             "reward_model": ["reward-model", "preference-learning", "game-agent", "hf-agents"],
             "adapter": ["reinforcement-learning", "rlhf", "lora", "game-agent", "hf-agents"]}[kind]
     datasets = sorted({Path(v["path"]).name for k, v in (made.get("inputs") or {}).items()
@@ -193,11 +198,12 @@ def _card_data(kind: str, repo: str, base: str | None, made: dict, evaluations: 
                          model_name=repo, eval_results=results or None)
 
 
-def _evaluation_text(kind: str, evaluations: dict, metrics: dict) -> str:
+def _evaluation_text(kind: str, evaluations: dict, metrics: dict, game: dict) -> str:
     lines = []
     if evaluations:
         outcomes = list(next(iter(evaluations.values()))["distribution"])
-        lines += ["## Evaluation", "", "Share of sampled episodes ending at each pad (95% interval):", "",
+        lines += ["## Evaluation", "", f"Share of sampled episodes ending at each {game['outcome_noun']} (95% "
+                  "interval):", "",
                   "| evaluation | episodes | " + " | ".join(outcomes) + " |", "|---|---|" + "---|" * len(outcomes)]
         for label, s in evaluations.items():
             cells = [f"{s['distribution'][o]:.0%} [{s['ci95'][o][0]:.0%}-{s['ci95'][o][1]:.0%}]" if "ci95" in s
@@ -236,7 +242,7 @@ def _training_text(made: dict) -> str:
             f"fingerprints of every input are in `provenance.json`.\n\n| hyperparameter | value |\n|---|---|\n{rows}")
 
 
-def _kind_fields(folder: Path, kind: str, made: dict) -> dict:
+def _kind_fields(folder: Path, kind: str, made: dict, game: dict) -> dict:
     config = _read_json(folder / "config.json") or {}
     if kind == "agent":
         weights = folder / "model.safetensors"
@@ -257,7 +263,8 @@ def _kind_fields(folder: Path, kind: str, made: dict) -> dict:
     size = sum(f.stat().st_size for f in folder.glob("adapter_model.safetensors"))
     return dict(adapter_size=f"rank {adapter.get('r')}, {size / 1e6:.1f} MB",
                 adapter_name=(made.get("config") or {}).get("adapter_name") or folder.name,
-                role=f"the designer's target is the {target} pad." if target else "see the training section.")
+                role=f"the designer's target is the {target} {game['outcome_noun']}." if target else
+                "see the training section.")
 
 
 def _parameter_count(path) -> int:

@@ -70,14 +70,11 @@ def cmd_data_convert(args) -> None:
 
 
 def cmd_data_push(args) -> None:
-    from huggingface_hub import HfApi
-
     from hf_agents.data import load_trajectories
+    from hf_agents.publish import upload_folder
 
     load_trajectories(args.dataset)  # refuse to publish something that does not open
-    api = HfApi()
-    api.create_repo(args.repo_id, repo_type="dataset", private=args.private, exist_ok=True)
-    api.upload_folder(folder_path=args.dataset, repo_id=args.repo_id, repo_type="dataset")
+    upload_folder(args.dataset, args.repo_id, "dataset", args.private)
     print(f"pushed {args.dataset} to the Hub dataset {args.repo_id}")
 
 
@@ -132,30 +129,40 @@ def cmd_preferences_synthetic(args) -> None:
 
     from hf_agents.data import load_trajectories
     from hf_agents.data.preferences import synthetic_preferences, write_preferences
+    from hf_agents.envs import game_outcomes
 
+    outcomes = game_outcomes(args.env)
+    if outcomes and args.target not in outcomes:
+        raise ValueError(f"--target {args.target}: not an outcome of {args.env or 'JumpPads'}; choose one of "
+                         f"{list(outcomes)}")
     episodes = load_trajectories(args.trajectories).episodes
-    pairs = synthetic_preferences(episodes, args.pad, max_comparisons=args.max_comparisons, seed=args.seed)
+    pairs = synthetic_preferences(episodes, args.target, max_comparisons=args.max_comparisons, seed=args.seed)
     if not pairs:
         raise ValueError(f"{args.trajectories}: no strict preference among its {len(episodes)} trajectories (outcomes "
                          f"{dict(Counter(e['outcome'] for e in episodes))}); roll out episodes that end differently "
                          "(e.g. `hf-agents evaluate AGENT --trajectories DIR`); nothing was written")
-    write_preferences(args.out, pairs, labeller=f"synthetic:{args.pad}")
+    write_preferences(args.out, pairs, labeller=f"synthetic:{args.target}")
     outcomes = dict(Counter(e["outcome"] for e in episodes))
     print(json.dumps({"preferences": str(args.out), "comparisons": len(pairs), "trajectories": len(episodes),
                       "outcomes": outcomes}))
 
 
 def cmd_reward_sweep(args) -> None:
+    from transformers import HfArgumentParser
+
     from hf_agents.training.reward_sweep import RewardSweepConfig, run_sweep
 
-    summary = run_sweep(RewardSweepConfig(
-        trajectories=args.trajectories, output_dir=args.out, agent=args.agent, pads=tuple(args.pads),
-        sizes=tuple(args.sizes), seeds=tuple(args.seeds), encoders=tuple(args.encoders), steps=args.steps,
-        eval_fraction=args.eval_fraction, padding_side=args.padding_side, sampling=args.sampling))
-    for pad, by_encoder in summary["results"].items():
+    rest = list(args.rest)
+    if rest and not rest[0].startswith("-"):
+        rest = ["--trajectories", *rest]  # the trajectories may come first, without their flag
+    parser = HfArgumentParser(RewardSweepConfig, prog="hf-agents reward sweep",
+                              description=RewardSweepConfig.__doc__)
+    (config,) = parser.parse_args_into_dataclasses(args=rest)
+    summary = run_sweep(config)
+    for target, by_encoder in summary["results"].items():
         for encoder, rows in by_encoder.items():
-            print(json.dumps({"pad": pad, "encoder": encoder, **{k: round(r["mean"], 3) for k, r in rows.items()}}))
-    print(f"wrote {args.out}/sweep.json and {args.out}/sweep.png")
+            print(json.dumps({"target": target, "encoder": encoder, **{k: round(r["mean"], 3) for k, r in rows.items()}}))
+    print(f"wrote {config.output_dir}/sweep.json and {config.output_dir}/sweep.png")
 
 
 def cmd_compare(args) -> None:
@@ -193,7 +200,7 @@ def cmd_play(args) -> None:
 
 
 def cmd_recipes(args) -> None:
-    from hf_agents.training import RECIPES
+    from hf_agents.locations import RECIPES
 
     print(RECIPES if args.path else "\n".join(str(p) for p in sorted(RECIPES.rglob("*.yaml"))))
 
@@ -228,7 +235,7 @@ def label_export_parser() -> argparse.ArgumentParser:
 
 
 def cmd_demo(args) -> None:
-    from hf_agents.pipeline import StageFailed, run_demo
+    from hf_agents.games.jumppads.demo import StageFailed, run_demo
 
     out = args.out or ("outputs" if args.scale == "cpu" else f"outputs-{args.scale}")  # scales never share stages
     try:
@@ -257,22 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="default: play-<model folder name>")
     pl.set_defaults(fn=cmd_play)
     rw = sub.add_parser("reward", help="reward-model studies").add_subparsers(dest="reward_command", required=True)
-    sw = rw.add_parser("sweep", help="held-out accuracy vs training comparisons, both encoders, seeds, pads "
-                       "(paper Figures 7 and 14)")
-    sw.add_argument("trajectories", help="on-policy rollouts with outcomes (hf-agents evaluate --trajectories)")
-    sw.add_argument("--agent", help="the agent whose rollouts they are (the 'agent' encoder)")
-    sw.add_argument("--out", required=True)
-    sw.add_argument("--pads", nargs="+", default=["left", "right"])
-    sw.add_argument("--sizes", nargs="+", type=int, default=[10, 30, 100, 300, 1000, 0], help="0: all comparisons")
-    sw.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    sw.add_argument("--encoders", nargs="+", default=["agent", "random"])
-    sw.add_argument("--steps", type=int, default=300, help="optimizer steps per run")
-    sw.add_argument("--eval-fraction", type=float, default=0.5)
-    sw.add_argument("--padding-side", choices=["right", "left"], default="right",
-                    help="black-frame padding after each trajectory (right) or in front of it (left)")
-    sw.add_argument("--sampling", choices=["pairs", "trajectories"], default="pairs",
-                    help="N comparisons sampled from all training pairs, or from the pairs among the fewest "
-                    "random training trajectories that give N (the paper's)")
+    sw = rw.add_parser("sweep", help="held-out accuracy vs training comparisons, both encoders, seeds, targets "
+                       "(paper Figures 7 and 14); `hf-agents reward sweep --help` lists its fields", add_help=False)
+    sw.add_argument("rest", nargs=argparse.REMAINDER, help="TRAJECTORIES --output_dir DIR [--field value ...]")
     sw.set_defaults(fn=cmd_reward_sweep)
     lab = sub.add_parser("label", help="label pairs or rankings of episode videos in a browser (a local web app); "
                          "`hf-agents label export DB --out PREFS` writes the preferences file")
@@ -369,9 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     prefs = sub.add_parser("preferences", help="preferences between trajectories").add_subparsers(
         dest="preferences_command", required=True)
-    syn = prefs.add_parser("synthetic", help="the paper's synthetic oracle: given pad > other pad > none, then shorter")
+    syn = prefs.add_parser("synthetic", help="the paper's synthetic oracle: the target outcome > another outcome > "
+                           "none, then sooner")
     syn.add_argument("trajectories", help="trajectory dataset (e.g. from `hf-agents evaluate --trajectories`)")
-    syn.add_argument("--pad", required=True, choices=["left", "middle", "right"])
+    syn.add_argument("--target", "--pad", required=True, help="the outcome the designer wants: one the game reports "
+                     "(JumpPads: left, middle, right)")
+    syn.add_argument("--env", default=None, help="the game the trajectories are from (default: the built-in JumpPads)")
     syn.add_argument("--out", required=True, help="preferences parquet file")
     syn.add_argument("--max-comparisons", type=int, default=None, help="sample this many of all strict pairs")
     syn.add_argument("--seed", type=int, default=0)
@@ -394,8 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:2] == ["label", "export"]:
+    passed_on = {("label", "export"): None, ("reward", "sweep"): cmd_reward_sweep, ("train",): cmd_train}
+    words = next((w for w in passed_on if tuple(argv[:len(w)]) == w), None)
+    if words == ("label", "export"):
         args = label_export_parser().parse_args(argv[2:])
+    elif words:  # their own parsers read everything after the command, --help included
+        args = argparse.Namespace(fn=passed_on[words], rest=argv[len(words):], command=" ".join(words))
     else:
         args = build_parser().parse_args(argv)
     if getattr(args, "command", None) == "evaluate" and args.out is None:

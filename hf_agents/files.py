@@ -14,16 +14,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def atomic_write(path, data: str | bytes) -> Path:
-    """Write `data` to `path` through a temp file in the same folder and a rename."""
+@contextmanager
+def atomic_path(path):
+    """Yield a temp path beside `path` (same suffix) for a writer to fill; it becomes `path` when the block ends
+    without an error, and is removed otherwise."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
-        tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def atomic_write(path, data: str | bytes) -> Path:
+    """Write `data` to `path` through a temp file in the same folder and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+    return Path(path)
 
 
 def atomic_write_json(path, obj, indent: int = 2) -> Path:

@@ -1,5 +1,7 @@
-"""Frame layout, in one place: games, datasets and videos hold frames channels-last (..., H, W, 3) uint8;
-the model takes channels-first (..., 3, H, W). Every resize and every layout change goes through here.
+"""Frames, in one place. One layout in memory: games, datasets, rollouts and videos hold frames channels-last
+(..., H, W, 3) uint8, as images are stored; `to_model` turns a batch into the model's channels-first tensor
+where it becomes one, and `scale_pixels` is the one uint8 -> float step. The channels-first numpy helpers are
+for file formats that store frames that way (WHAM's .npz). Every resize and frame-size check goes through here.
 """
 
 from __future__ import annotations
@@ -44,11 +46,26 @@ def check_channels_last(frames, where: str = "frames") -> None:
         raise FrameLayoutError(f"{where}: frames must be (..., H, W, 3) RGB, got {shape}{hint}")
 
 
-def to_model(frames, device=None) -> torch.Tensor:
-    """Channels-last frames (..., H, W, 3) (numpy or torch) -> the model's (..., 3, H, W) uint8 tensor."""
+def to_model(frames, device=None, contiguous: bool = False) -> torch.Tensor:
+    """Channels-last frames (..., H, W, 3) (numpy or torch) -> the model's (..., 3, H, W) uint8 tensor (a view;
+    `contiguous=True`: a copy in that layout, as data loaders hand batches on)."""
     check_channels_last(frames)
     x = frames if torch.is_tensor(frames) else torch.from_numpy(np.ascontiguousarray(frames))
-    return x.to(device).movedim(-1, -3)
+    x = x.to(device).movedim(-1, -3)
+    return x.contiguous() if contiguous else x
+
+
+def scale_pixels(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (or float in [0, 255]) pixels -> `dtype` in [0, 1]."""
+    return frames.to(dtype) / 255.0
+
+
+def check_frame_size(found, expected, where: str, taker: str, fix: str) -> None:
+    """Raise FrameLayoutError unless frames of `found` size (int or (h, w)) are what `taker` takes."""
+    as_pair = lambda s: (s, s) if isinstance(s, int) else tuple(int(v) for v in s)  # noqa: E731
+    if as_pair(found) != as_pair(expected):
+        raise FrameLayoutError(f"{where}: frames are {'x'.join(map(str, as_pair(found)))} but {taker} takes "
+                               f"{'x'.join(map(str, as_pair(expected)))}; {fix}")
 
 
 def to_channels_first(frames) -> np.ndarray:

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+RECIPES = Path(__file__).resolve().parent / "recipes"  # shipped in the wheel; ./recipes links here
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 

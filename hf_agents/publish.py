@@ -41,12 +41,16 @@ def push(folder, repo_id: str, private: bool = False, to: str | None = None, bas
     """Upload `folder` to the Hub model repository `repo_id`, or with `to`, write what would be uploaded there."""
     if to is not None:
         return str(stage(folder, to, repo_id, base_model))
-    from huggingface_hub import HfApi
-
     with tempfile.TemporaryDirectory(prefix="hf-agents-push-") as tmp:
         staged = stage(folder, Path(tmp) / "repo", repo_id, base_model)
-        api = HfApi()
-        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(staged), repo_id=repo_id, repo_type="model",
-                          commit_message=f"Upload {Path(folder).name} with hf-agents")
+        upload_folder(staged, repo_id, "model", private, f"Upload {Path(folder).name} with hf-agents")
     return repo_id
+
+
+def upload_folder(folder, repo_id: str, repo_type: str, private: bool = False, message: str | None = None) -> None:
+    """Create the Hub repository `repo_id` of `repo_type` ('model' or 'dataset') if needed and upload `folder`."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=message)

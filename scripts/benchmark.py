@@ -382,7 +382,7 @@ def end_to_end_pretraining(q) -> dict:
 
     import yaml
 
-    from hf_agents.training import RECIPES
+    from hf_agents.locations import RECIPES
 
     gpu = torch.cuda.is_available()
     recipe = RECIPES / ("gpu/pretrain.yaml" if gpu else "pretrain.yaml")
@@ -641,7 +641,7 @@ def labelling_load(q) -> dict:
     labels missing from the database afterwards."""
     from hf_agents.data import TrajectoryWriter
     from hf_agents.labelling import read_labels
-    from hf_agents.labelling.load import Server, label_concurrently, running
+    from tests.labelling_load import Server, label_concurrently, running
 
     labels = 400 if q["quick"] else 2000
     rng = np.random.default_rng(0)

@@ -27,7 +27,7 @@ train $gpu/scratch.yaml dataset="$out/data/sft" output_dir="$out/scratch" model_
   save_steps=2 "${small[@]}"
 "$hf" evaluate "$out/sft" --episodes 24 --num-envs 4 --videos 0 --trajectories "$out/rollouts/sft" --overwrite
 # a tiny agent after a few steps reaches no pad: the reward model learns from the demonstrations instead
-"$hf" preferences synthetic "$out/data/sft" --pad left --out "$out/preferences-left.parquet"
+"$hf" preferences synthetic "$out/data/sft" --target left --out "$out/preferences-left.parquet"
 train $gpu/reward.yaml trajectories="$out/data/sft" preferences="$out/preferences-left.parquet" \
   agent="$out/sft" output_dir="$out/reward-left-agent" num_train_epochs=1 eval_fraction=0.3 "${small[@]}"
 train $gpu/preference_ft.yaml target=left agent="$out/sft" reward_model="$out/reward-left-agent" \

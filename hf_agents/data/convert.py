@@ -9,7 +9,6 @@ from tqdm.auto import tqdm
 from hf_agents.data.dataset import TrajectoryDataset
 from hf_agents.data.schema import FPS
 from hf_agents.data.writer import TrajectoryWriter, check_not_a_source
-from hf_agents.frames import to_channels_last
 
 EPISODE_FIELDS = ("source", "variant", "spawn", "outcome", "outcome_step", "seed", "episode_id")
 
@@ -25,5 +24,5 @@ def convert_frames(data: TrajectoryDataset, out, frame_codec: str, overwrite: bo
             steps = data.read(i)
             extras = {k: v for k, v in steps.items() if k not in ("frames", "actions")}
             meta = {k: data.episodes[i][k] for k in EPISODE_FIELDS}
-            writer.add_episode(to_channels_last(steps["frames"]), steps["actions"], **meta, **extras)
+            writer.add_episode(steps["frames"], steps["actions"], **meta, **extras)
     return writer.path

@@ -25,7 +25,6 @@ from hf_agents.data.schema import (
     DatasetFormatError,
     is_optional_column,
 )
-from hf_agents.frames import to_channels_first
 from hf_agents.locations import resolve
 
 
@@ -161,12 +160,16 @@ class TrajectoryDataset:
         return self._select(~is_eval), self._select(is_eval)
 
     # -- reading steps -----------------------------------------------------------------------
+    def positions(self) -> dict[int, int]:
+        """episode id -> the episode's position in this view (what `read` takes)."""
+        return {int(m["episode_id"]): i for i, m in enumerate(self.episodes)}
+
     def episode_length(self, episode: int) -> int:
         """Steps of one episode in this view (after any cut at the outcome)."""
         return int(self._view.length[episode])
 
     def read(self, episode: int, start: int = 0, length: int | None = None) -> dict:
-        """Steps [start, start+length) of one episode: frames uint8 (L, 3, H, W), actions int64 (L, 16), extras."""
+        """Steps [start, start+length) of one episode: frames uint8 (L, H, W, 3), actions int64 (L, 16), extras."""
         n = self.episode_length(episode)
         length = n - start if length is None else length
         if not (0 <= start and start + length <= n):
@@ -174,7 +177,7 @@ class TrajectoryDataset:
         table = self._table.slice(int(self._view.start[episode]) + start, length)
         frames = self._decode(table.column("frame").combine_chunks().field("bytes"), episode, start)
         actions = table.column("actions").combine_chunks().flatten().to_numpy().reshape(length, NUM_COMPONENTS)
-        out = {"frames": to_channels_first(frames), "actions": actions.astype(np.int64)}
+        out = {"frames": np.ascontiguousarray(frames), "actions": actions.astype(np.int64)}  # BMP rows: bottom-up
         for name in table.column_names:
             if is_optional_column(name):
                 out[name] = table.column(name).to_numpy()
@@ -214,7 +217,7 @@ class TrajectoryDataset:
 class WindowDataset(torch.utils.data.Dataset):
     """Every window of `context` steps (every `stride` steps) of every episode, as model inputs.
 
-    Items: frames uint8 (H, 3, h, w), actions int64 (H, 16), attention_mask (H,) with 0 on the
+    Items: frames uint8 (H, h, w, 3), actions int64 (H, 16), attention_mask (H,) with 0 on the
     padding of episodes shorter than H.
     """
 
@@ -254,7 +257,7 @@ class WindowDataset(torch.utils.data.Dataset):
 
 def pad_steps(frames: list[np.ndarray], actions: list[np.ndarray]):
     """Episodes of different lengths -> frames (B, T, ...) zero-padded, actions (B, T, 16) padded with no-ops,
-    lengths (B,) int64. Frames keep their layout (channels-first from `read`, channels-last from rollouts)."""
+    lengths (B,) int64."""
     lengths = np.asarray([len(a) for a in actions], np.int64)
     B, T = len(actions), int(lengths.max())
     padded_frames = np.zeros((B, T, *frames[0].shape[1:]), frames[0].dtype)

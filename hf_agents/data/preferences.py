@@ -8,9 +8,7 @@ oracle, the labelling app's export, the reward model, preference fine-tuning and
 from __future__ import annotations
 
 import itertools
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +16,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from hf_agents.data.schema import NO_OUTCOME, DatasetFormatError
+from hf_agents.files import atomic_path
 
 PREFERENCE_COLUMNS = ("chosen", "rejected", "labeller")
 
@@ -57,14 +56,8 @@ def write_preferences(path: str | Path, pairs, labeller) -> Path:
     table = pa.table({"chosen": pa.array([int(c) for c, _ in pairs], pa.int64()),
                       "rejected": pa.array([int(r) for _, r in pairs], pa.int64()),
                       "labeller": pa.array(labellers, pa.string())})
-    fd, tmp = tempfile.mkstemp(prefix=".preferences-", suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

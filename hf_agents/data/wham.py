@@ -19,7 +19,8 @@ from hf_agents.actions import NUM_BUTTONS, NUM_COMPONENTS, continuous_to_ids, id
 from hf_agents.data.dataset import TrajectoryDataset
 from hf_agents.data.schema import DatasetFormatError
 from hf_agents.data.writer import TrajectoryWriter, check_not_a_source
-from hf_agents.frames import resize_frames, to_channels_last
+from hf_agents.files import atomic_path
+from hf_agents.frames import resize_frames, to_channels_first, to_channels_last
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +115,8 @@ def export_npz(dataset: TrajectoryDataset, out_dir, overwrite: bool = False) -> 
     for e, meta in enumerate(tqdm(dataset.episodes, desc="export", unit="episode")):
         steps = dataset.read(e)
         path = out_dir / f"episode_{meta['episode_id']:06d}.npz"
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, images=steps["frames"], actions=ids_to_continuous(steps["actions"]))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.savez_compressed(tmp, images=to_channels_first(steps["frames"]),
+                                actions=ids_to_continuous(steps["actions"]))
         paths.append(path)
     return paths

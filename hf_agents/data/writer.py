@@ -26,7 +26,7 @@ from hf_agents.data.schema import (
     is_optional_column,
     step_schema,
 )
-from hf_agents.frames import FrameLayoutError, check_channels_last
+from hf_agents.frames import FrameLayoutError, check_channels_last, check_frame_size
 
 __all__ = ["DatasetFormatError", "TrajectoryWriter", "check_frames"]
 
@@ -40,10 +40,10 @@ def check_frames(frames: np.ndarray, frame_size: tuple[int, int], where: str) ->
         raise DatasetFormatError(str(e)) from None
     if frames.ndim != 4:
         raise DatasetFormatError(f"{where}: frames must have shape (T, H, W, 3), got {frames.shape}")
-    if tuple(frames.shape[1:3]) != tuple(frame_size):
-        raise DatasetFormatError(
-            f"{where}: frame of shape {frames.shape[1:3]} but the dataset is {tuple(frame_size)}; resize when importing"
-        )
+    try:
+        check_frame_size(frames.shape[1:3], frame_size, where, "the dataset", "resize when importing")
+    except FrameLayoutError as e:
+        raise DatasetFormatError(str(e)) from None
     if frames.dtype != np.uint8:
         raise DatasetFormatError(f"{where}: frames must be uint8 RGB, got {frames.dtype}")
     return frames

@@ -13,7 +13,9 @@ The step's reward goes to the `reward` step column, its sum is the episode's ret
 
 `env.metadata`: "outcomes", the outcomes in the order summaries list them; "outcome_colours" for the
 figures; "figures", a "module:function" called as `function(episodes, out_dir, label)` after an evaluation
-to draw the game's own figures (it may return extra summary entries).
+to draw the game's own figures (it may return extra summary entries); "card", what model cards say of the
+game: {"name", "outcome_noun" (what an outcome is, e.g. "pad"), "tags", "limitations"} (recorded in each
+evaluation's eval.json, read from there by `hf_agents.cards`).
 
 The built-in JumpPads is registered by name here (`gym.make("hf_agents/JumpPads-v0")`) and loaded on use.
 """

@@ -123,12 +123,11 @@ def reward_model_scores(reward_model: str, trajectories) -> dict[int, float]:
     """Each episode's reward under a trained reward model (to pick the pairs it is least sure about)."""
     import torch
 
-    from hf_agents.training.reward import embed_trajectories
-    from hf_agents.training.rewards import load_reward_model
+    from hf_agents.models import TrajectoryRewardModel
 
-    model = load_reward_model(reward_model, trajectories.frame_size[0])
+    model = TrajectoryRewardModel.load_trained(reward_model, trajectories.frame_size[0])
     with torch.no_grad():
-        rewards = model(embeddings=embed_trajectories(model, trajectories)).logits[:, 0].tolist()
+        rewards = model(embeddings=model.embed_dataset(trajectories)).logits[:, 0].tolist()
     return {int(m["episode_id"]): r for m, r in zip(trajectories.episodes, rewards)}
 
 

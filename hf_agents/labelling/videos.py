@@ -3,13 +3,11 @@ dataset's frames into a cache folder, atomically (a half-written video is never 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from pathlib import Path
 
 from hf_agents.data.dataset import TrajectoryDataset
-from hf_agents.frames import to_channels_last
+from hf_agents.files import atomic_path
 
 
 class EpisodeVideos:
@@ -17,7 +15,7 @@ class EpisodeVideos:
 
     def __init__(self, trajectories: TrajectoryDataset, folder: str | Path, fps: int = 10, scale: int = 4):
         self.trajectories, self.folder, self.fps, self.scale = trajectories, Path(folder), fps, scale
-        self.index = {int(m["episode_id"]): i for i, m in enumerate(trajectories.episodes)}
+        self.index = trajectories.positions()
         self.folder.mkdir(parents=True, exist_ok=True)
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -36,14 +34,8 @@ class EpisodeVideos:
     def _render(self, index: int, out: Path) -> None:
         import imageio.v3 as iio
 
-        frames = to_channels_last(self.trajectories.read(index)["frames"])
+        frames = self.trajectories.read(index)["frames"]
         frames = frames.repeat(self.scale, axis=1).repeat(self.scale, axis=2)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=".webm", dir=self.folder)
-        os.close(fd)
-        try:
+        with atomic_path(out) as tmp:
             iio.imwrite(tmp, frames, fps=self.fps, codec="libvpx", macro_block_size=1,
                         output_params=["-b:v", "1M", "-auto-alt-ref", "0"], extension=".webm")
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)

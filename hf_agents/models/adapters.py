@@ -97,6 +97,16 @@ def load_agent(agent_dir, adapters: dict[str, str] | None = None) -> nn.Module:
     return model.eval()
 
 
+def load_for_acting(path, adapters: dict[str, str] | None = None) -> tuple[nn.Module, str, dict[str, str]]:
+    """An agent to act with: `path` is an agent folder, or a LoRA adapter whose recorded base agent is loaded
+    beneath it; `adapters` (name -> folder) load onto the one base too. Returns the model, the base agent's
+    folder and the adapters by name (the first one `path` itself when it is an adapter)."""
+    if is_adapter(path):
+        adapters = {Path(path).name: str(path), **(adapters or {})}
+        path = adapter_base(path)
+    return load_agent(path, adapters), str(path), adapters or {}
+
+
 @contextmanager
 def active_adapter(model: nn.Module, name: str | None):
     """Use adapter `name` of a multi-adapter model inside the block."""

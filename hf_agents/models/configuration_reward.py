@@ -46,14 +46,10 @@ class TrajectoryRewardConfig(PretrainedConfig):
         self.random_embedding_size = random_embedding_size
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got '{padding_side}'")
-        self.max_steps = max_steps
-        self.padding_side = padding_side
-        self.step_hidden_size = step_hidden_size
-        self.step_output_size = step_output_size
-        self.hidden_size = hidden_size
-        self.reward_min = reward_min
-        self.reward_max = reward_max
-        kwargs["num_labels"] = 1  # one scalar per trajectory (what TRL's RewardTrainer expects)
+        self.max_steps, self.padding_side = max_steps, padding_side
+        self.step_hidden_size, self.step_output_size, self.hidden_size = step_hidden_size, step_output_size, hidden_size
+        self.reward_min, self.reward_max = reward_min, reward_max  # set after training (min-max normalisation)
+        kwargs["num_labels"] = 1  # one scalar per trajectory
         super().__init__(**kwargs)
 
     @property

@@ -27,6 +27,7 @@ from hf_agents.actions import (
     VOCAB_SIZE,
     ActionError,
 )
+from hf_agents.frames import scale_pixels
 from hf_agents.models.configuration_agent import AgentConfig
 
 # transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`
@@ -60,7 +61,7 @@ class FrameEncoder(nn.Module):
         Channels-last in memory (same values, same weights): the ConvNeXt blocks' norms and MLPs then work on
         their channels without a copy, and oneDNN / cuDNN pick their NHWC convolutions (10-20% faster here).
         """
-        x = (frames.to(self.stem.weight.dtype) / 255.0).contiguous(memory_format=torch.channels_last)
+        x = scale_pixels(frames, self.stem.weight.dtype).contiguous(memory_format=torch.channels_last)
         x = self.stages(self.stem(x))
         return self.proj(self.norm(x.flatten(1)))
 

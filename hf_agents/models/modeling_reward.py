@@ -22,8 +22,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_agents.actions import CENTRE_BUCKET, NUM_BUTTONS, NUM_COMPONENTS
+from hf_agents.frames import check_frame_size, scale_pixels, to_model
 from hf_agents.models.configuration_agent import AgentConfig
 from hf_agents.models.configuration_reward import TrajectoryRewardConfig
+from hf_agents.models.loading import load_checked
 from hf_agents.models.modeling_agent import AgentModel
 
 
@@ -128,12 +130,45 @@ class TrajectoryRewardModel(PreTrainedModel):
         padded on the config's `padding_side`."""
         padded, actions, lengths = self.pad(frames, actions, lengths)  # after the end, as the agent saw it
         if self.config.encoder == "random":
-            embeddings = self.projection(padded.flatten(2).to(self.projection.weight.dtype) / 255.0)
+            embeddings = self.projection(scale_pixels(padded.flatten(2), self.projection.weight.dtype))
         else:
             embeddings = self._agent_embeddings(padded, actions)
         if self.config.padding_side == "left":
             embeddings = padding_to_front(embeddings, lengths.clamp(max=self.config.max_steps))
         return embeddings
+
+    @torch.no_grad()
+    def embed_dataset(self, trajectories, batch_size: int = 8, progress: bool = True) -> torch.Tensor:
+        """(episodes, max_steps, D) frozen embeddings of every episode of a `TrajectoryDataset` (cut to
+        max_steps), computed once: the encoder is frozen."""
+        from tqdm.auto import tqdm
+
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        for start in tqdm(range(0, len(trajectories), batch_size), desc="embedding trajectories",
+                          disable=not progress):
+            index = range(start, min(start + batch_size, len(trajectories)))
+            frames, actions, lengths = trajectories.read_batch(index, self.config.max_steps)
+            frames = to_model(frames, device, contiguous=True)
+            emb = self.embed(frames, *(torch.from_numpy(x).to(device) for x in (actions, lengths)))
+            out.append(emb.float().cpu())
+        return torch.cat(out)
+
+    @classmethod
+    def load_trained(cls, path, frame_size: int | None = None) -> TrajectoryRewardModel:
+        """A trained reward model, checked to be normalised and (given the agent's `frame_size`) to score its
+        frames."""
+        if not path:
+            raise ValueError("reward_source=model needs `reward_model`: the output_dir of the reward stage")
+        model = load_checked(cls, path, "reward model")
+        if frame_size is not None:
+            check_frame_size(frame_size, model.config.image_size, path, "this reward model",
+                             "train a reward model on this agent's rollouts")
+        if model.config.reward_min is None or model.config.reward_max is None:
+            raise ValueError(f"{path}: the reward model has no normalisation (reward_min/max); it did not finish "
+                             "training")
+        return model.eval()
 
     def _agent_embeddings(self, frames, actions):
         # Each step with the context the agent had when it acted (its sliding window).

@@ -22,6 +22,7 @@ from hf_agents.data.schema import NO_OUTCOME
 from hf_agents.data.writer import TrajectoryWriter
 from hf_agents.envs.adapter import env_factory
 from hf_agents.envs.vector import BatchedEnv
+from hf_agents.files import atomic_write_json
 from hf_agents.rollout.engine import RolloutResult, rollout
 from hf_agents.rollout.media import save_video
 from hf_agents.rollout.plots import plot_distribution
@@ -104,7 +105,7 @@ def evaluate_policy(policy, out_dir, env_fn, episodes=100, num_envs=8, seed=1234
             return {}
     summary = summarize(result.episodes, result.dropped, game.get("outcomes", ()) if outcomes is None else outcomes)
     summary.update(ranks=state.num_processes, label=label, env_steps_per_second=result.steps_per_second,
-                   errors=result.errors[:5])
+                   errors=result.errors[:5], game=game.get("card", {}))
     _write_results(summary, result, out, label, game, game.get("figures") if figures is None else figures)
     return summary
 
@@ -130,7 +131,7 @@ def _write_results(summary: dict, result: RolloutResult, out: Path, label: str, 
         figures = getattr(importlib.import_module(module), name)
     if figures:
         summary.update(figures(result.episodes, out, label) or {})
-    (out / "eval.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "eval.json", summary)
     if len(summary["outcomes"]) > 1:
         plot_distribution({label: summary}, out / "outcome_distribution.png", title=f"{label}: outcome reached",
                           colours=game.get("outcome_colours"))
@@ -150,17 +151,14 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     """
     if episodes < 1:
         raise ValueError(f"--episodes {episodes}: an evaluation needs at least 1 episode")
-    from hf_agents.models import AgentPolicy
-    from hf_agents.models.adapters import active_adapter, adapter_base, agent_of, is_adapter, load_agent
-
-    folder = Path(model_path)  # the saved model whose card shows this evaluation (when out_dir lies inside it)
-    if is_adapter(model_path):
-        adapters = {Path(model_path).name: str(model_path), **(adapters or {})}
-        model_path = adapter_base(model_path)
     from accelerate import PartialState
 
-    device = PartialState(cpu=not torch.cuda.is_available()).device  # this rank's GPU, when there is one
-    model = load_agent(model_path, adapters).to(device)
+    from hf_agents.models import AgentPolicy
+    from hf_agents.models.adapters import active_adapter, agent_of, load_for_acting
+
+    folder = Path(model_path)  # the saved model whose card shows this evaluation (when out_dir lies inside it)
+    model, model_path, adapters = load_for_acting(model_path, adapters)
+    model = model.to(PartialState(cpu=not torch.cuda.is_available()).device)  # this rank's GPU, when there is one
     agent = agent_of(model)
     env_fn = env_factory(env, agent.config.image_size, max_steps)
 

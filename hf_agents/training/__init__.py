@@ -8,10 +8,7 @@ new module and one line here; modules are imported only when their stage is used
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from types import ModuleType
-
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # shipped in the wheel; ./recipes links here
 
 STAGES = {
     "imitation": "hf_agents.training.imitation",  # pretrain, SFT, from scratch

@@ -52,11 +52,13 @@ class AlignConfig(StageArguments, PolicyArguments, RolloutArguments, RewardSourc
                                                   "(paper's experiments: 0, head only)."})
     entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus per step."})
     episodes_per_update: int = field(default=16, metadata={"help": "Episodes rolled out per update (paper: 16)."})
-    num_updates: int = field(default=600, metadata={"help": "Parameter updates (paper: 600)."})
+    num_updates: int = field(default=600, metadata={"help": "Parameter updates, each on one batch of fresh episodes "
+                                                    "(paper: 600)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate (paper: 1e-4)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
     micro_batch_size: int = field(default=16, metadata={"help": "Episodes per backward pass (memory)."})
-    save_steps: int = field(default=25, metadata={"help": "Checkpoint every N updates."})
+    save_steps: int = field(default=25, metadata={"help": "Checkpoint every N updates (resume=true goes on from the "
+                                                  "last one, to the same weights)."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
     seed: int = field(default=0, metadata={"help": "Seeds rollouts (env and sampling) and initialisation."})
 

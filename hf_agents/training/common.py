@@ -16,10 +16,10 @@ from transformers import HfArgumentParser
 from hf_agents.envs import game_outcomes
 from hf_agents.envs.adapter import env_factory
 from hf_agents.files import atomic_write_json, write_train_results
-from hf_agents.locations import weights_problem
+from hf_agents.locations import RECIPES, weights_problem
 from hf_agents.models.trainable import TRAINABLE, TrainablePolicy
 from hf_agents.processes import rank
-from hf_agents.training import DEFAULT_STAGE, RECIPES, STAGES, load_stage
+from hf_agents.training import DEFAULT_STAGE, STAGES, load_stage
 
 
 class RecipeError(ValueError):
@@ -49,15 +49,16 @@ def chain_post_init(config, mixin: type) -> None:
 class PolicyArguments:
     """The agent an alignment stage starts from and what of it trains: the fields of `TrainablePolicy`."""
 
-    agent: str = field(default="", metadata={"help": "The agent to start from (an SFT agent); the reference policy."})
+    agent: str = field(default="", metadata={"help": "The agent to start from (an SFT agent, a local folder or a Hub "
+                                             "id); the reference policy."})
     trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE}: the MLP head (paper), LoRA "
                                                      "adapters (one per designer), or everything."})
-    adapter_name: str = field(default="default", metadata={"help": "Name of the LoRA adapter (one per designer), "
-                                                           "saved with it."})
+    adapter_name: str = field(default="default", metadata={"help": "The LoRA adapter's name (one per designer)."})
     init_adapter: str | None = field(default=None, metadata={"help": "A saved LoRA adapter of `agent` to go on "
                                                              "training (e.g. the designer's preference fine-tuning)."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (the adapter's size: rank 8 is a few MB)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha: the adapter's update is scaled by "
+                                                  "lora_alpha / lora_r."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
 
     def __post_init__(self):

@@ -19,6 +19,7 @@ from transformers import Trainer, TrainingArguments
 from hf_agents.data import load_trajectories
 from hf_agents.data.preferences import read_preferences
 from hf_agents.files import write_train_results
+from hf_agents.frames import check_frame_size, to_model
 from hf_agents.models import AgentModel, get_action_and_logprob, load_checked
 from hf_agents.models.trainable import TrainablePolicy
 from hf_agents.training.common import PolicyArguments, StageArguments, check_output_dir, clear_checkpoints
@@ -50,7 +51,8 @@ class PairCollator:
         index = [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
         frames, actions, lengths = self.trajectories.read_batch(index, self.max_steps)
         mask = (np.arange(frames.shape[1])[None] < lengths[:, None]).astype(np.float32)
-        return {"frames": torch.from_numpy(frames), "actions": torch.from_numpy(actions), "mask": torch.from_numpy(mask)}
+        return {"frames": to_model(frames, contiguous=True), "actions": torch.from_numpy(actions),
+                "mask": torch.from_numpy(mask)}
 
 
 def trajectory_logprob(logits, actions, mask) -> torch.Tensor:
@@ -77,7 +79,7 @@ class TrajectoryDPOTrainer(Trainer):
 
 
 def build_pairs(config: TrajectoryDPOConfig, trajectories) -> datasets.Dataset:
-    position = {m["episode_id"]: i for i, m in enumerate(trajectories.episodes)}
+    position = trajectories.positions()
     pairs = read_preferences(config.preferences, position, labeller=config.labeller)
     return datasets.Dataset.from_dict({"chosen": [position[c] for c, _ in pairs],
                                        "rejected": [position[r] for _, r in pairs]})
@@ -88,9 +90,8 @@ def build(config: TrajectoryDPOConfig):
     trajectories = load_trajectories(config.trajectories)
     pairs = build_pairs(config, trajectories)
     base = load_checked(AgentModel, config.agent, "agent")
-    if tuple(trajectories.frame_size) != (base.config.image_size,) * 2:
-        raise ValueError(f"{config.trajectories}: frames are {trajectories.frame_size} but the agent {config.agent} "
-                         f"takes {base.config.image_size}px")
+    check_frame_size(trajectories.frame_size, base.config.image_size, config.trajectories, f"the agent {config.agent}",
+                     "roll out this agent for the preferences, or pick the agent they were made for")
     return config.make_policy(base, reference=True), pairs, trajectories
 
 

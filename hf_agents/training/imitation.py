@@ -16,6 +16,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_agents.actions import COMPONENT_NAMES, NUM_BUCKETS, NUM_BUTTONS, NUM_STICKS, is_noop
 from hf_agents.data import load_trajectories
+from hf_agents.frames import check_frame_size, to_model
 from hf_agents.models import AgentConfig, AgentModel, load_checked
 from hf_agents.training.augment import AugmentedWindows, augment_frames
 from hf_agents.training.common import StageArguments, check_output_dir, clear_checkpoints, save_results
@@ -63,6 +64,7 @@ class ImitationCollator:
     def __call__(self, items):
         keys = ("frames", "actions", "attention_mask", *(("augment",) if "augment" in items[0] else ()))
         batch = {k: torch.stack([it[k] for it in items]) for k in keys}
+        batch["frames"] = to_model(batch["frames"], contiguous=True)
         mask = batch["attention_mask"].clone()
         if self.filter_noops:
             mask = mask * (~is_noop(batch["actions"])).long()
@@ -112,10 +114,8 @@ def build_model(config: ImitationConfig, frame_size) -> AgentModel:
     else:
         model = AgentModel(AgentConfig.from_preset(config.model_preset, image_size=frame_size[0],
                                                    context_length=config.context_length))
-    if tuple(frame_size) != (model.config.image_size, model.config.image_size):
-        raise ValueError(f"{config.dataset}: frames are {tuple(frame_size)} but the model takes "
-                         f"{model.config.image_size}x{model.config.image_size}; regenerate the data at that size "
-                         "or pick a model of this size")
+    check_frame_size(frame_size, model.config.image_size, config.dataset, "the model",
+                     "regenerate the data at that size or pick a model of this size")
     if config.context_length > model.config.context_length:
         raise ValueError(f"context_length={config.context_length} exceeds the model's H={model.config.context_length}")
     return model

@@ -1,25 +1,30 @@
-"""Stage 4 (paper 3.5, C.3): a Bradley-Terry reward model on trajectory preferences, with TRL's RewardTrainer.
+"""Stage 4 (paper 3.5, C.3): a Bradley-Terry reward model on trajectory preferences.
 
 The encoder (the fine-tuned agent, or a random projection) is frozen, so every trajectory is embedded once
-and the trainer sees only embeddings: a batch is the chosen trajectories' embeddings followed by the
-rejected ones', which is the (2B, 1) layout `RewardTrainer.compute_loss` expects. Trajectories are split
-into train and held-out sets by episode; a comparison is held out when both its trajectories are.
+and the trainer sees only embeddings: a batch is the chosen trajectories' rewards followed by the rejected
+ones'. Trajectories are split into train and held-out sets by episode; a comparison is held out when both its
+trajectories are.
+The trainer is a plain `transformers.Trainer` with the Bradley-Terry loss, as the DPO stage's: TRL's
+`RewardTrainer` is built for text (it needs a tokenizer with a pad token, an attention mask and token-length
+fields that mean nothing for trajectories), and its loss and logged metrics are these few lines. The loss,
+metrics and training are the same as with `RewardTrainer` (TRL 1.16), to the bit.
 Recipes: `stage: reward`. `RewardTrainingConfig` configures the training; the model's own config (what is
 saved with it) is `TrajectoryRewardConfig` in `hf_agents.models`.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import datasets
 import torch
-from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerFast, set_seed
-from trl import RewardConfig, RewardTrainer
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_agents.data import TrajectoryDataset, load_trajectories
 from hf_agents.data.preferences import read_preferences
+from hf_agents.frames import check_frame_size
 from hf_agents.models import AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel, load_checked
 from hf_agents.models.configuration_reward import ENCODERS
 from hf_agents.training.common import (
@@ -32,8 +37,8 @@ from hf_agents.training.common import (
 
 
 @dataclass
-class RewardTrainingConfig(StageArguments, RewardConfig):
-    r"""Training arguments of the reward-model stage; every `RewardConfig`/`TrainingArguments` field too.
+class RewardTrainingConfig(StageArguments, TrainingArguments):
+    r"""Training arguments of the reward-model stage; every `TrainingArguments` field too.
 
     Paper values (C.3): minibatch 2048 comparisons, lr 1e-4, L2 penalty 0.1, 200 epochs (50 for the largest
     set), trajectories padded to 100 steps, agent-encoder embeddings (or a 512-d random projection).
@@ -69,7 +74,8 @@ class RewardTrainingConfig(StageArguments, RewardConfig):
                                                      "rewards' scale from growing (paper: 0.1)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW's decoupled weight decay (the paper's L2 is "
                                                        "`l2_penalty`)."})
-    max_length: int | None = field(default=None, metadata={"help": "Unused: trajectories, not tokens."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (paper: 1e-4)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the comparison columns."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of "
                                                 "activation_checkpointing (off: the encoder is frozen)."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast; default: on where a GPU supports it."})
@@ -85,15 +91,6 @@ class RewardTrainingConfig(StageArguments, RewardConfig):
         super().__post_init__()
 
 
-def _placeholder_tokenizer() -> PreTrainedTokenizerFast:
-    """RewardTrainer asks for a tokenizer with a pad token even when the data is already 'tokenized'."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel({"<pad>": 0}, unk_token="<pad>")),
-                                   pad_token="<pad>", eos_token="<pad>")
-
-
 class EmbeddingCollator:
     """Rows hold trajectory indices (`chosen_ids`, `rejected_ids`); a batch holds the frozen embeddings of the
     distinct trajectories and, per comparison slot (chosen first, then rejected), which of them it is."""
@@ -104,29 +101,48 @@ class EmbeddingCollator:
     def __call__(self, rows: list[dict]) -> dict:
         index = torch.as_tensor([r["chosen_ids"][0] for r in rows] + [r["rejected_ids"][0] for r in rows])
         distinct, slot = torch.unique(index, return_inverse=True)  # all-pairs data repeats trajectories a lot
-        return {"embeddings": self.embeddings[distinct], "trajectory_index": slot,
-                "attention_mask": torch.ones(len(index), self.embeddings.shape[1], dtype=torch.long)}
+        return {"embeddings": self.embeddings[distinct], "trajectory_index": slot}
 
 
-class TrajectoryRewardTrainer(RewardTrainer):
-    """TRL's RewardTrainer on trajectory embeddings; adds the min-max normalisation after training (C.3)."""
+class TrajectoryRewardTrainer(Trainer):
+    """Bradley-Terry training on trajectory embeddings (loss -log sigmoid(r_chosen - r_rejected), plus the
+    paper's L2 penalty), logging accuracy, margin and the rewards' range; the min-max normalisation after
+    training (C.3)."""
 
     def __init__(self, model: TrajectoryRewardModel, args: RewardTrainingConfig, embeddings: torch.Tensor,
                  train_dataset, eval_dataset=None, **kwargs):
         self.embeddings = embeddings
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         data_collator=EmbeddingCollator(embeddings), processing_class=_placeholder_tokenizer(),
-                         **kwargs)
-        self.processing_class = None  # the placeholder is not part of the model: do not save it beside the weights
+                         data_collator=EmbeddingCollator(embeddings), **kwargs)
+        self.can_return_loss, self.label_names = True, []  # evaluation computes the loss without labels
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if not self.args.l2_penalty or not model.training:
-            return out
-        penalty = 0.5 * self.args.l2_penalty * sum(p.pow(2).sum() for p in model.parameters() if p.requires_grad)
-        if return_outputs:
-            return out[0] + penalty, out[1]
-        return out + penalty
+        mode = "train" if self.model.training else "eval"
+        outputs = model(**inputs)
+        chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+        loss = -F.logsigmoid(chosen - rejected).mean()
+        with torch.no_grad():
+            rewards = self.accelerator.gather(outputs.logits)
+            metrics = self._metrics[mode]
+            metrics["min_reward"].append(rewards.min().item())
+            metrics["mean_reward"].append(rewards.mean().item())
+            metrics["max_reward"].append(rewards.max().item())
+            metrics["accuracy"].append(self.accelerator.gather_for_metrics((chosen > rejected).float().mean())
+                                       .mean().item())
+            metrics["margin"].append(self.accelerator.gather_for_metrics((chosen - rejected).mean()).mean().item())
+        if self.args.l2_penalty and model.training:
+            loss = loss + 0.5 * self.args.l2_penalty * sum(p.pow(2).sum() for p in model.parameters()
+                                                           if p.requires_grad)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the metrics gathered since the last log, averaged (eval_-prefixed in evaluation)."""
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        logs.update({prefix + key: sum(v) / len(v) for key, v in self._metrics[mode].items()})
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
 
     @torch.no_grad()
     def rewards(self, indices) -> torch.Tensor:
@@ -148,29 +164,13 @@ def build_reward_model(config: RewardTrainingConfig, frame_size: int) -> Traject
         if not config.agent:
             raise ValueError("encoder='agent' needs `agent`: the checkpoint of the (fine-tuned) agent to embed with")
         agent = load_checked(AgentModel, config.agent, "agent")
-        if agent.config.image_size != frame_size:
-            raise ValueError(f"{config.trajectories}: frames are {frame_size}px but the agent {config.agent} takes "
-                             f"{agent.config.image_size}px; roll out with a matching env or pick another agent")
+        check_frame_size(frame_size, agent.config.image_size, config.trajectories, f"the agent {config.agent}",
+                         "roll out with a matching env or pick another agent")
         return TrajectoryRewardModel.from_agent(agent, max_steps=config.trajectory_steps,
                                                 padding_side=config.padding_side)
     return TrajectoryRewardModel(TrajectoryRewardConfig(encoder=config.encoder, image_size=frame_size,
                                                         max_steps=config.trajectory_steps,
                                                         padding_side=config.padding_side))
-
-
-@torch.no_grad()
-def embed_trajectories(model: TrajectoryRewardModel, trajectories: TrajectoryDataset, batch_size: int = 8,
-                       progress: bool = True) -> torch.Tensor:
-    """(episodes, max_steps, D) frozen embeddings of every episode (cut to max_steps)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    order = range(len(trajectories))
-    for start in tqdm(range(0, len(order), batch_size), desc="embedding trajectories", disable=not progress):
-        frames, actions, lengths = trajectories.read_batch(order[start:start + batch_size], model.config.max_steps)
-        emb = model.embed(*(torch.from_numpy(x).to(device) for x in (frames, actions, lengths)))
-        out.append(emb.float().cpu())
-    return torch.cat(out)
 
 
 def fit_standardization(config: RewardTrainingConfig, model: TrajectoryRewardModel, embeddings: torch.Tensor,
@@ -183,7 +183,7 @@ def fit_standardization(config: RewardTrainingConfig, model: TrajectoryRewardMod
 
 def build_comparisons(config: RewardTrainingConfig, trajectories: TrajectoryDataset):
     """Train and held-out comparison datasets (rows of trajectory indices) and the train trajectory indices."""
-    position = {m["episode_id"]: i for i, m in enumerate(trajectories.episodes)}
+    position = trajectories.positions()
     pairs = read_preferences(config.preferences, position, labeller=config.labeller)
     train_part, eval_part = trajectories.split(config.eval_fraction, seed=config.seed)
     held_out = {m["episode_id"] for m in eval_part.episodes}
@@ -216,7 +216,7 @@ def run(config: RewardTrainingConfig) -> dict:
     train_pairs, eval_pairs, train_index = build_comparisons(config, trajectories)
     set_seed(config.seed)
     model = build_reward_model(config, height)
-    embeddings = embed_trajectories(model, trajectories, config.embed_batch_size)  # once: the encoder is frozen
+    embeddings = model.embed_dataset(trajectories, config.embed_batch_size)
     fit_standardization(config, model, embeddings, trajectories, train_index)
     if eval_pairs is None:
         config.eval_strategy = "no"

@@ -1,5 +1,5 @@
 """The reward-model sweep (paper Figures 7 and 14): held-out preference accuracy against the number of training
-comparisons, for both encoders, several seeds and each target pad.
+comparisons, for both encoders, several seeds and each target outcome.
 
 Trajectories are split once per seed into training and held-out halves; the synthetic oracle labels pairs on
 each side. Each run trains on N training comparisons, sampled from all training pairs or, as the paper does,
@@ -11,8 +11,6 @@ Writes sweep.json and sweep.png.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,11 +21,12 @@ from transformers import set_seed
 
 from hf_agents.data import load_trajectories
 from hf_agents.data.preferences import synthetic_preferences, synthetic_rank
+from hf_agents.data.schema import NO_OUTCOME
+from hf_agents.files import atomic_write_json
 from hf_agents.training.reward import (
     RewardTrainingConfig,
     TrajectoryRewardTrainer,
     build_reward_model,
-    embed_trajectories,
     fit_standardization,
 )
 
@@ -38,14 +37,18 @@ SIZES = (10, 30, 100, 300, 1000, 0)  # 0: every training comparison
 class RewardSweepConfig:
     """What the sweep trains and where it writes; paper values beside each field."""
 
-    trajectories: str = field(metadata={"help": "On-policy rollouts with outcomes (paper: 1,000 train + 1,400 "
-                                        "held-out trajectories)."})
-    output_dir: str = field(metadata={"help": "Where sweep.json and sweep.png go."})
+    trajectories: str = field(metadata={"help": "On-policy rollouts with outcomes, e.g. from `hf-agents evaluate "
+                                        "--trajectories` (paper: 1,000 train + 1,400 held-out trajectories)."})
+    output_dir: str = field(metadata={"help": "Where sweep.json and sweep.png go.", "aliases": ["--out"]})
     agent: str | None = field(default=None, metadata={"help": "Agent whose frozen transformer is the 'agent' encoder."})
-    pads: tuple[str, ...] = field(default=("left", "right"), metadata={"help": "Target pads (one oracle each)."})
-    sizes: tuple[int, ...] = field(default=SIZES, metadata={"help": "Training comparisons per run (0: all)."})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "Seeds: split, sampled comparisons, init."})
-    encoders: tuple[str, ...] = field(default=("agent", "random"), metadata={"help": "Encoders compared."})
+    targets: list[str] = field(default_factory=list, metadata={"help": "Target outcomes, one oracle each; default: "
+                               "every outcome the trajectories reach (paper: left and right)."})
+    sizes: list[int] = field(default_factory=lambda: list(SIZES), metadata={"help": "Training comparisons per run "
+                             "(0: all)."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds: split, sampled "
+                             "comparisons, init."})
+    encoders: list[str] = field(default_factory=lambda: ["agent", "random"], metadata={"help": "Encoders compared: "
+                                "agent, random."})
     eval_fraction: float = field(default=0.5, metadata={"help": "Share of trajectories held out (paper: 1,400 of "
                                                         "2,400)."})
     max_eval_comparisons: int = field(default=20000, metadata={"help": "Held-out comparisons scored per run."})
@@ -70,25 +73,28 @@ def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
     episodes = data.episodes
     if "agent" in config.encoders and not config.agent:
         raise ValueError("the 'agent' encoder needs `agent`: the (SFT) agent whose rollouts these are")
-    unknown = [p for p in config.pads if p not in {e["outcome"] for e in episodes}]
-    if unknown:
-        raise ValueError(f"{config.trajectories}: no trajectory reaches {unknown}; the oracle needs rollouts that do")
+    reached = sorted({e["outcome"] for e in episodes} - {NO_OUTCOME})
+    targets = list(config.targets) or reached
+    unknown = [t for t in targets if t not in reached]
+    if unknown or not targets:
+        raise ValueError(f"{config.trajectories}: no trajectory reaches {unknown or 'any outcome'}; the oracle needs "
+                         f"rollouts that do (reached: {reached})")
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {pad: {enc: {} for enc in config.encoders} for pad in config.pads}
+    results: dict = {pad: {enc: {} for enc in config.encoders} for pad in targets}
     runs = [(enc, seed) for enc in config.encoders for seed in config.seeds]
-    bar = tqdm(total=len(runs) * len(config.pads) * len(config.sizes), desc="reward sweep", disable=not progress)
+    bar = tqdm(total=len(runs) * len(targets) * len(config.sizes), desc="reward sweep", disable=not progress)
     cached = {}
     for encoder, seed in runs:
         key = encoder if encoder == "agent" else (encoder, seed)  # the random projection depends on the seed
         if key not in cached:
             set_seed(seed)
             model = build_reward_model(_stage_config(config, encoder, seed, out), data.frame_size[0])
-            cached[key] = embed_trajectories(model, data, progress=False)
+            cached[key] = model.embed_dataset(data, progress=False)
         train_part, eval_part = data.split(config.eval_fraction, seed=seed)
-        position = {m["episode_id"]: i for i, m in enumerate(episodes)}
+        position = data.positions()
         train_index = [position[m["episode_id"]] for m in train_part.episodes]
-        for pad in config.pads:
+        for pad in targets:
             train_pairs = synthetic_preferences(train_part.episodes, pad)
             eval_pairs = synthetic_preferences(eval_part.episodes, pad, config.max_eval_comparisons, seed=seed)
             for size in config.sizes:
@@ -103,14 +109,13 @@ def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
                 results[pad][encoder][label]["accuracy"].append(accuracy)
                 bar.update(1)
     bar.close()
-    summary = {"config": asdict(config), "held_out_trajectories": len(eval_part), "results": results}
+    summary = {"config": {**asdict(config), "targets": targets}, "held_out_trajectories": len(eval_part),
+               "results": results}
     for pad in results:
         for encoder in results[pad]:
             for row in results[pad][encoder].values():
                 row["mean"], row["std"] = float(np.mean(row["accuracy"])), float(np.std(row["accuracy"]))
-    tmp = out / ".sweep.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "sweep.json")
+    atomic_write_json(out / "sweep.json", summary)
     plot_sweep(summary, out / "sweep.png")
     return summary
 
@@ -174,7 +179,7 @@ def plot_sweep(summary: dict, path) -> Path:
         ax.axhline(0.5, color="grey", lw=0.5)
         ax.set_xlabel("training comparisons")
         ax.set_ylabel("held-out preference accuracy")
-        ax.set_title(f"{pad} pad ({len(summary['config']['seeds'])} seeds)")
+        ax.set_title(f"target {pad} ({len(summary['config']['seeds'])} seeds)")
         ax.legend()
     return save_figure(fig, path)
 

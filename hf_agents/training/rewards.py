@@ -15,6 +15,7 @@ import torch
 
 from hf_agents.data.dataset import pad_steps
 from hf_agents.frames import to_model
+from hf_agents.models import TrajectoryRewardModel
 from hf_agents.training.common import chain_post_init
 
 REWARD_SOURCES = ("model", "oracle", "env")
@@ -65,7 +66,7 @@ class RewardFunction:
         if target and outcomes and target not in outcomes:
             raise ValueError(f"target '{target}' is not an outcome of this game; choose one of {list(outcomes)}")
         if source == "model":
-            self.model = load_reward_model(reward_model, frame_size).to(device)
+            self.model = TrajectoryRewardModel.load_trained(reward_model, frame_size).to(device)
 
     @torch.no_grad()
     def __call__(self, episodes) -> np.ndarray:
@@ -82,19 +83,3 @@ class RewardFunction:
             raw = self.model(frames=frames, actions=actions, lengths=mask.sum(1)).logits[:, 0]
             out.append(self.model.normalized_reward(raw).float().cpu().numpy())
         return np.concatenate(out)
-
-
-def load_reward_model(path, frame_size: int | None):
-    """A trained reward model, checked to score the agent's frames (size) and to be normalised."""
-    from hf_agents.models import TrajectoryRewardModel, load_checked
-
-    if not path:
-        raise ValueError("reward_source=model needs `reward_model`: the output_dir of the reward stage")
-    model = load_checked(TrajectoryRewardModel, path, "reward model")
-    found = model.config
-    if frame_size is not None and found.image_size != frame_size:
-        raise ValueError(f"{path}: the reward model scores {found.image_size}px frames but the agent plays at "
-                         f"{frame_size}px; train a reward model on this agent's rollouts")
-    if found.reward_min is None or found.reward_max is None:
-        raise ValueError(f"{path}: the reward model has no normalisation (reward_min/max); it did not finish training")
-    return model.eval()

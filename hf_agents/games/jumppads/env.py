@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from hf_agents.actions import NUM_BUTTONS, STICK_CENTRES, action_space
+from hf_agents.files import atomic_path
 from hf_agents.frames import resize
 from hf_agents.games.jumppads.map import (
     DEFAULT_VARIANT,
@@ -60,9 +61,8 @@ def wad_path() -> Path:
     path = Path(tempfile.gettempdir()) / f"hf-agents-jumppads-{digest}.wad"
     with _WAD_LOCK:
         if not path.exists():
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            write_wad(tmp)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                write_wad(tmp)
     return path
 
 
@@ -78,10 +78,15 @@ def _in_dir(path):
             os.chdir(old)
 
 
+CARD = {"name": "JumpPads", "outcome_noun": "pad", "tags": ["vizdoom"],
+        "limitations": "Trained and evaluated on hf-agents' built-in JumpPads game (ViZDoom) at small scale; it has "
+                       "not seen other games or levels and should be evaluated before any other use."}
+
+
 class JumpPadsEnv(gym.Env):
     # outcomes / outcome_colours / figures: what the generic evaluation reports and draws (see hf_agents.envs)
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "outcomes": PADS, "outcome_colours": PAD_COLOURS,
-                "figures": "hf_agents.games.jumppads.plots:evaluation_figures"}
+                "figures": "hf_agents.games.jumppads.plots:evaluation_figures", "card": CARD}
 
     def __init__(self, frame_size=64, variant: str = DEFAULT_VARIANT, spawn: int | None = None, max_steps: int = 100,
                  continue_after_pad: bool = False, render_mode: str | None = "rgb_array"):

@@ -1,4 +1,4 @@
-"""The demo: the whole chain that exists, end to end on the built-in game at CPU scale.
+"""The built-in game's demo: the whole chain, end to end on JumpPads at CPU scale, and its report.
 
 generate data -> pretrain -> SFT and the from-scratch baseline -> evaluate all three (the SFT agent's
 evaluation episodes are kept as its on-policy rollouts) -> synthetic preferences for the left pad ->
@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from hf_agents.files import atomic_write_json
 from hf_agents.games.jumppads import PAPER
-from hf_agents.training import RECIPES
+from hf_agents.locations import RECIPES
 
 SCALES = {  # data, steps (None: the recipe's), evaluation size, reward-model epochs, preference fine-tuning
     # rollouts and steps, alignment updates and episodes; "cpu": the README's demo (10 reward epochs: as
@@ -59,9 +60,7 @@ class Stages:
         self.log(f"[demo] {name} ...")
         fn()
         self.record[name] = key
-        tmp = self.record_path.with_name(f".{self.record_path.name}.tmp")
-        tmp.write_text(json.dumps(self.record, indent=2))
-        os.replace(tmp, self.record_path)
+        atomic_write_json(self.record_path, self.record)
         self.log(f"[demo] {name}: done in {time.time() - start:.0f}s")
 
 
@@ -166,20 +165,20 @@ def align_left(out: Path, s: dict, num_envs: int, stage: Stages) -> dict:
     from hf_agents.models.adapters import is_adapter
 
     reward_model, pft = out / f"reward-{PREFERRED_PAD}-agent", out / f"preference-ft-{PREFERRED_PAD}"
-    recipe = recipe_path(f"preference_ft_{PREFERRED_PAD}", s)
+    recipe = recipe_path("preference_ft", s)
     sizes = [f"{k}={v}" for k, v in (("rollout_episodes", s["pft_rollouts"]), ("max_steps", s["pft_steps"]))
              if v]
     stage(f"preference fine-tuning ({PREFERRED_PAD})", pft / "train_results.json", lambda: _train(
-        recipe, [f"agent={out / 'sft'}", f"reward_model={reward_model}", f"output_dir={pft}",
-                 "overwrite=true", f"num_envs={num_envs}", *sizes]),
+        recipe, [f"target={PREFERRED_PAD}", f"agent={out / 'sft'}", f"reward_model={reward_model}",
+                 f"output_dir={pft}", "overwrite=true", f"num_envs={num_envs}", *sizes]),
         inputs=[out / "sft", reward_model, recipe], rollouts=s["pft_rollouts"], steps=s["pft_steps"])
     fine_tuned = _evaluate(pft, f"sft + {PREFERRED_PAD} preference fine-tuning", s, num_envs, stage)
-    target, recipe = out / f"align-{PREFERRED_PAD}", recipe_path(f"align_{PREFERRED_PAD}", s)
+    target, recipe = out / f"align-{PREFERRED_PAD}", recipe_path("align", s)
     # a LoRA adapter goes on training on the SFT agent; a head (the paper's) was saved as a whole agent
     start = [f"agent={out / 'sft'}", f"init_adapter={pft}"] if is_adapter(pft) else [f"agent={pft}"]
     stage(f"align ({PREFERRED_PAD} adapter)", target / "train_results.json", lambda: _train(
-        recipe, [*start, f"reward_model={reward_model}", f"output_dir={target}", "overwrite=true",
-                 f"num_envs={num_envs}", f"episodes_per_update={s['align_episodes']}"]
+        recipe, [f"target={PREFERRED_PAD}", *start, f"reward_model={reward_model}", f"output_dir={target}",
+                 "overwrite=true", f"num_envs={num_envs}", f"episodes_per_update={s['align_episodes']}"]
         + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])),
         inputs=[out / "sft", pft, reward_model, recipe], updates=s["align_updates"],
         episodes=s["align_episodes"])
