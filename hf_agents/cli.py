@@ -218,7 +218,7 @@ def cmd_label(args) -> None:
 
 
 def cmd_label_export(args) -> None:
-    from hf_agents.labelling.store import export_preferences
+    from hf_agents.data.labels import export_preferences
 
     print(json.dumps(export_preferences(args.db, args.out, labeller=args.labeller)))
 

@@ -16,6 +16,7 @@ STAGES = {
     "preference_ft": "hf_agents.training.preference_ft",  # top-scored rollouts -> behaviour cloning
     "align": "hf_agents.training.align",  # online REINFORCE / RLOO with a reward
     "dpo": "hf_agents.training.dpo",  # DPO on trajectory preference pairs
+    "align_loop": "hf_agents.training.loop",  # rounds of roll out -> label -> reward model -> align -> evaluate
 }
 DEFAULT_STAGE = "imitation"
 

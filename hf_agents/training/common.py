@@ -104,7 +104,7 @@ def _argv_from(mapping: dict) -> list[str]:
     argv = []
     for key, value in mapping.items():
         if isinstance(value, (list, tuple)):
-            argv += [f"--{key}", *map(str, value)]
+            argv += [f"--{key}", *map(str, value)] if value else []  # empty: the field's default
         elif value is not None:
             argv += [f"--{key}", str(value)]
     return argv
