@@ -16,8 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from hf_agents.data import load_trajectories
-from hf_agents.labelling.choose import PairChooser
 from hf_agents.data.labels import LabelError, LabelStore
+from hf_agents.labelling.choose import PairChooser
 from hf_agents.labelling.videos import EpisodeVideos
 from hf_agents.locations import fingerprint
 

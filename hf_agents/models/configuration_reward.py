@@ -16,6 +16,10 @@ class TrajectoryRewardConfig(PretrainedConfig):
             agent encoder) or from a frozen random linear projection of the flattened frame (`"random"`,
             the paper's baseline).
         agent_config (`dict`): the agent's config when `encoder="agent"`; its weights live in this model.
+        agent_layer (`str`): which of the agent's representations embeds a step: `"last"`, the transformer's
+            output at the step's observation (the action head's input; the paper's), `"frames"`, the frame
+            encoder's output alone, or `"block-K"`, the hidden state after GPT2 block K < num_layers (0: its input
+            tokens).
         image_size (`int`): square frame size the encoder takes.
         random_embedding_size (`int`): output size of the random projection (paper: 512).
         max_steps (`int`): trajectories are padded with black frames (and no-op actions) to this length.
@@ -33,14 +37,18 @@ class TrajectoryRewardConfig(PretrainedConfig):
 
     def __init__(self, encoder="agent", agent_config=None, image_size=64, random_embedding_size=512, max_steps=100,
                  padding_side="right", step_hidden_size=256, step_output_size=3, hidden_size=256, reward_min=None,
-                 reward_max=None, **kwargs):
+                 reward_max=None, agent_layer="last", **kwargs):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got '{encoder}'")
         if encoder == "agent" and agent_config is None:
             raise ValueError("encoder='agent' needs the agent's config (build it with TrajectoryRewardModel.from_agent)")
         if isinstance(agent_config, AgentConfig):
             agent_config = agent_config.to_dict()
-        self.encoder = encoder
+        layers = (agent_config or {}).get("num_layers", 0)
+        if agent_layer not in ("last", "frames", *(f"block-{k}" for k in range(layers))):  # block-L is 'last'
+            raise ValueError(f"agent_layer must be 'last', 'frames' or 'block-K' with K in 0..{layers - 1}, got "
+                             f"'{agent_layer}'")
+        self.encoder, self.agent_layer = encoder, agent_layer
         self.agent_config = agent_config
         self.image_size = agent_config["image_size"] if agent_config else image_size
         self.random_embedding_size = random_embedding_size

@@ -27,7 +27,7 @@ from hf_agents.actions import (
     VOCAB_SIZE,
     ActionError,
 )
-from hf_agents.frames import scale_pixels
+from hf_agents.frames import check_frame_size, scale_pixels
 from hf_agents.models.configuration_agent import AgentConfig
 
 # transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`
@@ -217,11 +217,13 @@ class AgentModel(AgentPreTrainedModel):
         """Observation and action embeddings (B, T, D) each -> tokens (B, 2T, D)."""
         return torch.stack([obs, act], dim=2).flatten(1, 2)
 
-    def _transformer(self, tokens, attention_mask=None, position_ids=None, cache=None, use_cache=False):
-        """The GPT2 backbone on token embeddings -> (last hidden state (B, L, D), its KV cache or None)."""
+    def _transformer(self, tokens, attention_mask=None, position_ids=None, cache=None, use_cache=False, layer=None):
+        """The GPT2 backbone on token embeddings -> (last hidden state (B, L, D), its KV cache or None).
+        `layer` k: the hidden state after block k instead (0: the input tokens with positions)."""
         out = self.backbone(inputs_embeds=tokens, attention_mask=attention_mask, position_ids=position_ids,
-                            use_cache=use_cache, **{_CACHE: cache})
-        return out.last_hidden_state, (out.get(_CACHE) if use_cache else None)
+                            use_cache=use_cache, output_hidden_states=layer is not None, **{_CACHE: cache})
+        hidden = out.last_hidden_state if layer is None else out.hidden_states[layer]
+        return hidden, (out.get(_CACHE) if use_cache else None)
 
     def context_start(self, step: int) -> int:
         """First step of the context the agent acts on at `step` (0-based) of an episode.
@@ -265,8 +267,8 @@ class AgentModel(AgentPreTrainedModel):
         if frames.ndim < 4 or frames.shape[-3] != 3:
             hint = " (channels-last? use hf_agents.frames.to_model)" if frames.shape[-1] == 3 else ""
             raise ValueError(f"frames must be (..., 3, {size}, {size}) RGB, got {tuple(frames.shape)}{hint}")
-        if tuple(frames.shape[-2:]) != (size, size):
-            raise ValueError(f"frames are {tuple(frames.shape[-2:])} but the model takes {size}x{size}; resize them")
+        check_frame_size(frames.shape[-2:], size, type(self).__name__, "the model",
+                         "resize them (hf_agents.frames.resize_frames)")
 
     def _check_actions(self, actions: torch.Tensor) -> None:
         if actions.shape[-1] != NUM_COMPONENTS or actions.dtype.is_floating_point:
@@ -322,6 +324,12 @@ class AgentModel(AgentPreTrainedModel):
         Returns logits and last_hidden_state (B, T, ...). Frames are encoded once; windows start every
         H - keep_steps steps and each contributes the steps whose context starts there.
         """
+        hidden = self.sliding_hidden(frames, actions)
+        return AgentOutput(logits=self.action_logits(hidden), last_hidden_state=hidden)
+
+    def sliding_hidden(self, frames: torch.Tensor, actions: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """The observation slots' hidden states (B, T, D) of `sliding_forward`: the transformer's output, or
+        with `layer` k the hidden state after GPT2 block k (0: the tokens it takes)."""
         self._check_inputs(frames, actions)
         H, keep = self.config.context_length, self.config.keep_steps
         T = frames.shape[1]
@@ -329,11 +337,10 @@ class AgentModel(AgentPreTrainedModel):
         hidden = []
         for start in range(0, max(T - keep, 1), H - keep):
             window = slice(start, min(start + H, T))
-            out, _ = self._transformer(self.interleave(obs[:, window], act[:, window]))
+            out, _ = self._transformer(self.interleave(obs[:, window], act[:, window]), layer=layer)
             first = 0 if start == 0 else keep  # the kept steps belong to the previous window
             hidden.append(out[:, 0::2][:, first:])
-        hidden = torch.cat(hidden, 1)
-        return AgentOutput(logits=self.action_logits(hidden), last_hidden_state=hidden)
+        return torch.cat(hidden, 1)
 
     @staticmethod
     def imitation_loss(logits, actions, weights, num_items=None):

@@ -172,7 +172,10 @@ class TrajectoryRewardModel(PreTrainedModel):
 
     def _agent_embeddings(self, frames, actions):
         # Each step with the context the agent had when it acted (its sliding window).
-        return self.agent.sliding_forward(frames, actions).last_hidden_state
+        layer = self.config.agent_layer
+        if layer == "frames":
+            return self.agent.embed_frames(frames)
+        return self.agent.sliding_hidden(frames, actions, None if layer == "last" else int(layer.split("-")[1]))
 
     # -- the reward ----------------------------------------------------------------------------
     def forward(self, embeddings: torch.Tensor | None = None, frames: torch.Tensor | None = None,

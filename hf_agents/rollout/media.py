@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_agents.files import atomic_path
 from hf_agents.frames import check_channels_last
 
 
@@ -19,5 +20,7 @@ def save_video(frames: np.ndarray, out, fps: int = 10, scale: int = 2) -> Path:
         frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out, frames, duration=1000 / fps, loop=0) if out.suffix == ".gif" else iio.imwrite(out, frames, fps=fps)
+    options = dict(duration=1000 / fps, loop=0) if out.suffix == ".gif" else dict(fps=fps)
+    with atomic_path(out) as tmp:  # same suffix: imageio picks the format from it
+        iio.imwrite(tmp, frames, **options)
     return out

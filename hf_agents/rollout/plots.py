@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hf_agents.data.schema import NO_OUTCOME  # noqa: E402
+from hf_agents.files import atomic_path  # noqa: E402
 
 NO_OUTCOME_COLOUR = "#7f7f7f"
 
@@ -20,7 +21,8 @@ def save_figure(fig, out) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:  # same suffix: matplotlib picks the format from it
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out
 

@@ -46,8 +46,7 @@ class AlignLoopConfig(StageArguments, PolicyArguments, RolloutArguments):
                                                   "adapter and evaluation go (round-1, round-2, ...)."})
     target: str | None = field(default=None, metadata={"help": "The outcome the designer wants: the oracle's target "
                                                        "and the success reported each round."})
-    rounds: int = field(default=3, metadata={"help": "Rounds of roll out -> label -> reward model -> train -> "
-                                             "evaluate."})
+    rounds: int = field(default=3, metadata={"help": "Rounds of roll out, label, reward model, train, evaluate."})
     labeller: str = field(default="oracle", metadata={"help": f"Who prefers: one of {LABELLERS}."})
     reward_model: str | None = field(default=None, metadata={"help": "labeller=reward_model: the trained reward "
                                                              "model whose ranking labels the rollouts."})

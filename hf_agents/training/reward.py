@@ -54,6 +54,9 @@ class RewardTrainingConfig(StageArguments, TrainingArguments):
                                                       "(required for encoder='agent')."})
     trajectory_steps: int = field(default=100, metadata={"help": "Trajectories are padded to (and cut at) this many "
                                                           "steps (paper: 100)."})
+    agent_layer: str = field(default="last", metadata={"help": "encoder=agent: which representation embeds a "
+                             "step: 'last' (the transformer's output, the paper's), 'frames' (the frame encoder's "
+                             "output) or 'block-K' (the hidden state after GPT2 block K)."})
     padding_side: str = field(default="right", metadata={"help": "Black-frame padding after each trajectory "
                               "('right', every trajectory starts at the same input of the trajectory MLP) or in "
                               "front of it ('left', every trajectory ends at the same input). Paper: unstated. "
@@ -167,7 +170,7 @@ def build_reward_model(config: RewardTrainingConfig, frame_size: int) -> Traject
         check_frame_size(frame_size, agent.config.image_size, config.trajectories, f"the agent {config.agent}",
                          "roll out with a matching env or pick another agent")
         return TrajectoryRewardModel.from_agent(agent, max_steps=config.trajectory_steps,
-                                                padding_side=config.padding_side)
+                                                padding_side=config.padding_side, agent_layer=config.agent_layer)
     return TrajectoryRewardModel(TrajectoryRewardConfig(encoder=config.encoder, image_size=frame_size,
                                                         max_steps=config.trajectory_steps,
                                                         padding_side=config.padding_side))

@@ -48,7 +48,8 @@ class RewardSweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds: split, sampled "
                              "comparisons, init."})
     encoders: list[str] = field(default_factory=lambda: ["agent", "random"], metadata={"help": "Encoders compared: "
-                                "agent, random."})
+                                "agent, random, or agent:LAYER for another representation of the agent (frames, "
+                                "block-K)."})
     eval_fraction: float = field(default=0.5, metadata={"help": "Share of trajectories held out (paper: 1,400 of "
                                                         "2,400)."})
     max_eval_comparisons: int = field(default=20000, metadata={"help": "Held-out comparisons scored per run."})
@@ -71,7 +72,7 @@ class RewardSweepConfig:
 def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
     data = load_trajectories(config.trajectories)
     episodes = data.episodes
-    if "agent" in config.encoders and not config.agent:
+    if any(e.startswith("agent") for e in config.encoders) and not config.agent:
         raise ValueError("the 'agent' encoder needs `agent`: the (SFT) agent whose rollouts these are")
     reached = sorted({e["outcome"] for e in episodes} - {NO_OUTCOME})
     targets = list(config.targets) or reached
@@ -86,7 +87,7 @@ def run_sweep(config: RewardSweepConfig, progress: bool = True) -> dict:
     bar = tqdm(total=len(runs) * len(targets) * len(config.sizes), desc="reward sweep", disable=not progress)
     cached = {}
     for encoder, seed in runs:
-        key = encoder if encoder == "agent" else (encoder, seed)  # the random projection depends on the seed
+        key = encoder if encoder.startswith("agent") else (encoder, seed)  # a random projection depends on the seed
         if key not in cached:
             set_seed(seed)
             model = build_reward_model(_stage_config(config, encoder, seed, out), data.frame_size[0])
@@ -137,8 +138,11 @@ def _sample(sampling: str, episodes: list[dict], pad: str, size: int, seed: int)
 
 
 def _stage_config(config: RewardSweepConfig, encoder: str, seed: int, out: Path) -> RewardTrainingConfig:
+    """`encoder` is 'random', 'agent' or 'agent:LAYER' (an `agent_layer` of the reward stage)."""
+    encoder, _, layer = encoder.partition(":")
     return RewardTrainingConfig(output_dir=str(out / "run"), trajectories=config.trajectories, preferences="-",
-                                encoder=encoder, agent=config.agent, seed=seed, max_steps=config.steps,
+                                encoder=encoder, agent_layer=layer or "last", agent=config.agent, seed=seed,
+                                max_steps=config.steps,
                                 per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
                                 l2_penalty=config.l2_penalty, padding_side=config.padding_side,
                                 lr_scheduler_type="constant", eval_strategy="no",
