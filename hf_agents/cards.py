@@ -185,7 +185,7 @@ def _card_data(kind: str, repo: str, base: str | None, made: dict, evaluations: 
                                       metric_name=name, metric_value=round(float(share), 4)))
     if kind == "reward_model" and metrics.get("eval_accuracy") is not None:
         results.append(EvalResult(task_type="reinforcement-learning", task_name="Trajectory preference prediction",
-                                  dataset_type="preferences", dataset_name=f"held-out {game.get('name') or 'game'} trajectory pairs",
+                                  dataset_type="preferences", dataset_name=f"held-out {name_of_game} trajectory pairs",
                                   metric_type="accuracy", metric_name="held-out preference accuracy",
                                   metric_value=round(float(metrics["eval_accuracy"]), 4)))
     tags = {"agent": ["reinforcement-learning", "imitation-learning", "game-agent", "hf-agents", *game["tags"]],

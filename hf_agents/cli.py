@@ -133,8 +133,8 @@ def cmd_preferences_synthetic(args) -> None:
 
     outcomes = game_outcomes(args.env)
     if outcomes and args.target not in outcomes:
-        raise ValueError(f"--target {args.target}: not an outcome of {args.env or 'JumpPads'}; choose one of "
-                         f"{list(outcomes)}")
+        raise ValueError(f"--target {args.target}: not an outcome of {args.env or 'the built-in game'}; choose one "
+                         f"of {list(outcomes)}")
     episodes = load_trajectories(args.trajectories).episodes
     pairs = synthetic_preferences(episodes, args.target, max_comparisons=args.max_comparisons, seed=args.seed)
     if not pairs:
@@ -317,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("repo_id", help="user/name")
     push.add_argument("--private", action="store_true")
     push.set_defaults(fn=cmd_data_push)
-    gen = data.add_parser("generate", help="generate the built-in game's datasets with the scripted population")
+    gen = data.add_parser("generate", help="JumpPads only: generate the built-in game's datasets with its scripted "
+                          "population")
     gen.add_argument("kind", choices=["pretrain", "sft"])
     gen.add_argument("--out", required=True)
     gen.add_argument("--episodes", type=int, default=200, help="pretrain: number of episodes")
@@ -332,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(fn=cmd_data_generate)
 
     env = sub.add_parser("env", help="the built-in JumpPads game").add_subparsers(dest="env_command", required=True)
-    sheet = env.add_parser("contact-sheet", help="PNG of frames from every spawn and visual variant")
+    sheet = env.add_parser("contact-sheet", help="JumpPads only: PNG of frames from every spawn and visual variant")
     sheet.add_argument("--out", default="docs/contact_sheet.png")
     sheet.add_argument("--size", type=int, default=128)
     sheet.set_defaults(fn=cmd_env_contact_sheet)
@@ -366,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn = prefs.add_parser("synthetic", help="the paper's synthetic oracle: the target outcome > another outcome > "
                            "none, then sooner")
     syn.add_argument("trajectories", help="trajectory dataset (e.g. from `hf-agents evaluate --trajectories`)")
-    syn.add_argument("--target", "--pad", required=True, help="the outcome the designer wants: one the game reports "
-                     "(JumpPads: left, middle, right)")
+    syn.add_argument("--target", "--pad", required=True, help="the outcome the designer wants: one of those the game "
+                     "(--env) reports; any other is refused with the game's list")
     syn.add_argument("--env", default=None, help="the game the trajectories are from (default: the built-in JumpPads)")
     syn.add_argument("--out", required=True, help="preferences parquet file")
     syn.add_argument("--max-comparisons", type=int, default=None, help="sample this many of all strict pairs")
@@ -380,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", default="comparison.png")
     cmp_.set_defaults(fn=cmd_compare)
 
-    demo = sub.add_parser("demo", help="the whole pipeline on the built-in game (data, pretrain, SFT, scratch, eval)")
+    demo = sub.add_parser("demo", help="JumpPads only: the whole pipeline on the built-in game (data, pretrain, SFT, "
+                          "scratch, eval, alignment) and its report")
     demo.add_argument("--out", default=None, help="default: outputs (outputs-smoke for --scale smoke)")
     demo.add_argument("--scale", default="cpu", choices=["cpu", "smoke", "gpu"],
                       help="cpu: the README's demo; smoke: seconds; gpu: the paper's model, frames and batches")
