@@ -516,7 +516,7 @@ def rollout_speed(q) -> dict:
 
 
 def reward_model_speed(q, peak) -> dict:
-    """Reward-model training comparisons/s (TRL's RewardTrainer on frozen embeddings, against a bare loop on the
+    """Reward-model training comparisons/s (the reward stage's Trainer on frozen embeddings, against a bare loop on the
     same model and data), its FLOP/s share of the matmul peak, and the one-off cost of embedding trajectories."""
     import datasets
     from torch.utils.flop_counter import FlopCounterMode
@@ -803,7 +803,7 @@ def write_markdown(report: dict, out: Path) -> None:
         lines.append(f"torch.compile (cpu preset training step): {json.dumps(c)}\n")
     if "reward_model" in report:
         r = report["reward_model"]
-        lines.append("| reward model training (TRL RewardTrainer, frozen embeddings, 100 steps) | comparisons/s | "
+        lines.append("| reward model training (reward Trainer, frozen embeddings, 100 steps) | comparisons/s | "
                      "bare loop | Trainer overhead | bare loop scoring every slot | dedup speed-up | share of matmul "
                      "peak without dedup |\n|---|---|---|---|---|---|---|")
         for k, v in r.items():

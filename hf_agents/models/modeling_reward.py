@@ -6,9 +6,9 @@ a frozen encoder: the fine-tuned agent's layer-normed transformer output at that
 the same sliding context the agent has when it acts), or, as the baseline, a frozen random linear projection of
 the flattened frame, standardised per dimension over the training steps (without it the paper's L2 penalty
 pulled the baseline to one constant reward). An MLP (256, GELU) maps each embedding to 3 numbers; the 100 x 3
-are concatenated and an MLP (256, GELU) gives the trajectory's reward. Trained with Bradley-Terry (TRL's
-`RewardTrainer`); afterwards the min and max reward over the training trajectories are stored to normalise to
-[0, 1].
+are concatenated and an MLP (256, GELU) gives the trajectory's reward. Trained with Bradley-Terry
+(`hf_agents.training.reward`); afterwards the min and max reward over the training trajectories are stored to
+normalise to [0, 1].
 
 Because the encoder is frozen, training works on precomputed embeddings (`embed` once, then
 `forward(embeddings=...)`); at RL time `forward(frames=..., actions=...)` does both.
@@ -97,8 +97,6 @@ class TrajectoryRewardModel(PreTrainedModel):
     def from_agent(cls, agent: AgentModel | str, **config_kwargs) -> TrajectoryRewardModel:
         """A reward model whose frozen encoder is the given agent (a model or a checkpoint directory)."""
         if isinstance(agent, str):
-            from hf_agents.models.loading import load_checked
-
             agent = load_checked(AgentModel, agent, "agent")
         model = cls(TrajectoryRewardConfig(encoder="agent", agent_config=agent.config.to_dict(), **config_kwargs))
         model.agent.load_state_dict(agent.state_dict())
@@ -185,8 +183,8 @@ class TrajectoryRewardModel(PreTrainedModel):
 
         trajectory_index (N,): return rewards[trajectory_index] (N, 1). A batch of comparisons repeats
         trajectories (all pairs of M trajectories), so each distinct one is scored once and then indexed.
-        Other keyword arguments (`attention_mask`, `use_cache`, `margin` from TRL's trainer) are accepted
-        and ignored: padding is part of the input, as in the paper.
+        Other keyword arguments (e.g. an `attention_mask`) are ignored: padding is part of the input, as in
+        the paper.
         """
         if embeddings is None:
             if frames is None:

@@ -6,8 +6,9 @@ ones'. Trajectories are split into train and held-out sets by episode; a compari
 trajectories are.
 The trainer is a plain `transformers.Trainer` with the Bradley-Terry loss, as the DPO stage's: TRL's
 `RewardTrainer` is built for text (it needs a tokenizer with a pad token, an attention mask and token-length
-fields that mean nothing for trajectories), and its loss and logged metrics are these few lines. The loss,
-metrics and training are the same as with `RewardTrainer` (TRL 1.16), to the bit.
+fields that mean nothing for trajectories), and its loss and logged metrics are these few lines. Checked
+against `RewardTrainer` (TRL 1.16) on the same data and seed: the same weights, optimizer and scheduler
+states and logged metrics, to the bit; only the placeholder tokenizer's `pad_token_id` left the saved config.
 Recipes: `stage: reward`. `RewardTrainingConfig` configures the training; the model's own config (what is
 saved with it) is `TrajectoryRewardConfig` in `hf_agents.models`.
 """
@@ -109,8 +110,8 @@ class EmbeddingCollator:
 
 class TrajectoryRewardTrainer(Trainer):
     """Bradley-Terry training on trajectory embeddings (loss -log sigmoid(r_chosen - r_rejected), plus the
-    paper's L2 penalty), logging accuracy, margin and the rewards' range; the min-max normalisation after
-    training (C.3)."""
+    paper's L2 penalty), logging accuracy, margin, the rewards' range and `num_tokens` (padded trajectory
+    steps trained on so far, TRL's name); the min-max normalisation after training (C.3)."""
 
     def __init__(self, model: TrajectoryRewardModel, args: RewardTrainingConfig, embeddings: torch.Tensor,
                  train_dataset, eval_dataset=None, **kwargs):
@@ -119,12 +120,18 @@ class TrajectoryRewardTrainer(Trainer):
                          data_collator=EmbeddingCollator(embeddings), **kwargs)
         self.can_return_loss, self.label_names = True, []  # evaluation computes the loss without labels
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._steps_trained = 0  # padded trajectory steps trained on (TRL's `num_tokens`), not resumed
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         outputs = model(**inputs)
         chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
         loss = -F.logsigmoid(chosen - rejected).mean()
+        if mode == "train":  # both trajectories of each comparison, padded to max_steps
+            steps = inputs["trajectory_index"].numel() * inputs["embeddings"].shape[1]
+            steps = torch.tensor(steps, device=inputs["trajectory_index"].device)
+            self._steps_trained += self.accelerator.gather_for_metrics(steps).sum().item()
+        self._metrics[mode]["num_tokens"] = [self._steps_trained]
         with torch.no_grad():
             rewards = self.accelerator.gather(outputs.logits)
             metrics = self._metrics[mode]
