@@ -1,3 +1,5 @@
+"""Shared test helpers: random episodes and datasets, the tiny agent, and the fixtures built on them."""
+
 import os
 import tempfile
 
@@ -9,25 +11,83 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
-from hf_agents.actions import NUM_BUTTONS, STICK_CENTRES  # noqa: E402
+from hf_agents.actions import NUM_BUTTONS  # noqa: E402
 
 
 def random_episode(rng, length, size=(16, 16)):
-    """Frames whose pixels encode (episode-independent) step content, and random contract actions."""
+    """Random frames (T, H, W, 3) and random contract actions (T, 16): frames drawn first, then buttons, sticks."""
     frames = rng.integers(0, 256, size=(length, *size, 3), dtype=np.uint8)
     ids = np.concatenate([rng.integers(0, 2, (length, NUM_BUTTONS)), rng.integers(0, 11, (length, 4))], 1)
     return frames, ids
 
 
+def write_test_dataset(path, lengths=(8, 8, 8), size=(16, 16), rng=0, outcomes=None, variants=None, spawns=None,
+                       seeds=False, state=False, source="test", **writer_kwargs):
+    """Write one episode of `random_episode` per entry of `lengths` to a trajectory dataset at `path` and return
+    each episode's (frames, ids) as written.
+
+    rng: a numpy Generator (its draws go on from where they are) or a seed; episodes are drawn in order.
+    size: frame (height, width), or one int for square frames.
+    outcomes, variants, spawns: cycled over the episodes (episode i gets outcomes[i % len(outcomes)]); a reached
+        outcome (anything but "none") is reached halfway, at step length // 2.
+    seeds: record seed=i for episode i. state: a privileged `state_x` step column (0, 1, 2, ...).
+    writer_kwargs: passed to TrajectoryWriter (rows_per_shard, frame_codec, metadata, overwrite, ...).
+    """
+    from hf_agents.data import TrajectoryWriter
+
+    rng = np.random.default_rng(rng)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    episodes = []
+    with TrajectoryWriter(path, frame_size=size, **writer_kwargs) as writer:
+        for i, n in enumerate(lengths):
+            frames, ids = random_episode(rng, n, size)
+            meta = {"source": source}
+            if outcomes is not None:
+                outcome = outcomes[i % len(outcomes)]
+                meta.update(outcome=outcome, outcome_step=n // 2 if outcome != "none" else -1)
+            if variants is not None:
+                meta["variant"] = variants[i % len(variants)]
+            if spawns is not None:
+                meta["spawn"] = spawns[i % len(spawns)]
+            if seeds:
+                meta["seed"] = i
+            if state:
+                meta["state_x"] = np.arange(n, dtype=np.float32)
+            writer.add_episode(frames, ids, **meta)
+            episodes.append((frames, ids))
+    return episodes
+
+
+def make_tiny_agent(seed=0, **config_overrides):
+    """The tests' agent: the "tiny" preset (32x32 frames) with 8 steps of context unless overridden, initialised
+    from `seed`, in eval mode."""
+    from hf_agents.models import AgentConfig, AgentModel
+
+    torch.manual_seed(seed)
+    return AgentModel(AgentConfig.from_preset("tiny", **{"context_length": 8, **config_overrides})).eval()
+
+
+def random_batch(B=2, T=8, size=32, seed=0):
+    """Model inputs: random frames (B, T, 3, size, size) in the model's layout and random contract actions."""
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (B, T, 3, size, size), dtype=torch.uint8, generator=g)
+    actions = torch.cat([torch.randint(0, 2, (B, T, NUM_BUTTONS), generator=g),
+                         torch.randint(0, 11, (B, T, 4), generator=g)], -1)
+    return frames, actions
+
+
+@pytest.fixture
+def tiny_agent_dir(tmp_path):
+    """A saved `make_tiny_agent()` at tmp_path / "agent"."""
+    make_tiny_agent().save_pretrained(tmp_path / "agent")
+    return tmp_path / "agent"
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-@pytest.fixture
-def stick_values(rng):
-    return STICK_CENTRES
 
 
 @pytest.fixture(scope="session")

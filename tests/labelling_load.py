@@ -1,5 +1,6 @@
 """Load test of a running labelling server: concurrent labellers over HTTP, each asking for its next pair and
-labelling it, and what the database holds afterwards. Used by the tests and the benchmark."""
+labelling it, and what the database holds afterwards. Used by the tests and scripts/benchmark.py; not part of
+the package."""
 
 import contextlib
 import json

@@ -14,31 +14,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_agents.data import TrajectoryWriter
 from hf_agents.data.preferences import write_preferences
-from hf_agents.models import AgentConfig, AgentModel
+from hf_agents.frames import to_model
+from hf_agents.models import AgentModel
 from hf_agents.models.adapters import AdapterError, active_adapter, is_adapter, load_agent
 from hf_agents.models.trainable import TrainablePolicy
 from hf_agents.training.align import advantages
+from tests.conftest import make_tiny_agent, random_batch, write_test_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_agent(seed=0, **kw) -> AgentModel:
-    torch.manual_seed(seed)
-    return AgentModel(AgentConfig.from_preset("tiny", context_length=8, **kw)).eval()
-
-
-def trajectories(B=2, T=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    frames = torch.randint(0, 256, (B, T, 3, 32, 32), dtype=torch.uint8, generator=g)
-    actions = torch.cat([torch.randint(0, 2, (B, T, 12), generator=g), torch.randint(0, 11, (B, T, 4), generator=g)], -1)
-    return frames, actions
-
-
 @pytest.mark.parametrize("trainable", ["head", "lora", "full"])
 def test_trainable_parts_and_reference_equal_policy_before_training(trainable):
-    policy = TrainablePolicy.create(tiny_agent(), trainable, adapter_name="left", reference=True)
+    policy = TrainablePolicy.create(make_tiny_agent(), trainable, adapter_name="left", reference=True)
     names = [n for n, p in policy.model.named_parameters() if p.requires_grad]
     if trainable == "head":
         assert names and all(n.startswith("head.") for n in names)
@@ -46,7 +35,7 @@ def test_trainable_parts_and_reference_equal_policy_before_training(trainable):
         assert names and all("lora_" in n for n in names) and any("head" in n for n in names)
     else:
         assert "backbone.wte.weight" not in names and any(n.startswith("encoder") for n in names)
-    frames, actions = trajectories()
+    frames, actions = random_batch(T=12)
     assert len(policy.parameters()) == len(names)
     logits, hidden = policy.logits(frames, actions)
     # KL is zero before the first update (LoRA: B = 0 at init, so disabling the adapter changes nothing)
@@ -64,7 +53,7 @@ def test_trainable_parts_and_reference_equal_policy_before_training(trainable):
 def test_a_run_going_on_from_an_adapter_is_held_to_that_adapter_not_the_base(tmp_path):
     """The reference is the policy at the start of the run: base + the adapter it goes on training (KL zero at the
     start), whatever the updates do to the trained copy."""
-    tiny_agent().save_pretrained(tmp_path / "sft")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
     first = TrainablePolicy.create(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name="left",
                                    base_path=tmp_path / "sft")
     with torch.no_grad():  # stand-in for preference fine-tuning: an adapter away from zero
@@ -72,7 +61,7 @@ def test_a_run_going_on_from_an_adapter_is_held_to_that_adapter_not_the_base(tmp
             if "lora_B" in n:
                 p.normal_(std=0.2)
     first.save(tmp_path / "pft")
-    frames, actions = trajectories()
+    frames, actions = random_batch(T=12)
     base_logits = AgentModel.from_pretrained(tmp_path / "sft").sliding_forward(frames, actions).logits
     policy = TrainablePolicy.create(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name="left",
                                     init_adapter=tmp_path / "pft", base_path=tmp_path / "sft", reference=True)
@@ -94,9 +83,9 @@ def test_a_run_going_on_from_an_adapter_is_held_to_that_adapter_not_the_base(tmp
 
 
 def test_adapters_per_designer_load_on_one_base_and_switch(tmp_path):
-    base = tiny_agent()
+    base = make_tiny_agent()
     base.save_pretrained(tmp_path / "sft")
-    frames, actions = trajectories()
+    frames, actions = random_batch(T=12)
     outputs = {}
     for seed, name in enumerate(["left", "right"]):
         policy = TrainablePolicy.create(AgentModel.from_pretrained(tmp_path / "sft"), "lora", adapter_name=name,
@@ -117,7 +106,7 @@ def test_adapters_per_designer_load_on_one_base_and_switch(tmp_path):
         with active_adapter(both, name):
             torch.testing.assert_close(agent.sliding_forward(frames, actions).logits, outputs[name], atol=1e-5, rtol=1e-4)
     assert not torch.allclose(outputs["left"], outputs["right"])
-    other = tiny_agent(seed=1)
+    other = make_tiny_agent(seed=1)
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(AdapterError, match="trained on .*sft"):
         load_agent(tmp_path / "other", {"left": tmp_path / "align-left"})
@@ -125,7 +114,7 @@ def test_adapters_per_designer_load_on_one_base_and_switch(tmp_path):
 
 def test_a_policy_saved_over_the_other_kind_leaves_one_policy(tmp_path):
     """overwrite=true into a folder that held the other kind: the pipeline tells them apart by their files."""
-    tiny_agent().save_pretrained(tmp_path / "sft")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
     out = tmp_path / "pft"
     def save(trainable):
         agent = AgentModel.from_pretrained(tmp_path / "sft")
@@ -152,22 +141,12 @@ def test_rloo_baseline_leaves_one_out_within_each_spawn_group():
     assert advantages(np.array([0.7], np.float32), "rloo", np.array([3]))[0] == 0.0
 
 
-def _write_random_rollouts(path, n=8, T=10, seed=0):
-    rng = np.random.default_rng(seed)
-    with TrajectoryWriter(path, frame_size=(32, 32)) as w:
-        for i in range(n):
-            frames = rng.integers(0, 256, (T, 32, 32, 3), dtype=np.uint8)
-            ids = np.concatenate([rng.integers(0, 2, (T, 12)), rng.integers(0, 11, (T, 4))], 1)
-            w.add_episode(frames, ids, outcome="left" if i % 2 == 0 else "none", outcome_step=T - 1 if i % 2 == 0 else -1,
-                          seed=i)
-    return path
-
-
 def test_dpo_raises_the_chosen_trajectories_likelihood_against_the_reference(tmp_path):
     from hf_agents.training import launch
 
-    tiny_agent().save_pretrained(tmp_path / "sft")
-    data = _write_random_rollouts(tmp_path / "rollouts")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
+    data = tmp_path / "rollouts"  # 8 random 10-step episodes: the even ones reach the left pad
+    write_test_dataset(data, [10] * 8, size=32, rng=0, outcomes=["left", "none"], seeds=True)
     pairs = [(c, r) for c in (0, 2, 4, 6) for r in (1, 3, 5, 7)]
     write_preferences(tmp_path / "prefs.parquet", pairs, "designer-a")
     write_preferences(tmp_path / "prefs.parquet", pairs, "designer-a")
@@ -222,7 +201,7 @@ def test_one_update_moves_the_policy_towards_higher_reward_trajectories(tmp_path
     from hf_agents.envs.vector import BatchedEnv
     from hf_agents.training.align import AlignTrainer
 
-    tiny_agent().save_pretrained(tmp_path / "sft")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
     config = _align_config(tmp_path, algorithm=algorithm, rloo_k=2, trainable=trainable,
                            learning_rate=1e-2 if trainable == "head" else 3e-2)
     trainer = AlignTrainer(config, env_fn=_env_fn())
@@ -246,7 +225,7 @@ def test_kl_is_zero_with_fresh_adapters_and_grows_after_updates(tmp_path):
     from hf_agents.envs.vector import BatchedEnv
     from hf_agents.training.align import AlignTrainer
 
-    tiny_agent().save_pretrained(tmp_path / "sft")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
     trainer = AlignTrainer(_align_config(tmp_path, trainable="lora", kl_coef=0.1, learning_rate=5e-2),
                            env_fn=_env_fn())
     with BatchedEnv(trainer.env_fn, 2) as venv:
@@ -266,7 +245,7 @@ def test_dropped_episodes_shrink_the_batch(tmp_path):
         def reset_options(self, update):
             return [{"crash_at": 3} if k == 1 else {} for k in range(self.config.episodes_per_update)]
 
-    tiny_agent().save_pretrained(tmp_path / "sft")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
     trainer = Crashing(_align_config(tmp_path), env_fn=_env_fn(fault_injection=True))
     trainer.reward_fn = lambda eps: np.asarray([float(e.index) for e in eps], np.float32)
     head = trainer.model.head[3].weight.detach().clone()
@@ -288,7 +267,7 @@ def _align_cli(tmp_path, out, *extra):
 
 @pytest.mark.slow
 def test_killed_alignment_run_resumes_to_the_same_weights(tmp_path):
-    tiny_agent().save_pretrained(tmp_path / "sft")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
     full = _align_cli(tmp_path, tmp_path / "full")
     assert full.wait(timeout=400) == 0, full.stdout.read()
     killed = _align_cli(tmp_path, tmp_path / "killed")
@@ -314,7 +293,7 @@ def test_bad_alignment_inputs_fail_before_any_work(tmp_path):
     from hf_agents.models import TrajectoryRewardConfig, TrajectoryRewardModel
     from hf_agents.training import launch
 
-    tiny_agent().save_pretrained(tmp_path / "sft")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
     recipe = str(REPO / "recipes" / "align.yaml")
     base = [f"agent={tmp_path / 'sft'}", "report_to=none", "init_adapter="]
     # a target pad that does not exist
@@ -342,7 +321,7 @@ def test_preference_fine_tuning_clones_the_best_scored_rollouts_and_resumes(tmp_
     from hf_agents.data import load_trajectories
     from hf_agents.training import launch
 
-    tiny_agent().save_pretrained(tmp_path / "sft")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
     out = tmp_path / "pft"
     args = [str(REPO / "recipes" / "preference_ft.yaml"), f"agent={tmp_path / 'sft'}",
             f"output_dir={out}", "reward_source=oracle", "target=left", "reward_model=", "rollout_episodes=6",
@@ -371,7 +350,7 @@ def test_logprobs_recomputed_in_training_equal_the_rollout_datasets_column(tmp_p
     from hf_agents.models import get_action_and_logprob
     from hf_agents.rollout.evaluate import evaluate_model
 
-    tiny_agent().save_pretrained(tmp_path / "sft")
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
     evaluate_model(tmp_path / "sft", tmp_path / "eval", episodes=4, num_envs=2, temperature=0.8, videos=0,
                    progress=False, trajectories=tmp_path / "rollouts", max_steps=20)
     data = load_trajectories(tmp_path / "rollouts")
@@ -380,7 +359,7 @@ def test_logprobs_recomputed_in_training_equal_the_rollout_datasets_column(tmp_p
     model = AgentModel.from_pretrained(policy["checkpoint"]).eval()
     for i in range(len(data)):
         steps = data.read(i)
-        frames, actions = torch.from_numpy(steps["frames"])[None], torch.from_numpy(steps["actions"])[None]
+        frames, actions = to_model(steps["frames"][None]), torch.from_numpy(steps["actions"])[None]
         with torch.no_grad():
             logits = model.sliding_forward(frames, actions).logits
         rescored = get_action_and_logprob(logits, actions, temperature=policy["temperature"]).logprob[0]

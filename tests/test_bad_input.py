@@ -12,10 +12,10 @@ from safetensors.torch import save_file
 from transformers import GPT2Config
 
 from hf_agents.cli import main
-from hf_agents.data import TrajectoryWriter, load_trajectories
-from hf_agents.models import AgentConfig, AgentModel
+from hf_agents.data import load_trajectories
+from hf_agents.models import AgentConfig
 from hf_agents.training.common import clear_checkpoints, last_intact_checkpoint
-from tests.conftest import random_episode
+from tests.conftest import write_test_dataset
 
 
 def cli(capsys, *argv) -> tuple[int, str]:
@@ -31,12 +31,6 @@ def wham_folder(path, frames=3, stick=0.0):
         table[f"image{i}.png"] = [0.0] * 12 + [stick, 0.0, 0.0, 0.0]
     (path / "actions.json").write_text(json.dumps(table))
     return path
-
-
-@pytest.fixture
-def tiny_agent(tmp_path):
-    AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=4)).save_pretrained(tmp_path / "agent")
-    return tmp_path / "agent"
 
 
 def test_truncated_image_names_the_file_and_writes_nothing(tmp_path, capsys):
@@ -57,7 +51,7 @@ def test_off_centre_stick_values_are_counted(tmp_path, capsys):
     assert "3 stick values lay between bucket centres" in err
 
 
-def test_overwrite_never_replaces_what_is_not_our_dataset(tmp_path, capsys, tiny_agent):
+def test_overwrite_never_replaces_what_is_not_our_dataset(tmp_path, capsys, tiny_agent_dir):
     src = wham_folder(tmp_path / "rec")
     code, err = cli(capsys, "data", "import", src, "--out", src, "--overwrite", "--size", "16")
     assert code == 2 and "overlaps the input" in err
@@ -68,11 +62,11 @@ def test_overwrite_never_replaces_what_is_not_our_dataset(tmp_path, capsys, tiny
     code, err = cli(capsys, "data", "import", src, "--out", mine, "--overwrite", "--size", "16")
     assert code == 2 and f"{mine} exists and is not an hf-agents trajectory dataset" in err
     assert (mine / "notes.txt").read_text() == "precious"
-    weights = (tiny_agent / "model.safetensors").read_bytes()
-    code, err = cli(capsys, "evaluate", tiny_agent, "--episodes", 1, "--num-envs", 1, "--trajectories", tiny_agent,
+    weights = (tiny_agent_dir / "model.safetensors").read_bytes()
+    code, err = cli(capsys, "evaluate", tiny_agent_dir, "--episodes", 1, "--num-envs", 1, "--trajectories", tiny_agent_dir,
                     "--overwrite", "--out", tmp_path / "eval")
     assert code == 2 and "is not an hf-agents trajectory dataset" in err
-    assert (tiny_agent / "model.safetensors").read_bytes() == weights
+    assert (tiny_agent_dir / "model.safetensors").read_bytes() == weights
     # a dataset of ours is replaced
     assert main(["data", "import", str(src), "--out", str(tmp_path / "ds"), "--size", "16"]) == 0
     assert main(["data", "import", str(src), str(src), "--out", str(tmp_path / "ds"), "--size", "16",
@@ -80,15 +74,15 @@ def test_overwrite_never_replaces_what_is_not_our_dataset(tmp_path, capsys, tiny
     assert len(load_trajectories(tmp_path / "ds")) == 2
 
 
-def test_missing_corrupt_and_foreign_models_are_named(tmp_path, capsys, tiny_agent):
+def test_missing_corrupt_and_foreign_models_are_named(tmp_path, capsys, tiny_agent_dir):
     capsys.readouterr()
     code, err = cli(capsys, "evaluate", tmp_path / "nonexistent", "--out", tmp_path / "e")
     assert code == 2 and err.strip() == f"hf-agents: error: {tmp_path / 'nonexistent'}: no such model directory"
     code, err = cli(capsys, "evaluate", "./a/b", "--out", tmp_path / "e")
     assert code == 2 and "a/b: no such model directory" in err
-    weights = tiny_agent / "model.safetensors"
+    weights = tiny_agent_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    code, err = cli(capsys, "evaluate", tiny_agent, "--out", tmp_path / "e")
+    code, err = cli(capsys, "evaluate", tiny_agent_dir, "--out", tmp_path / "e")
     assert code == 2 and f"{weights}: corrupt or partial weights" in err and "pick a checkpoint" in err
     GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path / "gpt2")
     save_file({"w": __import__("torch").zeros(1)}, tmp_path / "gpt2" / "model.safetensors")
@@ -97,32 +91,44 @@ def test_missing_corrupt_and_foreign_models_are_named(tmp_path, capsys, tiny_age
     assert not (tmp_path / "e").exists()
 
 
-def test_cli_arguments_and_empty_preferences(tmp_path, capsys, rng):
+def test_a_frame_size_that_is_not_pixels_is_refused(tmp_path, capsys):
     code, err = cli(capsys, "data", "import", tmp_path, "--out", tmp_path / "x", "--size", "abc")
     assert code == 2 and "--size abc: give pixels as N or WxH" in err
-    with TrajectoryWriter(tmp_path / "ds", frame_size=(16, 16)) as w:  # no outcomes: every pair ties
-        for _ in range(3):
-            w.add_episode(*random_episode(rng, 5))
+    assert not (tmp_path / "x").exists()
+
+
+def test_synthetic_preferences_without_a_strict_preference_are_refused_and_write_nothing(tmp_path, capsys, rng):
+    write_test_dataset(tmp_path / "ds", [5] * 3, rng=rng)  # no outcomes: every pair ties
     code, err = cli(capsys, "preferences", "synthetic", tmp_path / "ds", "--pad", "left", "--out", tmp_path / "p.parquet")
     assert code == 2 and "no strict preference among its 3 trajectories" in err
     assert not (tmp_path / "p.parquet").exists()
+
+
+def test_export_refuses_to_replace_files_already_there(tmp_path, capsys, rng):
+    write_test_dataset(tmp_path / "ds", [5] * 3, rng=rng)
     assert main(["data", "export", str(tmp_path / "ds"), "--out", str(tmp_path / "npz")]) == 0
+    exported = {p.name: p.read_bytes() for p in (tmp_path / "npz").iterdir()}
     capsys.readouterr()
     code, err = cli(capsys, "data", "export", tmp_path / "ds", "--out", tmp_path / "npz")
     assert code == 2 and "already exists (3 of the files would be replaced)" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "npz").iterdir()} == exported
 
 
-def test_bad_spawn_and_context_length_fail_at_once():
+def test_a_context_length_below_one_is_refused():
+    with pytest.raises(ValueError, match="context_length=0: the model needs at least 1 timestep"):
+        AgentConfig(context_length=0)
+
+
+def test_a_spawn_outside_the_game_is_refused_and_the_env_still_works():
     from hf_agents.games.jumppads.env import JumpPadsEnv
 
-    with pytest.raises(ValueError, match="context_length=0"):
-        AgentConfig(context_length=0)
     env = JumpPadsEnv(frame_size=32)
     try:
         for spawn in (-2, 9):
             with pytest.raises(ValueError, match=r"spawn must be in 0\.\.3"):
                 env.reset(options={"spawn": spawn})
-        env.reset(options={"spawn": 1})  # the env still works
+        obs, info = env.reset(options={"spawn": 1})  # the env still works
+        assert info["spawn"] == 1 and obs.shape == (32, 32, 3)
     finally:
         env.close()
 
@@ -133,8 +139,7 @@ def test_killed_writers_leave_no_staging_behind(tmp_path, rng):
     (stale / "data").mkdir(parents=True)
     live = tmp_path / f".ds.tmp-{os.getpid()}-feedbeef"  # a writer of a live process is left alone
     live.mkdir()
-    with TrajectoryWriter(tmp_path / "ds", frame_size=(16, 16)) as w:
-        w.add_episode(*random_episode(rng, 4))
+    write_test_dataset(tmp_path / "ds", [4], rng=rng)
     assert not stale.exists() and live.exists()
 
 
@@ -161,7 +166,7 @@ def test_resume_takes_this_runs_last_whole_checkpoint(tmp_path):
 
 
 def test_demo_stops_with_the_failed_stage(tmp_path):
-    from hf_agents.pipeline import StageFailed, _train
+    from hf_agents.games.jumppads.demo import StageFailed, _train
 
     with pytest.raises(StageFailed, match="the sft stage failed \\(exit code 2\\)"):
         _train("sft", [f"dataset={tmp_path / 'missing'}", f"output_dir={tmp_path / 'out'}"])
@@ -173,9 +178,7 @@ def test_damaged_frames_are_named_by_episode_and_step(tmp_path, rng, capsys):
 
     from hf_agents.data import DatasetFormatError
 
-    with TrajectoryWriter(tmp_path / "ds", frame_size=(16, 16)) as w:
-        for _ in range(3):
-            w.add_episode(*random_episode(rng, 5))
+    write_test_dataset(tmp_path / "ds", [5] * 3, rng=rng)
     shard = sorted((tmp_path / "ds" / "data").glob("*.parquet"))[0]
     table = pq.read_table(shard)
     frames = table.column("frame").to_pylist()
@@ -188,25 +191,34 @@ def test_damaged_frames_are_named_by_episode_and_step(tmp_path, rng, capsys):
         load_trajectories(tmp_path / "ds").read(1)
 
 
-def test_malformed_recipe_empty_recording_and_input_embeddings(tmp_path, capsys):
+def test_a_malformed_recipe_is_named(tmp_path, capsys):
     from hf_agents.training.launch import main as train
 
     (tmp_path / "bad.yaml").write_text("stage: imitation\ndataset: [unclosed\n")
     assert train([str(tmp_path / "bad.yaml")]) == 2
     assert f"{tmp_path / 'bad.yaml'}: not valid YAML" in capsys.readouterr().err
+
+
+def test_an_empty_recording_is_refused_and_writes_nothing(tmp_path, capsys):
     np.savez(tmp_path / "empty.npz", images=np.zeros((0, 3, 8, 8), np.uint8), actions=np.zeros((0, 16), np.float32))
     code, err = cli(capsys, "data", "import", tmp_path / "empty.npz", "--out", tmp_path / "ds", "--size", "8")
     assert code == 2 and "'images' holds 0 frames" in err and not (tmp_path / "ds").exists()
-    model = AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=4))
-    assert model.get_input_embeddings() is not None  # peft and Trainer features call it
 
 
-def test_corrupt_config_nan_actions_and_empty_evaluation(tmp_path, capsys, tiny_agent):
-    code, err = cli(capsys, "evaluate", tiny_agent, "--episodes", 0, "--out", tmp_path / "e")
+def test_an_evaluation_of_no_episodes_is_refused(tmp_path, capsys, tiny_agent_dir):
+    code, err = cli(capsys, "evaluate", tiny_agent_dir, "--episodes", 0, "--out", tmp_path / "e")
     assert code == 2 and "--episodes 0: an evaluation needs at least 1 episode" in err
-    (tiny_agent / "config.json").write_text('{"model_type": "hf_agent", ')
-    code, err = cli(capsys, "evaluate", tiny_agent, "--out", tmp_path / "e")
-    assert code == 2 and f"{tiny_agent / 'config.json'}: corrupt config" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_corrupt_agent_config_is_named(tmp_path, capsys, tiny_agent_dir):
+    (tiny_agent_dir / "config.json").write_text('{"model_type": "hf_agent", ')
+    code, err = cli(capsys, "evaluate", tiny_agent_dir, "--out", tmp_path / "e")
+    assert code == 2 and f"{tiny_agent_dir / 'config.json'}: corrupt config" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_nan_actions_in_a_recording_are_named_and_write_nothing(tmp_path, capsys):
     actions = np.zeros((2, 16), np.float32)
     actions[1, 13] = np.nan
     np.savez(tmp_path / "nan.npz", images=np.zeros((2, 3, 8, 8), np.uint8), actions=actions)

@@ -9,9 +9,9 @@ from peft import PeftModel
 from transformers import AutoModel
 
 from hf_agents.cli import main as cli
+from hf_agents.locations import RECIPES
 from hf_agents.models import AgentModel
 from hf_agents.rollout.evaluate import evaluate_model
-from hf_agents.training import RECIPES
 from hf_agents.training.launch import main as train
 from tests.test_training import TINY
 
@@ -37,7 +37,7 @@ def test_agent_and_adapter_cards_round_trip_and_pushed_folders_load_back(tmp_pat
     assert "![" in card(sft).text and "eval/videos/" in card(sft).text  # the replay GIF is shown
 
     left = tmp_path / "align-left"
-    assert train([str(RECIPES / "align_left.yaml"), f"agent={sft}", "reward_source=oracle", "num_updates=1",
+    assert train([str(RECIPES / "align.yaml"), f"agent={sft}", "reward_source=oracle", "num_updates=1",
                   "episodes_per_update=2", "rloo_k=2", "num_envs=2", "max_episode_steps=12", "report_to=none",
                   "init_adapter=", f"output_dir={left}"]) == 0
     adapter = card(left)
@@ -63,12 +63,9 @@ def test_agent_and_adapter_cards_round_trip_and_pushed_folders_load_back(tmp_pat
     assert cli(["push", str(tmp_path / "nothing"), "me/x", "--to", str(tmp_path / "pub-x")]) == 2
 
 
-def test_play_writes_a_video(tmp_path, capsys):
-    from hf_agents.models import AgentConfig
-
-    AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=4)).save_pretrained(tmp_path / "agent")
+def test_play_writes_a_video(tmp_path, capsys, tiny_agent_dir):
     capsys.readouterr()
-    assert cli(["play", str(tmp_path / "agent"), "--out", str(tmp_path / "play")]) == 0
+    assert cli(["play", str(tiny_agent_dir), "--out", str(tmp_path / "play")]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(printed["videos"]) == 1 and (tmp_path / "play").exists()
     assert sum(printed["outcomes"].values()) == 1

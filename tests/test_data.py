@@ -10,20 +10,13 @@ from hf_agents.cli import main as cli
 from hf_agents.data import DatasetFormatError, TrajectoryWriter, load_trajectories
 from hf_agents.data.wham import export_npz, import_wham
 
-from .conftest import random_episode
+from .conftest import random_episode, write_test_dataset
 
 
-def write_dataset(path, rng, lengths=(40, 7, 25), size=(16, 16), **kwargs):
-    episodes = []
-    with TrajectoryWriter(path, frame_size=size, rows_per_shard=30, **kwargs) as w:
-        for i, n in enumerate(lengths):
-            frames, ids = random_episode(rng, n, size)
-            variant = "ninja" if i % 2 == 0 else "pirate"
-            outcome = ["left", "none", "right"][i % 3]
-            w.add_episode(frames, ids, variant=variant, outcome=outcome, outcome_step=n // 2 if outcome != "none" else -1,
-                          spawn=i % 4, source="test", state_x=np.arange(n, dtype=np.float32))
-            episodes.append((frames, ids))
-    return episodes
+def write_dataset(path, rng, lengths=(40, 7, 25), **kwargs):
+    """This file's dataset: shards of 30 rows, every kind of episode metadata and a privileged state column."""
+    return write_test_dataset(path, lengths, rng=rng, outcomes=["left", "none", "right"], variants=["ninja", "pirate"],
+                              spawns=range(4), state=True, rows_per_shard=30, **kwargs)
 
 
 def test_write_reopen_window(tmp_path, rng):
@@ -32,7 +25,7 @@ def test_write_reopen_window(tmp_path, rng):
     assert len(ds) == 3 and ds.num_steps == 72 and ds.frame_size == (16, 16)
     assert len(list((tmp_path / "ds" / "data").glob("*.parquet"))) >= 2  # streamed into several shards
     steps = ds.read(0, 10, 5)
-    np.testing.assert_array_equal(steps["frames"], eps[0][0][10:15].transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(steps["frames"], eps[0][0][10:15])  # channels-last, as written
     np.testing.assert_array_equal(steps["actions"], eps[0][1][10:15])
     np.testing.assert_array_equal(steps["state_x"], np.arange(10, 15))
     windows = ds.windows(context=8, stride=4)
@@ -41,13 +34,18 @@ def test_write_reopen_window(tmp_path, rng):
         e, s = windows.index[i]
         item = windows[i]
         n = int(item["attention_mask"].sum())
-        np.testing.assert_array_equal(item["frames"][:n].numpy(), eps[e][0][s:s + n].transpose(0, 3, 1, 2))
+        np.testing.assert_array_equal(item["frames"][:n].numpy(), eps[e][0][s:s + n])
         np.testing.assert_array_equal(item["actions"][:n].numpy(), eps[e][1][s:s + n])
     short = [windows[i] for i in range(len(windows)) if windows.index[i][0] == 1]
     assert len(short) == 1 and short[0]["attention_mask"].tolist() == [1] * 7 + [0]
     assert "state_x" not in windows[0]  # privileged state does not reach model inputs
-    batch = next(iter(torch.utils.data.DataLoader(windows, batch_size=4, num_workers=2)))
+    from hf_agents.training.imitation import ImitationCollator
+
+    loader = torch.utils.data.DataLoader(windows, batch_size=4, num_workers=2, collate_fn=ImitationCollator())
+    batch = next(iter(loader))  # the collator turns the batch into the model's layout, contiguous
     assert batch["frames"].shape == (4, 8, 3, 16, 16) and batch["frames"].dtype == torch.uint8
+    assert batch["frames"].is_contiguous()
+    np.testing.assert_array_equal(batch["frames"][0].numpy(), windows[0]["frames"].numpy().transpose(0, 3, 1, 2))
 
 
 def test_filters_cut_and_split(tmp_path, rng):
@@ -89,7 +87,7 @@ def test_overwrite_protection_and_failed_write_keeps_old(tmp_path, rng):
 def test_bad_input_errors(tmp_path, rng):
     w = TrajectoryWriter(tmp_path / "x", frame_size=(16, 16))
     frames, ids = random_episode(rng, 4)
-    with pytest.raises(DatasetFormatError, match=r"frame of shape \(8, 8\)"):
+    with pytest.raises(DatasetFormatError, match="frames are 8x8 but the dataset takes 16x16; resize when importing"):
         w.add_episode(frames[:, :8, :8], ids)
     with pytest.raises(DatasetFormatError, match="channels-first"):
         w.add_episode(frames.transpose(0, 3, 1, 2), ids)
@@ -154,7 +152,7 @@ def test_wham_npz_and_errors(tmp_path, rng):
     actions = np.zeros((6, 16), np.float32)
     np.savez(tmp_path / "a.npz", images=images, actions=actions)
     import_wham([tmp_path / "a.npz"], tmp_path / "ds", frame_size=(64, 64))
-    assert load_trajectories(tmp_path / "ds").read(0)["frames"].shape == (6, 3, 64, 64)
+    assert load_trajectories(tmp_path / "ds").read(0)["frames"].shape == (6, 64, 64, 3)
     actions[2, 14] = 3.0
     np.savez(tmp_path / "b.npz", images=images, actions=actions)
     with pytest.raises(ValueError, match="b.npz.*'right_x'"):
@@ -218,7 +216,7 @@ def test_bmp_frames_convert_and_read_the_same(tmp_path, rng, capsys):
     for i, (frames, ids) in enumerate(eps):
         a, b = png.read(i), bmp.read(i)
         assert a.keys() == b.keys()
-        np.testing.assert_array_equal(b["frames"], frames.transpose(0, 3, 1, 2))
+        np.testing.assert_array_equal(b["frames"], frames)
         np.testing.assert_array_equal(b["actions"], ids)
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
@@ -245,6 +243,6 @@ def test_damaged_bmp_frame_is_named(tmp_path, rng):
     pq.write_table(table.set_column(table.schema.get_field_index("frame"), table.schema.field("frame"),
                                     pa.array(frames, table.schema.field("frame").type)), shard)
     ds = load_trajectories(tmp_path / "ds")
-    np.testing.assert_array_equal(ds.read(0, 0, 6)["frames"].shape, (6, 3, 16, 16))
+    np.testing.assert_array_equal(ds.read(0, 0, 6)["frames"].shape, (6, 16, 16, 3))
     with pytest.raises(DatasetFormatError, match="episode 0, step 6: the frame does not decode"):
         ds.read(0)

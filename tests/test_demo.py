@@ -72,7 +72,7 @@ def test_smoke_demo_from_the_wheel_runs_the_whole_chain_and_reuses_stages(tmp_pa
 
 
 def test_a_stage_is_reused_only_when_its_inputs_match(tmp_path):
-    from hf_agents.pipeline import Stages
+    from hf_agents.games.jumppads.demo import Stages
 
     data, done, runs, lines = tmp_path / "data.bin", tmp_path / "stage-output", [], []
     data.write_bytes(b"one")
@@ -99,7 +99,7 @@ def _summary(left, middle, right, none, episodes=300):
 
 
 def test_the_report_says_which_of_the_papers_findings_hold():
-    from hf_agents.pipeline import findings, findings_table
+    from hf_agents.games.jumppads.demo import findings, findings_table
 
     runs = {"base": _summary(0.10, 0.25, 0.02, 0.63), "sft": _summary(0.25, 0.30, 0.28, 0.17),
             "scratch": _summary(0.10, 0.10, 0.10, 0.70), "sft + left adapter": _summary(0.55, 0.20, 0.05, 0.20)}

@@ -9,22 +9,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from hf_agents.data import TrajectoryWriter, load_trajectories
+from hf_agents.data import load_trajectories
 from hf_agents.labelling import LabelError, LabelStore, export_preferences, read_labels
 from hf_agents.labelling.choose import PairChooser
-from hf_agents.labelling.load import Server, call, label_concurrently, running, status
-from tests.conftest import random_episode
+from tests.conftest import write_test_dataset
+from tests.labelling_load import Server, call, label_concurrently, running, status
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-
-
-def random_dataset(path, episodes, rng, steps=8, size=16):
-    with TrajectoryWriter(path, frame_size=(size, size)) as w:
-        for _ in range(episodes):
-            w.add_episode(*random_episode(rng, steps, (size, size)))
-    return path
 
 
 def pairs_of(path):
@@ -146,7 +139,8 @@ def test_page_labels_pairs_and_a_ranking_and_a_killed_server_loses_nothing(tmp_p
 
 @pytest.mark.slow
 def test_eight_concurrent_labellers_on_two_servers_lose_no_label(tmp_path, rng):
-    dataset = random_dataset(tmp_path / "ds", 30, rng)  # 435 pairs: 250 each without repeats
+    dataset = tmp_path / "ds"
+    write_test_dataset(dataset, [8] * 30, rng=rng)  # 435 pairs: 250 each without repeats
     db = tmp_path / "labels.sqlite"
     with running(Server(dataset, db), Server(dataset, db)) as servers:
         report = label_concurrently([s.url for s in servers], labellers=8, labels=2000)
@@ -165,7 +159,8 @@ def test_eight_concurrent_labellers_on_two_servers_lose_no_label(tmp_path, rng):
 def test_server_serves_only_its_dataset_and_needs_a_token_beyond_loopback(tmp_path, rng, capsys):
     from hf_agents.cli import main
 
-    dataset = random_dataset(tmp_path / "ds", 4, rng)
+    dataset = tmp_path / "ds"
+    write_test_dataset(dataset, [8] * 4, rng=rng)
     (tmp_path / "secret.txt").write_text("not for the browser")
     assert main(["label", str(dataset), "--labeller", "x", "--host", "0.0.0.0", "--db", str(tmp_path / "l.sqlite")]) == 2
     assert "pass --token" in capsys.readouterr().err

@@ -16,7 +16,7 @@ LAYERS = [
     {"games"},
     {"training"},
     {"labelling"},
-    {"cli", "pipeline", "__main__"},
+    {"cli", "__main__"},
 ]
 FLOOR = {name: level for level, names in enumerate(LAYERS) for name in names}
 

@@ -9,9 +9,9 @@ import yaml
 from hf_agents.data import load_trajectories
 from hf_agents.data.labels import LabelStore
 from hf_agents.locations import RECIPES
-from hf_agents.models import AgentConfig, AgentModel
 from hf_agents.training import launch
 from hf_agents.training.loop import ROUND_IDS
+from tests.conftest import make_tiny_agent
 from tests.toy_games import CORRIDOR_ID
 
 TINY = {"max_episode_steps": 12, "num_envs": 2, "rollouts_per_round": 8, "eval_episodes": 4, "report_to": ["none"],
@@ -24,7 +24,7 @@ TINY = {"max_episode_steps": 12, "num_envs": 2, "rollouts_per_round": 8, "eval_e
 def loop(tmp_path, *overrides):
     """The shipped loop recipe at toy size on the Corridor game, with a tiny untrained agent."""
     if not (tmp_path / "sft").exists():
-        AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=8)).save_pretrained(tmp_path / "sft")
+        make_tiny_agent().save_pretrained(tmp_path / "sft")
     recipe = {**yaml.safe_load((RECIPES / "align_loop.yaml").read_text()), **TINY}
     (tmp_path / "loop.yaml").write_text(yaml.safe_dump(recipe))
     return launch.main([str(tmp_path / "loop.yaml"), f"agent={tmp_path / 'sft'}", f"env={CORRIDOR_ID}",

@@ -13,18 +13,7 @@ from hf_agents.models import (
     get_action_and_logprob,
     split_logits,
 )
-
-
-def tiny(**kw):
-    torch.manual_seed(0)
-    return AgentModel(AgentConfig.from_preset("tiny", **kw)).eval()
-
-
-def batch(B=2, T=8, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    frames = torch.randint(0, 256, (B, T, 3, size, size), dtype=torch.uint8, generator=g)
-    actions = torch.cat([torch.randint(0, 2, (B, T, 12), generator=g), torch.randint(0, 11, (B, T, 4), generator=g)], -1)
-    return frames, actions
+from tests.conftest import make_tiny_agent, random_batch
 
 
 def test_preset_parameter_counts_close_to_paper():
@@ -38,8 +27,8 @@ def test_preset_parameter_counts_close_to_paper():
 
 
 def test_uniform_loss_at_init_and_outputs():
-    m = tiny(context_length=8)
-    frames, actions = batch()
+    m = make_tiny_agent()
+    frames, actions = random_batch()
     out = m(frames, actions)
     uniform = 12 * np.log(2) + 4 * np.log(11)
     assert abs(out.loss.item() - uniform) < 0.5
@@ -48,8 +37,8 @@ def test_uniform_loss_at_init_and_outputs():
 
 
 def test_causality_and_loss_mask():
-    m = tiny(context_length=8)
-    frames, actions = batch()
+    m = make_tiny_agent()
+    frames, actions = random_batch()
     out = m(frames, actions)
     frames2, actions2 = frames.clone(), actions.clone()
     frames2[:, 5:] = 0
@@ -65,33 +54,44 @@ def test_causality_and_loss_mask():
 
 
 def test_save_load_auto_classes_safetensors(tmp_path):
-    m = tiny()
+    m = make_tiny_agent()
     m.save_pretrained(tmp_path / "agent")
     assert (tmp_path / "agent" / "model.safetensors").exists()
     assert not list((tmp_path / "agent").glob("*.bin"))
     assert AutoConfig.from_pretrained(tmp_path / "agent").model_type == "hf_agent"
     loaded = AutoModel.from_pretrained(tmp_path / "agent").eval()
     assert isinstance(loaded, AgentModel)
-    frames, actions = batch()
+    frames, actions = random_batch()
     torch.testing.assert_close(m(frames, actions).logits, loaded(frames, actions).logits)
     torch.testing.assert_close(loaded.token_offsets, m.token_offsets)  # non-persistent buffer restored
 
 
 def test_bad_inputs_are_clear():
-    m = tiny(context_length=8)
-    frames, actions = batch()
+    m = make_tiny_agent()
+    frames, actions = random_batch()
     with pytest.raises(ValueError, match="channels-last"):
         m(frames.permute(0, 1, 3, 4, 2), actions)
     with pytest.raises(ValueError, match="resize"):
         m(frames[..., :16, :16], actions)
     with pytest.raises(ValueError, match="context length"):
-        m(*batch(T=9))
+        m(*random_batch(T=9))
     bad = actions.clone()
     bad[0, 0, 12] = 11
     with pytest.raises(ActionError, match="outside the gamepad contract"):
         m(frames, bad)
     with pytest.raises(ActionError, match="integer"):
         m(frames, actions.float())
+
+
+def test_input_embeddings_hook_makes_a_frozen_agents_outputs_require_grad():
+    """peft and Trainer reach the input embeddings through get_input_embeddings (e.g. gradient checkpointing with
+    frozen weights hooks them so gradients reach the adapters): it is the action table the model embeds with."""
+    m = make_tiny_agent().requires_grad_(False)
+    assert m.get_input_embeddings() is m.action_embedding
+    frames, actions = random_batch()
+    assert not m(frames, actions).logits.requires_grad
+    m.enable_input_require_grads()
+    assert m(frames, actions).logits.requires_grad
 
 
 def full_forward_logits(model, frames, actions):
@@ -104,7 +104,7 @@ def full_forward_logits(model, frames, actions):
 @pytest.mark.parametrize("num_envs,keep", [(1, None), (3, None), (3, 3)])
 def test_incremental_acting_equals_full_forward(num_envs, keep):
     H = 8
-    m = tiny(context_length=H, keep_steps=keep)
+    m = make_tiny_agent(context_length=H, keep_steps=keep)
     policy = AgentPolicy(m, num_envs, seed=0)
     rng = np.random.default_rng(0)
     frames_hist = [[] for _ in range(num_envs)]
@@ -132,7 +132,7 @@ def test_incremental_acting_equals_full_forward(num_envs, keep):
 
 
 def test_greedy_matches_argmax_and_temperature():
-    m = tiny(context_length=8)
+    m = make_tiny_agent()
     policy = AgentPolicy(m, 2, greedy=True)
     obs = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     actions, _ = policy.act(obs)
@@ -143,10 +143,10 @@ def test_greedy_matches_argmax_and_temperature():
 
 
 def test_gradient_checkpointing_same_gradients():
-    frames, actions = batch()
+    frames, actions = random_batch()
     grads = []
     for ckpt in (False, True):
-        m = tiny(context_length=8, dropout=0.0).train()
+        m = make_tiny_agent(dropout=0.0).train()
         if ckpt:
             enable = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable
             enable()
@@ -159,8 +159,8 @@ def test_gradient_checkpointing_same_gradients():
 
 
 def test_bf16_autocast_runs():
-    m = tiny(context_length=8)
-    frames, actions = batch()
+    m = make_tiny_agent()
+    frames, actions = random_batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = m(frames, actions).loss
     assert torch.isfinite(loss) and abs(loss.item() - m(frames, actions).loss.item()) < 0.5
@@ -169,8 +169,8 @@ def test_bf16_autocast_runs():
 def test_lora_attach_save_reload_merge(tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    base = tiny(context_length=8)
-    frames, actions = batch()
+    base = make_tiny_agent()
+    frames, actions = random_batch()
     ref = base(frames, actions).logits.detach()
     peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True,
                                                  init_lora_weights=False))
@@ -182,16 +182,15 @@ def test_lora_attach_save_reload_merge(tmp_path):
         torch.testing.assert_close(peft_model(frames=frames, actions=actions).logits, ref)
     peft_model.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
-    reloaded = PeftModel.from_pretrained(tiny(context_length=8), tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(make_tiny_agent(), tmp_path / "adapter")
     torch.testing.assert_close(reloaded(frames=frames, actions=actions).logits, tuned)
     merged = reloaded.merge_and_unload()
     torch.testing.assert_close(merged(frames, actions).logits, tuned, atol=1e-5, rtol=1e-4)
 
 
 def test_tiny_model_overfits_tiny_dataset():
-    torch.manual_seed(0)
-    m = AgentModel(AgentConfig.from_preset("tiny", context_length=8)).train()
-    frames, actions = batch(B=4)
+    m = make_tiny_agent().train()
+    frames, actions = random_batch(B=4)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     first = None
     for _ in range(150):
@@ -206,13 +205,27 @@ def test_tiny_model_overfits_tiny_dataset():
     assert out.component_accuracy.min() > 0.95
 
 
-def test_agent_embeddings_reusable_by_reward_model(tmp_path):
-    m = tiny(context_length=8)
+def test_a_reloaded_frozen_agent_embeds_each_step_from_that_steps_past_only(tmp_path):
+    """What the reward model reuses: per-step embeddings of a saved agent, frozen, equal to the live model's, and
+    the embedding of step t depends on frames 0..t and actions 0..t-1 of its own trajectory and nothing else."""
+    m = make_tiny_agent()
     m.save_pretrained(tmp_path / "agent")
     frozen = AgentModel.from_pretrained(tmp_path / "agent").eval().requires_grad_(False)
-    frames, actions = batch()
+    frames, actions = random_batch()
     emb = frozen(frames, actions).last_hidden_state
     assert emb.shape == (2, 8, 64) and not emb.requires_grad
+    with torch.no_grad():
+        torch.testing.assert_close(emb, m(frames, actions).last_hidden_state)  # the saved weights, not a fresh init
+
+    def changed(frames=frames, actions=actions):  # which (trajectory, step) embeddings moved
+        return (frozen(frames, actions).last_hidden_state - emb).abs().amax(-1) > 1e-5
+
+    new_frame = frames.clone()
+    new_frame[0, 5] = 255 - new_frame[0, 5]
+    assert changed(frames=new_frame).tolist() == [[t >= 5 for t in range(8)], [False] * 8]  # o_5: steps 5..
+    new_action = actions.clone()
+    new_action[0, 5, 0] = 1 - new_action[0, 5, 0]
+    assert changed(actions=new_action).tolist() == [[t >= 6 for t in range(8)], [False] * 8]  # a_5: steps 6..
 
 
 @pytest.mark.parametrize("keep", [None, 3])
@@ -220,7 +233,7 @@ def test_sliding_forward_rescores_what_acting_sampled(keep):
     """Log-probs recomputed over whole trajectories equal those recorded while acting (with resets and
     envs out of phase), at the sampling temperature."""
     H, T, temperature = 8, 27, 0.7
-    m = tiny(context_length=H, keep_steps=keep)
+    m = make_tiny_agent(context_length=H, keep_steps=keep)
     policy = AgentPolicy(m, 2, temperature=temperature, seed=0)
     rng = np.random.default_rng(0)
     frames, actions, logprobs = [[], []], [[], []], [[], []]
@@ -258,7 +271,7 @@ def test_action_logprob_samples_and_rescores_consistently():
 
 
 def test_context_start_schedule():
-    m = tiny(context_length=8, keep_steps=3)
+    m = make_tiny_agent(keep_steps=3)
     assert [m.context_start(t) for t in range(15)] == [0] * 8 + [5] * 5 + [10] * 2
     with pytest.raises(ValueError, match="keep_steps"):
         AgentConfig.from_preset("tiny", context_length=8, keep_steps=8)

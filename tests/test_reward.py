@@ -1,4 +1,4 @@
-"""Preferences and the reward model: synthetic oracle, file format, model pieces, and real TRL training."""
+"""Preferences and the reward model: synthetic oracle, file format, model pieces, and real training."""
 
 import functools
 import json
@@ -13,10 +13,11 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from hf_agents.data import DatasetFormatError, TrajectoryWriter, load_trajectories
 from hf_agents.data.preferences import read_preferences, synthetic_preferences, write_preferences
+from hf_agents.frames import to_model
 from hf_agents.models import AgentConfig, AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel
 from hf_agents.training.common import RecipeError, parse_recipe
 from hf_agents.training.launch import main
-from hf_agents.training.reward import embed_trajectories
+from tests.conftest import make_tiny_agent
 
 
 def _episode(i, outcome, steps):
@@ -71,8 +72,7 @@ def test_preferences_file_round_trip_and_errors(tmp_path):
 
 
 def test_agent_embeddings_use_the_acting_context_and_padding():
-    torch.manual_seed(0)
-    agent = AgentModel(AgentConfig.from_preset("tiny")).eval()
+    agent = make_tiny_agent(context_length=32)
     model = TrajectoryRewardModel.from_agent(agent).eval()
     assert model.config.padding_side == "right"  # the default: padding after the trajectory
     frames = torch.randint(0, 256, (2, 50, 3, 32, 32), dtype=torch.uint8)
@@ -162,7 +162,7 @@ def rollouts(tmp_path_factory):
 def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder, padding_side):
     extra = []
     if encoder == "agent":
-        AgentModel(AgentConfig.from_preset("tiny")).save_pretrained(tmp_path / "agent")
+        make_tiny_agent(context_length=32).save_pretrained(tmp_path / "agent")
         extra = [f"agent={tmp_path / 'agent'}"]
     out = tmp_path / "rm"
     # ~240 updates: a lighter L2 than the paper's 0.1, which comes with 200 epochs of far more comparisons
@@ -177,10 +177,12 @@ def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder, paddin
     assert losses[-1] < losses[0] * 0.9, losses  # the Bradley-Terry loss goes down
     metrics = results["metrics"]
     assert metrics["eval_comparisons"] > 10
+    # `num_tokens` (TRL's name, kept): padded trajectory steps trained on, both sides of every comparison
+    assert metrics["eval_num_tokens"] == 20 * metrics["train_comparisons"] * 2 * 100
     assert metrics["eval_accuracy"] >= 0.65, metrics  # held-out trajectories, never trained on
     from huggingface_hub import ModelCard
 
-    card = ModelCard.load(out / "README.md")  # ours, not TRL's generic text-model card
+    card = ModelCard.load(out / "README.md")  # the reward-model card, not a generic text-model one
     assert "pipeline(" not in card.text and "reward-model" in card.data.tags
     assert card.data.eval_results[0].metric_value == pytest.approx(metrics["eval_accuracy"], abs=1e-4)
     assert card.data.base_model == ("agent" if encoder == "agent" else None)
@@ -192,10 +194,10 @@ def test_reward_model_learns_the_preferences(rollouts, tmp_path, encoder, paddin
     with torch.no_grad():
         def score(i):
             steps = data.read(i)
-            r = model(frames=torch.from_numpy(steps["frames"][None]), actions=torch.from_numpy(steps["actions"][None]))
+            r = model(frames=to_model(steps["frames"][None]), actions=torch.from_numpy(steps["actions"][None]))
             return float(r.logits[0, 0])
         raw = {e["episode_id"]: score(i) for i, e in enumerate(data.episodes)}
-    cached = model(embeddings=embed_trajectories(model, data, progress=False)).logits[:, 0]
+    cached = model(embeddings=model.embed_dataset(data, progress=False)).logits[:, 0]
     assert torch.allclose(torch.tensor(list(raw.values())), cached, rtol=1e-4, atol=1e-6)
     train, _ = data.split(0.3, seed=1)
     normalised = model.normalized_reward(torch.tensor([raw[e["episode_id"]] for e in train.episodes]))
@@ -231,10 +233,10 @@ def test_killed_reward_run_resumes_to_the_same_weights(rollouts, tmp_path):
 def test_reward_sweep_writes_the_accuracy_table_and_plot(rollouts, tmp_path, capsys):
     from hf_agents.cli import main as cli
 
-    AgentModel(AgentConfig.from_preset("tiny")).save_pretrained(tmp_path / "agent")
+    make_tiny_agent(context_length=32).save_pretrained(tmp_path / "agent")
     capsys.readouterr()
     assert cli(["reward", "sweep", str(rollouts / "rollouts"), "--agent", str(tmp_path / "agent"), "--out",
-                str(tmp_path / "sweep"), "--pads", "left", "--sizes", "10", "0", "--seeds", "0", "1",
+                str(tmp_path / "sweep"), "--targets", "left", "--sizes", "10", "0", "--seeds", "0", "1",
                 "--steps", "30", "--padding-side", "left"]) == 0
     summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert summary["config"]["padding_side"] == "left"
@@ -244,4 +246,4 @@ def test_reward_sweep_writes_the_accuracy_table_and_plot(rollouts, tmp_path, cap
     assert all(len(r["accuracy"]) == 2 and 0 <= r["mean"] <= 1 for enc in rows.values() for r in enc.values())
     assert 20 <= summary["held_out_trajectories"] <= 40  # half of the 60 rollouts, split by episode
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 0
-    assert '"pad": "left", "encoder": "agent"' in capsys.readouterr().out
+    assert '"target": "left", "encoder": "agent"' in capsys.readouterr().out

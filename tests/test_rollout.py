@@ -4,7 +4,6 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium import spaces
 
 from hf_agents.actions import NOOP_IDS, action_space
@@ -14,9 +13,11 @@ from hf_agents.envs.adapter import ActionMapper, ActionMappingError, GamepadEnv,
 from hf_agents.envs.vector import BatchedEnv
 from hf_agents.games.jumppads.env import make_jumppads
 from hf_agents.games.jumppads.population import ScriptedPopulation
-from hf_agents.models import AgentConfig, AgentModel, AgentPolicy
+from hf_agents.models import AgentPolicy
 from hf_agents.rollout.engine import rollout
 from hf_agents.rollout.evaluate import evaluate_policy, wilson
+from tests.conftest import make_tiny_agent
+from tests.toy_games import Corridor
 
 
 def test_scripted_policy_evaluation_matches_intended_pad_and_writes_files(tmp_path):
@@ -46,8 +47,7 @@ def test_wilson_interval():
 
 
 def test_agent_rollouts_are_written_in_the_dataset_format(tmp_path):
-    torch.manual_seed(0)
-    model = AgentModel(AgentConfig.from_preset("tiny", context_length=8)).eval()
+    model = make_tiny_agent()
     env_fn = functools.partial(make_jumppads, frame_size=32, max_steps=12)
     policy = AgentPolicy(model, 2, temperature=0.8, seed=0)
     with BatchedEnv(env_fn, 2) as venv, TrajectoryWriter(tmp_path / "ro", frame_size=32) as writer:
@@ -108,12 +108,12 @@ def test_unmappable_spaces_are_clear():
 def test_third_party_atari_game_through_rollout_recording_and_training(tmp_path):
     # "module:id" makes every worker process import ale_py (which registers the ALE games) first
     env_fn = functools.partial(make_gamepad_env, "ale_py:ALE/Pong-v5", frame_size=32, max_episode_steps=20)
-    model = AgentModel(AgentConfig.from_preset("tiny", context_length=8)).eval()
+    model = make_tiny_agent()
     with BatchedEnv(env_fn, 2) as venv, TrajectoryWriter(tmp_path / "pong", frame_size=32) as writer:
         result = rollout(venv, AgentPolicy(model, 2, seed=0), 2, writer=writer, progress=False, source="pong")
     assert len(result.episodes) == 2 and result.dropped == 0
     ds = load_trajectories(tmp_path / "pong")
-    assert ds.read(0)["frames"].shape[1:] == (3, 32, 32)
+    assert ds.read(0)["frames"].shape[1:] == (32, 32, 3)
     from hf_agents.training.launch import main as train_main
 
     assert train_main([f"dataset={tmp_path / 'pong'}", "model_preset=tiny", "context_length=8", "max_steps=2",
@@ -128,7 +128,7 @@ def test_evaluation_shares_episodes_across_two_ranks(tmp_path):
     import subprocess
     import sys
 
-    AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=8)).save_pretrained(tmp_path / "agent")
+    make_tiny_agent().save_pretrained(tmp_path / "agent")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hf_agents.cli",
                            "evaluate", str(tmp_path / "agent"), "--episodes", "6", "--num-envs", "2", "--videos", "1",
@@ -137,32 +137,6 @@ def test_evaluation_shares_episodes_across_two_ranks(tmp_path):
     summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert summary["ranks"] == 2 and summary["episodes"] + summary["dropped"] == 6
     assert len(list((tmp_path / "eval" / "videos").glob("*.gif"))) == 1
-
-
-class Corridor(gym.Env):
-    """A third-party toy game speaking only the documented info keys: walk right to the goal, left to the pit."""
-
-    metadata = {"outcomes": ("goal", "pit")}
-    observation_space = spaces.Dict({"pos": spaces.Box(-5.0, 5.0, (1,), np.float32),
-                                     "pixels": spaces.Box(0, 255, (12, 12, 3), np.uint8)})
-    action_space = spaces.Discrete(3)  # 0 stay, 1 right (button A), 2 left (button B)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.x = 0
-        return self._obs(), self._info()
-
-    def step(self, action):
-        self.x += {0: 0, 1: 1, 2: -1}[int(action)]
-        done = abs(self.x) >= 3
-        return self._obs(), float(self.x >= 3), done, False, self._info()
-
-    def _obs(self):
-        return {"pos": np.array([self.x], np.float32), "pixels": np.full((12, 12, 3), 40 * (self.x + 3), np.uint8)}
-
-    def _info(self):
-        outcome = "goal" if self.x >= 3 else ("pit" if self.x <= -3 else None)
-        return {"outcome": outcome, "state": {"x": float(self.x)}, "spawn": 0}
 
 
 def make_corridor(frame_size=16):
@@ -209,7 +183,7 @@ def test_dict_observations_with_several_images_need_an_image_key():
 
 
 def test_third_party_atari_game_through_the_evaluate_command(tmp_path):
-    AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=8)).save_pretrained(tmp_path / "agent")
+    make_tiny_agent().save_pretrained(tmp_path / "agent")
     assert cli(["evaluate", str(tmp_path / "agent"), "--env", "ale_py:ALE/Pong-v5", "--episodes", "2",
                 "--num-envs", "2", "--max-steps", "15", "--videos", "1", "--out", str(tmp_path / "eval")]) == 0
     summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
@@ -222,9 +196,7 @@ def test_third_party_atari_game_through_the_evaluate_command(tmp_path):
 def test_same_seed_same_data_and_evaluation_however_many_game_processes(tmp_path):
     """Each episode's randomness (scripted player, agent sampling) comes from its own reset seed, so the episode
     tables are byte-identical and every episode's steps equal whether 1 or 3 processes play them."""
-    from hf_agents.data import load_trajectories
     from hf_agents.games.jumppads.generate import generate_pretrain
-    from hf_agents.models import AgentConfig, AgentModel
     from hf_agents.rollout.evaluate import evaluate_model
 
     for n in (1, 3):
@@ -237,8 +209,7 @@ def test_same_seed_same_data_and_evaluation_however_many_game_processes(tmp_path
         a, b = one.read(i), three.read(i)
         assert np.array_equal(a["frames"], b["frames"]) and np.array_equal(a["actions"], b["actions"])
 
-    torch.manual_seed(0)
-    AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=8)).save_pretrained(tmp_path / "agent")
+    make_tiny_agent().save_pretrained(tmp_path / "agent")
     for n in (1, 3):
         evaluate_model(tmp_path / "agent", tmp_path / f"eval-{n}", episodes=6, num_envs=n, seed=3, videos=0,
                        progress=False, trajectories=tmp_path / f"rollouts-{n}", max_steps=30)
@@ -252,8 +223,7 @@ def test_same_seed_same_data_and_evaluation_however_many_game_processes(tmp_path
 
 def test_two_groups_of_envs_play_the_same_episodes_as_one(tmp_path):
     """groups=2 lets half the envs act while the other half's games step; each episode keeps its own stream."""
-    torch.manual_seed(0)
-    model = AgentModel(AgentConfig.from_preset("tiny", image_size=32, context_length=8))
+    model = make_tiny_agent()
     runs = []
     for groups in (1, 2):  # fresh game processes for each run, as two runs of a command have
         with BatchedEnv(functools.partial(make_jumppads, frame_size=32, max_steps=12), 4) as venv:

@@ -37,10 +37,28 @@ def test_recipe_errors_name_file_and_field(tmp_path):
     recipe.write_text("dataset: x\nlearning_rate: fast\n")
     with pytest.raises(RecipeError, match="r.yaml.*learning_rate.*fast"):
         parse_recipe(str(recipe))
-    config = parse_recipe(str(recipe), ["learning_rate=0.5", "--max_steps", "3"])
-    assert config.learning_rate == 0.5 and config.max_steps == 3  # overrides win
-    for shipped in ("pretrain", "sft", "scratch"):
-        parse_recipe(str(REPO / "recipes" / f"{shipped}.yaml"))  # the shipped recipes parse
+
+
+def test_command_line_overrides_win_over_the_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dataset: x\nlearning_rate: 0.1\nmax_steps: 7\n")
+    plain = parse_recipe(str(recipe))
+    assert (plain.learning_rate, plain.max_steps) == (0.1, 7)
+    config = parse_recipe(str(recipe), ["learning_rate=0.5", "--max_steps", "3"])  # both override forms
+    assert (config.dataset, config.learning_rate, config.max_steps) == ("x", 0.5, 3)
+
+
+@pytest.mark.parametrize("shipped", ["pretrain", "sft", "scratch"])
+def test_the_shipped_imitation_recipes_parse_to_every_value_they_set(shipped):
+    import yaml
+
+    from hf_agents.training import load_stage
+
+    path = REPO / "recipes" / f"{shipped}.yaml"
+    config = parse_recipe(str(path))
+    assert type(config) is load_stage("imitation").CONFIG
+    for field, value in yaml.safe_load(path.read_text()).items():
+        assert getattr(config, field) == value, field
 
 
 def test_one_recipe_serves_every_target_through_references():
@@ -57,8 +75,8 @@ def test_one_recipe_serves_every_target_through_references():
 
 def test_gpu_scale_recipes_carry_the_papers_values():
     """recipes/gpu (`hf-agents demo --scale gpu`): the paper's model, frames, batches and rates (Appendix C)."""
+    from hf_agents.games.jumppads.demo import SCALES, recipe_path
     from hf_agents.models import AgentConfig
-    from hf_agents.pipeline import SCALES, recipe_path
 
     def parse(name, *overrides):
         return parse_recipe(str(recipe_path(name, SCALES["gpu"])), list(overrides))
@@ -144,7 +162,7 @@ def test_bad_inputs_fail_before_training(tmp_path, jumppads_sft, capsys):
     assert "'gpt2' checkpoint" in capsys.readouterr().err
     AgentModel(AgentConfig.from_preset("tiny", image_size=64, context_length=8)).save_pretrained(tmp_path / "a64")
     assert main([*base, f"output_dir={tmp_path / 'o2'}", f"init_from={tmp_path / 'a64'}"]) == 2
-    assert "frames are (32, 32) but the model takes 64x64" in capsys.readouterr().err
+    assert "frames are 32x32 but the model takes 64x64" in capsys.readouterr().err
     assert main([*base, f"output_dir={tmp_path / 'o3'}", "resume=true"]) == 2
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
