@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ HEAD_LORA_TARGETS = ["head.1", "head.3"]  # the head's two Linear layers
 AGENT_FILES = ("config.json", "model.safetensors")
 
 
-class TrainablePolicy:
+class TrainablePolicy(ABC):
     """`TrainablePolicy.create(agent, "lora", ...)` picks the mode's class; `model` is what an optimizer or a
     `Trainer` trains, `parameters()` its trainable tensors."""
 
@@ -53,11 +54,14 @@ class TrainablePolicy:
             policy.keep_reference()
         return policy
 
+    @abstractmethod
     def prepare(self, **lora) -> None:
-        raise NotImplementedError
+        """Freeze what is not trained (and wrap the agent for LoRA)."""
 
+    @abstractmethod
     def keep_reference(self) -> None:
-        """Freeze a copy of what trains (none for LoRA: disabling the adapter gives the reference)."""
+        """Keep the policy as it is now as the reference (a frozen copy of what trains, or for LoRA what
+        disabling or switching adapters gives)."""
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -74,10 +78,9 @@ class TrainablePolicy:
         out = agent_of(model or self.model).sliding_forward(frames, actions)
         return out.logits, out.last_hidden_state
 
-    @torch.no_grad()
+    @abstractmethod
     def reference_logits(self, frames, actions, hidden=None) -> torch.Tensor:
         """log pi_ref's logits (B, T, 68); `hidden`: the policy's trunk output when the trunk is frozen."""
-        raise NotImplementedError
 
     def save(self, out_dir) -> Path:
         """The whole agent (head, full) or the adapter alone (LoRA) in `out_dir`; the other kind's files, left by

@@ -245,7 +245,7 @@ class AlignLoop:
 def run(config: AlignLoopConfig) -> dict:
     if not config.resume:
         check_output_dir(config)
-    elif not (Path(config.output_dir) / "history.json").exists() and not Path(config.output_dir).is_dir():
+    elif not Path(config.output_dir).is_dir():
         raise RecipeError(f"{config.output_dir}: resume=true given but no loop was started there")
     loop = AlignLoop(config)  # every check before any rollout
     metrics = loop.run()
