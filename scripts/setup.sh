@@ -19,5 +19,5 @@ fi
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+"$VENV/bin/python" -m pip install -q -e ".[dev,docs]"
 touch "$stamp"
