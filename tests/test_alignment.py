@@ -129,6 +129,14 @@ def test_a_policy_saved_over_the_other_kind_leaves_one_policy(tmp_path):
         {"adapter_config.json", "adapter_model.safetensors", "hf_agents_base.json"})
 
 
+def test_online_dpo_pairs_the_best_and_worst_episode_of_each_group_and_skips_ties():
+    from hf_agents.training.align import preference_pairs
+
+    rewards = np.array([0.2, 0.9, 0.5, 0.4, 0.4, 0.4, 0.1, 0.7], np.float32)
+    groups = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    assert preference_pairs(rewards, groups) == [(1, 0), (7, 6)]  # group 1 is all ties: no pair
+
+
 def test_rloo_baseline_leaves_one_out_within_each_spawn_group():
     rewards = np.array([1.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.2, 0.8], np.float32)
     groups = np.repeat([0, 1], 4)
@@ -196,7 +204,7 @@ def _trajectory_logprobs(trainer, episodes):
         return (get_action_and_logprob(logits, actions).logprob * mask).sum(1).numpy()
 
 
-@pytest.mark.parametrize("algorithm,trainable", [("reinforce", "head"), ("rloo", "lora")])
+@pytest.mark.parametrize("algorithm,trainable", [("reinforce", "head"), ("rloo", "lora"), ("online_dpo", "lora")])
 def test_one_update_moves_the_policy_towards_higher_reward_trajectories(tmp_path, algorithm, trainable):
     from hf_agents.envs.vector import BatchedEnv
     from hf_agents.training.align import AlignTrainer
@@ -209,7 +217,7 @@ def test_one_update_moves_the_policy_towards_higher_reward_trajectories(tmp_path
         result, groups = trainer.rollout(venv, 0)
     episodes = result.episodes
     assert len(episodes) == 4 and sorted(e.index for e in episodes) == [0, 1, 2, 3]
-    if algorithm == "rloo":  # a group shares its reset seed, so its spawn
+    if algorithm != "reinforce":  # a group shares its reset seed, so its spawn
         assert episodes[0].spawn == episodes[1].spawn and episodes[2].spawn == episodes[3].spawn
         assert not np.array_equal(episodes[0].actions, episodes[1].actions)  # but each samples its own actions
     before = _trajectory_logprobs(trainer, episodes)
@@ -217,6 +225,8 @@ def test_one_update_moves_the_policy_towards_higher_reward_trajectories(tmp_path
     trainer.reward_fn = lambda eps: np.asarray([1.0 if e.index in (0, 2) else 0.0 for e in eps], np.float32)
     log = trainer.learn(episodes, groups)
     assert log["episodes"] == 4 and log["logprob_drift"] < 1e-3
+    if algorithm == "online_dpo":  # one pair per spawn group; policy == reference before the update
+        assert log["dpo_pairs"] == 2 and log["dpo_margin"] == pytest.approx(0.0, abs=1e-4)
     gain = _trajectory_logprobs(trainer, episodes) - before
     assert gain[[0, 2]].min() > gain[[1, 3]].max(), gain
 

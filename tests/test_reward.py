@@ -73,8 +73,8 @@ def test_preferences_file_round_trip_and_errors(tmp_path):
 
 def test_agent_embeddings_use_the_acting_context_and_padding():
     agent = make_tiny_agent(context_length=32)
-    model = TrajectoryRewardModel.from_agent(agent).eval()
-    assert model.config.padding_side == "right"  # the default: padding after the trajectory
+    assert TrajectoryRewardModel.from_agent(agent).config.padding_side == "left"  # the default: padding in front
+    model = TrajectoryRewardModel.from_agent(agent, padding_side="right").eval()
     frames = torch.randint(0, 256, (2, 50, 3, 32, 32), dtype=torch.uint8)
     actions = torch.randint(0, 2, (2, 50, 16))
     emb = model.embed(frames, actions, torch.tensor([50, 20]))
@@ -89,13 +89,32 @@ def test_agent_embeddings_use_the_acting_context_and_padding():
     assert torch.allclose(emb[1], alone[0], atol=1e-5)
     assert not torch.allclose(emb[0], emb[1])
     # padded in front: the same embeddings, each trajectory's last step at the last position
-    left = TrajectoryRewardModel.from_agent(agent, padding_side="left").eval()
+    left = TrajectoryRewardModel.from_agent(agent).eval()
     in_front = left.embed(frames, actions, torch.tensor([50, 20]))
     for i, length in enumerate((50, 20)):
         assert torch.allclose(in_front[i, 100 - length:], emb[i, :length], atol=1e-5)
         assert torch.allclose(in_front[i, :100 - length], emb[i, length:], atol=1e-5)
     with pytest.raises(ValueError, match="padding_side"):
         TrajectoryRewardModel.from_agent(agent, padding_side="middle")
+
+
+def test_agent_layer_picks_the_representation_that_embeds_each_step():
+    agent = make_tiny_agent(context_length=32).eval()
+    frames = torch.randint(0, 256, (1, 20, 3, 32, 32), dtype=torch.uint8)
+    actions = torch.randint(0, 2, (1, 20, 16))
+    embed = lambda layer: TrajectoryRewardModel.from_agent(  # noqa: E731
+        agent, agent_layer=layer, padding_side="right").eval().embed(frames, actions)[0, :20]
+    with torch.no_grad():
+        assert torch.allclose(embed("frames"), agent.embed_frames(frames)[0], atol=1e-5)  # the frame encoder alone
+        assert torch.allclose(embed("last"), agent(frames, actions).last_hidden_state[0], atol=1e-5)
+        tokens = agent.interleave(agent.embed_frames(frames), agent.embed_actions(actions))
+        states = agent.backbone(inputs_embeds=tokens, output_hidden_states=True).hidden_states
+        assert torch.allclose(embed("block-0"), states[0][0, 0::2], atol=1e-5)  # GPT2's input (with positions)
+        assert torch.allclose(embed("block-1"), states[1][0, 0::2], atol=1e-5)
+    inner = embed(f"block-{agent.config.num_layers - 1}")
+    assert not torch.allclose(inner, embed("last")) and not torch.allclose(inner, embed("block-0"))
+    with pytest.raises(ValueError, match="agent_layer"):
+        TrajectoryRewardModel.from_agent(agent, agent_layer=f"block-{agent.config.num_layers}")
 
 
 def test_reward_model_save_load_and_bad_input(tmp_path):

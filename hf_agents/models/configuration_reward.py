@@ -36,7 +36,7 @@ class TrajectoryRewardConfig(PretrainedConfig):
     model_type = "hf_agent_reward"
 
     def __init__(self, encoder="agent", agent_config=None, image_size=64, random_embedding_size=512, max_steps=100,
-                 padding_side="right", step_hidden_size=256, step_output_size=3, hidden_size=256, reward_min=None,
+                 padding_side="left", step_hidden_size=256, step_output_size=3, hidden_size=256, reward_min=None,
                  reward_max=None, agent_layer="last", **kwargs):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got '{encoder}'")

@@ -1,4 +1,4 @@
-"""Stage 5b (paper 3.6, Appendix A, C.4): online alignment with REINFORCE or RLOO.
+"""Stage 5b (paper 3.6, Appendix A, C.4): online alignment with REINFORCE, RLOO or online DPO.
 
 Each update rolls out a batch of episodes with the current policy (the one rollout engine), scores each
 whole trajectory (reward model, oracle or game reward: `training/rewards.py`) and applies REINFORCE with
@@ -6,7 +6,9 @@ that score as the undiscounted return of every step. Options: RLOO's leave-one-o
 episodes started from the same reset seed (same spawn); the KL penalty to the reference policy of
 Appendix A (beta, folded into the return: R - beta * sum_t log pi/pi_ref; pi_ref is the policy at the
 start of the run, `TrainablePolicy`); an entropy bonus; training the head (paper), LoRA adapters or
-everything. Episodes whose env failed are dropped (paper C.4). A killed run
+everything. Online (iterative) DPO takes the same rollouts: within each spawn group the episode the reward scores
+highest is chosen over the one it scores lowest, and the update is DPO's sigmoid loss on those pairs against the
+reference policy. Episodes whose env failed are dropped (paper C.4). A killed run
 resumes exactly: rollouts of update u depend only on (seed, u) and the weights.
 """
 
@@ -37,7 +39,7 @@ from hf_agents.training.common import (
 )
 from hf_agents.training.rewards import RewardFunction, RewardSourceArguments, stack_episodes
 
-ALGORITHMS = ("reinforce", "rloo")
+ALGORITHMS = ("reinforce", "rloo", "online_dpo")
 
 
 @dataclass
@@ -45,9 +47,13 @@ class AlignConfig(StageArguments, PolicyArguments, RolloutArguments, RewardSourc
     r"""Online alignment. Paper values (C.4): REINFORCE, 16 episodes an update, 600 updates, lr 1e-4, head only."""
 
     output_dir: str = field(default="", metadata={"help": "Where the aligned agent (or adapter), logs and plots go."})
-    algorithm: str = field(default="reinforce", metadata={"help": "reinforce (paper) or rloo (leave-one-out "
-                                                          "baseline over `rloo_k` episodes of one spawn)."})
-    rloo_k: int = field(default=4, metadata={"help": "RLOO: episodes per group sharing a reset seed (spawn)."})
+    algorithm: str = field(default="reinforce", metadata={"help": "reinforce (paper), rloo (leave-one-out "
+                                                          "baseline over `rloo_k` episodes of one spawn) or online_dpo "
+                                                          "(DPO on the best and worst episode of each spawn group)."})
+    rloo_k: int = field(default=4, metadata={"help": "rloo and online_dpo: episodes per group sharing a reset seed "
+                                             "(spawn)."})
+    dpo_beta: float = field(default=0.1, metadata={"help": "online_dpo: DPO's beta (the KL strength implied by the "
+                                                   "loss)."})
     kl_coef: float = field(default=0.0, metadata={"help": "beta of Appendix A's KL penalty to the reference policy "
                                                   "(paper's experiments: 0, head only)."})
     entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus per step."})
@@ -65,8 +71,8 @@ class AlignConfig(StageArguments, PolicyArguments, RolloutArguments, RewardSourc
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got '{self.algorithm}'")
-        if self.algorithm == "rloo" and (self.rloo_k < 2 or self.episodes_per_update % self.rloo_k):
-            raise ValueError(f"rloo needs rloo_k >= 2 dividing episodes_per_update ({self.episodes_per_update}), "
+        if self.algorithm != "reinforce" and (self.rloo_k < 2 or self.episodes_per_update % self.rloo_k):
+            raise ValueError(f"{self.algorithm} needs rloo_k >= 2 dividing episodes_per_update ({self.episodes_per_update}), "
                              f"got rloo_k={self.rloo_k}")
         super().__post_init__()
 
@@ -86,6 +92,18 @@ def advantages(rewards: np.ndarray, algorithm: str, groups: np.ndarray) -> np.nd
     return out
 
 
+def preference_pairs(rewards: np.ndarray, groups: np.ndarray) -> list[tuple[int, int]]:
+    """Online DPO's pairs: in each spawn group, (position of the best episode, position of the worst), where the
+    two rewards differ."""
+    pairs = []
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        best, worst = idx[np.argmax(rewards[idx])], idx[np.argmin(rewards[idx])]
+        if rewards[best] > rewards[worst]:
+            pairs.append((int(best), int(worst)))
+    return pairs
+
+
 class AlignTrainer:
     """Rollout -> score -> REINFORCE/RLOO update, `num_updates` times, with checkpoints and exact resume."""
 
@@ -97,7 +115,8 @@ class AlignTrainer:
         self.reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, self.outcomes,
                                         config.max_episode_steps, self.frame_size, device=self.device)
         torch.manual_seed(config.seed)
-        self.policy = config.make_policy(base.to(self.device), reference=bool(config.kl_coef))
+        reference = bool(config.kl_coef) or config.algorithm == "online_dpo"
+        self.policy = config.make_policy(base.to(self.device), reference=reference)
         self.model, self.params = self.policy.model, self.policy.parameters()
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
         self.update, self.log_history = 0, []
@@ -108,7 +127,7 @@ class AlignTrainer:
         from hf_agents.rollout.engine import rollout
 
         c = self.config
-        k = c.rloo_k if c.algorithm == "rloo" else 1
+        k = 1 if c.algorithm == "reinforce" else c.rloo_k
         base_seed = (c.seed * 1_000_003 + update) * 1000
         groups = np.repeat(np.arange(c.episodes_per_update // k), k)
         seeds = [base_seed + int(g) for g in groups]  # one reset seed (so one spawn) per RLOO group
@@ -146,6 +165,28 @@ class AlignTrainer:
             drift = max(drift, float(((scored.logprob.detach() - recorded).abs() * m).max()))
         return entropy_sum / max(steps, 1), drift
 
+    def dpo_loss(self, episodes, pairs: list[tuple[int, int]]) -> dict:
+        """Backward of DPO's loss -mean log sigmoid(beta * [(log pi - log pi_ref)(chosen) - (same)(rejected)]) over
+        (chosen, rejected) episode positions; returns the mean margin and the share of pairs already ordered."""
+        c, n = self.config, len(pairs)
+        margins = []
+        per_chunk = max(c.micro_batch_size // 2, 1)
+        for start in range(0, n, per_chunk):
+            chunk = pairs[start:start + per_chunk]
+            batch = [episodes[i] for i, _ in chunk] + [episodes[j] for _, j in chunk]
+            frames, actions, mask = stack_episodes(batch, self.device)
+            logits, hidden = self.policy.logits(frames, actions)
+            logp = (get_action_and_logprob(logits, actions, temperature=c.temperature).logprob * mask).sum(1)
+            with torch.no_grad():
+                ref_logits = self.policy.reference_logits(frames, actions, hidden)
+                ref = (get_action_and_logprob(ref_logits, actions, temperature=c.temperature).logprob * mask).sum(1)
+            ratio = logp - ref
+            margin = c.dpo_beta * (ratio[:len(chunk)] - ratio[len(chunk):])
+            (-torch.nn.functional.logsigmoid(margin).sum() / n).backward()
+            margins.append(margin.detach().cpu())
+        margins = torch.cat(margins)
+        return {"dpo_pairs": n, "dpo_margin": float(margins.mean()), "dpo_accuracy": float((margins > 0).float().mean())}
+
     @torch.no_grad()
     def kl(self, episodes) -> np.ndarray:
         """sum_t log pi(a_t) - log pi_ref(a_t) per episode (pi's log-probs as recorded by the rollout)."""
@@ -172,10 +213,16 @@ class AlignTrainer:
         c = self.config
         rewards = self.reward_fn(episodes)
         kl = self.kl(episodes) if c.kl_coef and episodes else np.zeros(len(episodes), np.float32)
-        adv = advantages(rewards - c.kl_coef * kl, c.algorithm, groups)
         self.optimizer.zero_grad(set_to_none=True)
-        entropy, drift, grad_norm = 0.0, 0.0, 0.0
-        if episodes:  # every episode of the batch failed: nothing to learn from, the update is skipped
+        entropy, drift, grad_norm, extra = 0.0, 0.0, 0.0, {}
+        if c.algorithm == "online_dpo":
+            pairs = preference_pairs(rewards - c.kl_coef * kl, groups)
+            if pairs:
+                extra = self.dpo_loss(episodes, pairs)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm))
+                self.optimizer.step()
+        elif episodes:  # every episode of the batch failed: nothing to learn from, the update is skipped
+            adv = advantages(rewards - c.kl_coef * kl, c.algorithm, groups)
             entropy, drift = self.loss(episodes, adv)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm))
             self.optimizer.step()
@@ -183,7 +230,8 @@ class AlignTrainer:
         outcomes = [e.outcome for e in episodes]
         log = {"update": self.update, "episodes": len(episodes), "reward_mean": float(np.mean(rewards)) if episodes
                else 0.0, "kl": float(np.mean(kl)) if episodes else 0.0, "entropy": entropy, "grad_norm": grad_norm,
-               "logprob_drift": drift, "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0}
+               "logprob_drift": drift, "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0,
+               **extra}
         for o in sorted(set(outcomes) | set(self.outcomes) | {NO_OUTCOME}):
             log[f"success_{o}"] = outcomes.count(o) / max(len(outcomes), 1)
         return log

@@ -58,10 +58,10 @@ class RewardTrainingConfig(StageArguments, TrainingArguments):
     agent_layer: str = field(default="last", metadata={"help": "encoder=agent: which representation embeds a "
                              "step: 'last' (the transformer's output, the paper's), 'frames' (the frame encoder's "
                              "output) or 'block-K' (the hidden state after GPT2 block K)."})
-    padding_side: str = field(default="right", metadata={"help": "Black-frame padding after each trajectory "
-                              "('right', every trajectory starts at the same input of the trajectory MLP) or in "
-                              "front of it ('left', every trajectory ends at the same input). Paper: unstated. "
-                              "Which is better depends on the data (README: reward models)."})
+    padding_side: str = field(default="left", metadata={"help": "Black-frame padding in front of each trajectory "
+                              "('left': every trajectory ends at the same input of the trajectory MLP; more accurate "
+                              "for every encoder here, docs/results.md) or after it ('right': every trajectory starts "
+                              "at the same input). Paper: unstated."})
     eval_fraction: float = field(default=0.2, metadata={"help": "Share of trajectories held out; comparisons among "
                                                         "them measure preference accuracy."})
     standardize_embeddings: bool | None = field(default=None, metadata={"help": "Standardise each embedding "

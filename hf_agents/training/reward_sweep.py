@@ -57,7 +57,7 @@ class RewardSweepConfig:
     batch_size: int = field(default=256, metadata={"help": "Comparisons per step (paper: 2048)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Paper: 1e-4."})
     l2_penalty: float = field(default=0.1, metadata={"help": "Paper: 0.1."})
-    padding_side: str = field(default="right", metadata={"help": "Padding after each trajectory ('right') or in "
+    padding_side: str = field(default="left", metadata={"help": "Padding after each trajectory ('right') or in "
                               "front of it ('left'); paper: unstated."})
     sampling: str = field(default="pairs", metadata={"help": "How N comparisons are drawn: 'pairs' "
                           "samples N of all training pairs (over up to 2N trajectories); 'trajectories' "

@@ -3,7 +3,7 @@
 generate data -> pretrain -> SFT and the from-scratch baseline -> evaluate all three (the SFT agent's
 evaluation episodes are kept as its on-policy rollouts) -> synthetic preferences for the left pad ->
 reward models with the agent encoder and the random-projection baseline -> align the SFT agent to the left
-pad with the agent-encoder reward model: preference fine-tuning, then online RL (at CPU scale RLOO, both on one
+pad with the more accurate of the two reward models: preference fine-tuning, then online RL (at CPU scale RLOO, both on one
 LoRA adapter named "left"; the paper's head-only REINFORCE at --scale gpu), each evaluated -> comparison figure
 and results tables beside the paper's. Stage outputs are reused when present.
 """
@@ -126,7 +126,7 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
     compare([out / n / "eval" for n in ("pretrain", "sft", "scratch")], out / "comparison.png", labels=list(summaries))
     rewards = reward_models(out, rollouts, s, stage, log)
     if "skipped" not in rewards["agent"]:
-        summaries.update(align_left(out, s, num_envs, stage))
+        summaries.update(align_left(out, s, num_envs, stage, best_encoder(rewards)))
     report = results_table(summaries, out) + "\n" + reward_table(rewards) + "\n" + findings_table(findings(summaries, rewards))
     (out / "report.md").write_text(report)
     log(report)
@@ -158,13 +158,20 @@ def reward_models(out: Path, rollouts: Path, s: dict, stage: Stages, log) -> dic
     return results
 
 
-def align_left(out: Path, s: dict, num_envs: int, stage: Stages) -> dict:
+def best_encoder(rewards: dict) -> str:
+    """The encoder whose reward model is the more accurate on held-out comparisons (the agent's on a tie or
+    when neither was evaluated): what a designer would align with."""
+    accuracy = {e: m.get("eval_accuracy") or 0.0 for e, m in rewards.items() if "skipped" not in m}
+    return max(accuracy, key=lambda e: (accuracy[e], e == "agent")) if accuracy else "agent"
+
+
+def align_left(out: Path, s: dict, num_envs: int, stage: Stages, encoder: str = "agent") -> dict:
     """The left designer's agent as in the paper's Figure 8: preference fine-tuning on the SFT agent's
-    top-scored rollouts, then online RL going on from it, both with the agent-encoder reward model; each
-    evaluated."""
+    top-scored rollouts, then online RL going on from it, both with the reward model of `encoder` (the more
+    accurate on held-out comparisons); each evaluated."""
     from hf_agents.models.adapters import is_adapter
 
-    reward_model, pft = out / f"reward-{PREFERRED_PAD}-agent", out / f"preference-ft-{PREFERRED_PAD}"
+    reward_model, pft = out / f"reward-{PREFERRED_PAD}-{encoder}", out / f"preference-ft-{PREFERRED_PAD}"
     recipe = recipe_path("preference_ft", s)
     sizes = [f"{k}={v}" for k, v in (("rollout_episodes", s["pft_rollouts"]), ("max_steps", s["pft_steps"]))
              if v]
