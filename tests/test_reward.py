@@ -266,3 +266,18 @@ def test_reward_sweep_writes_the_accuracy_table_and_plot(rollouts, tmp_path, cap
     assert 20 <= summary["held_out_trajectories"] <= 40  # half of the 60 rollouts, split by episode
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 0
     assert '"target": "left", "encoder": "agent"' in capsys.readouterr().out
+
+
+def test_a_degenerate_reward_model_is_reported_and_refused_by_alignment(tmp_path):
+    from hf_agents.training.reward import degenerate
+    from hf_agents.training.rewards import RewardFunction
+
+    assert "same reward" in degenerate({"reward_min": 2.0, "reward_max": 2.0})
+    assert "chance" in degenerate({"reward_min": 0.0, "reward_max": 1.0, "eval_accuracy": 0.5,
+                                   "eval_comparisons": 100})
+    assert degenerate({"reward_min": 0.0, "reward_max": 1.0, "eval_accuracy": 0.8, "eval_comparisons": 100}) is None
+    constant = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=32, reward_min=1.5,
+                                                            reward_max=1.5))
+    constant.save_pretrained(tmp_path / "rm")
+    with pytest.raises(ValueError, match="same reward.*l2_penalty"):
+        RewardFunction("model", str(tmp_path / "rm"), frame_size=32)

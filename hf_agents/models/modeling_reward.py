@@ -166,6 +166,10 @@ class TrajectoryRewardModel(PreTrainedModel):
         if model.config.reward_min is None or model.config.reward_max is None:
             raise ValueError(f"{path}: the reward model has no normalisation (reward_min/max); it did not finish "
                              "training")
+        if model.config.reward_max - model.config.reward_min < 1e-6:
+            raise ValueError(f"{path}: the reward model gives every trajectory the same reward (reward_min == "
+                             "reward_max), so it cannot guide alignment; retrain it with a lower l2_penalty, a higher "
+                             "learning_rate or more labelled pairs")
         return model.eval()
 
     def _agent_embeddings(self, frames, actions):

@@ -15,6 +15,7 @@ saved with it) is `TrajectoryRewardConfig` in `hf_agents.models`.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -238,5 +239,22 @@ def run(config: RewardTrainingConfig) -> dict:
     if eval_pairs is not None:
         metrics.update(trainer.evaluate())
     metrics["reward_min"], metrics["reward_max"] = trainer.normalise(train_index)
+    problem = degenerate(metrics)
+    if problem:
+        metrics["degenerate"] = problem
+        warnings.warn(f"{config.output_dir}: {problem}", stacklevel=2)
     save_results(trainer, config, metrics)
     return metrics
+
+
+def degenerate(metrics: dict) -> str | None:
+    """Why a trained reward model cannot guide alignment (one constant reward, or no better than chance on the
+    held-out comparisons), with what to change; None when it can."""
+    if metrics["reward_max"] - metrics["reward_min"] < 1e-6:
+        return ("the reward model gives every training trajectory the same reward; lower l2_penalty, raise "
+                "learning_rate or num_train_epochs, or label more pairs")
+    accuracy = metrics.get("eval_accuracy")
+    if accuracy is not None and metrics.get("eval_comparisons", 0) >= 20 and accuracy <= 0.55:
+        return (f"held-out accuracy {accuracy:.0%} is no better than chance; label more (or more consistent) pairs, "
+                "or try encoder=random / another agent_layer")
+    return None

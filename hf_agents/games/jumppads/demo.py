@@ -25,7 +25,7 @@ SCALES = {  # data, steps (None: the recipe's), evaluation size, reward-model ep
     # rollouts and steps, alignment updates and episodes; "cpu": the README's demo (10 reward epochs: as
     # accurate as 30 there)
     "cpu": dict(pretrain_episodes=400, per_pad=80, pretrain_steps=None, sft_steps=None, eval_episodes=300,
-                reward_epochs=10, pft_rollouts=200, pft_steps=None, align_updates=60, align_episodes=16),
+                reward_epochs=10, pft_rollouts=200, pft_steps=None, align_updates=100, align_episodes=16),
     "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8, reward_epochs=2,
                   pft_rollouts=8, pft_steps=2, align_updates=2, align_episodes=4),
     # the paper's model, frames, batches and learning rates (recipes/gpu/), for a machine with a GPU
@@ -205,19 +205,20 @@ def _evaluate(model: Path, label: str, s: dict, num_envs: int, stage: Stages) ->
 
 
 def reward_table(results: dict) -> str:
+    used = best_encoder(results)
     lines = [f"| reward model ({PREFERRED_PAD} pad) | train comparisons | held-out comparisons | held-out accuracy | "
-             "paper (~100 comparisons) |", "|---|---|---|---|---|"]
+             "paper (~100 comparisons) | aligns the adapter |", "|---|---|---|---|---|---|"]
     paper = {"agent": "> 90%", "random": "lower, high variance"}
     for encoder, m in results.items():
         if "skipped" in m:
-            lines.append(f"| {encoder} encoder | - | - | skipped: {m['skipped']} | {paper[encoder]} |")
+            lines.append(f"| {encoder} encoder | - | - | skipped: {m['skipped']} | {paper[encoder]} | |")
             continue
         accuracy = m.get("eval_accuracy")
         shown = "" if accuracy is None else f"{accuracy:.0%}"
         if _collapsed(m):
             shown = "collapsed: one constant reward for every trajectory"
         lines.append(f"| {encoder} encoder | {m['train_comparisons']} | {m['eval_comparisons']} | {shown} | "
-                     f"{paper[encoder]} |")
+                     f"{paper[encoder]} | {'yes' if encoder == used else ''} |")
     return "\n".join(lines) + "\n"
 
 
