@@ -59,6 +59,29 @@ def test_variants_look_different(env):
             assert np.abs(frames[i] - frames[j]).mean() > 5
 
 
+def test_look_alike_pads_change_only_how_the_pads_look(env):
+    alike = JumpPadsEnv(pads_look_alike=True)
+    try:
+        runs = []
+        for e in (env, alike):
+            player = ScriptedPlayer(np.random.default_rng(0), pad="left", persona=EXPERT)
+            obs, info = e.reset(seed=0, options={"spawn": 0})
+            player.reset(info)
+            frames, states = [obs], [info["state"]]
+            while info["outcome"] is None and len(frames) <= e.max_steps:
+                obs, _, terminated, truncated, info = e.step(player.act(info))
+                frames.append(obs)
+                states.append(info["state"])
+                if terminated or truncated:
+                    break
+            runs.append((info["outcome"], states, np.stack(frames).astype(float)))
+        (outcome, states, frames), (outcome_alike, states_alike, frames_alike) = runs
+        assert outcome == outcome_alike == "left" and states == states_alike  # the same game
+        assert np.abs(frames - frames_alike).max(axis=(1, 2, 3)).max() > 50  # the left pad no longer looks left
+    finally:
+        alike.close()
+
+
 @pytest.mark.parametrize("pad", PADS)
 def test_scripted_controller_reaches_each_pad_from_every_spawn(env, pad):
     for spawn in range(4):

@@ -53,16 +53,17 @@ _WAD_LOCK = threading.Lock()
 _CHDIR_LOCK = threading.Lock()
 
 
-def wad_path() -> Path:
-    """The generated WAD, written once per map version into a temp dir."""
+def wad_path(pads_look_alike: bool = False) -> Path:
+    """The generated WAD, written once per map version (and pad look) into a temp dir."""
     from hf_agents.games.jumppads import map as jumppads_map
 
     digest = hashlib.sha1(Path(jumppads_map.__file__).read_bytes()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"hf-agents-jumppads-{digest}.wad"
+    look = "-look-alike" if pads_look_alike else ""
+    path = Path(tempfile.gettempdir()) / f"hf-agents-jumppads-{digest}{look}.wad"
     with _WAD_LOCK:
         if not path.exists():
             with atomic_path(path) as tmp:
-                write_wad(tmp)
+                write_wad(tmp, pads_look_alike)
     return path
 
 
@@ -89,7 +90,7 @@ class JumpPadsEnv(gym.Env):
                 "figures": "hf_agents.games.jumppads.plots:evaluation_figures", "card": CARD}
 
     def __init__(self, frame_size=64, variant: str = DEFAULT_VARIANT, spawn: int | None = None, max_steps: int = 100,
-                 continue_after_pad: bool = False, render_mode: str | None = "rgb_array"):
+                 continue_after_pad: bool = False, render_mode: str | None = "rgb_array", pads_look_alike: bool = False):
         import vizdoom as vzd
 
         self.frame_size = (frame_size, frame_size) if isinstance(frame_size, int) else tuple(frame_size)
@@ -109,7 +110,7 @@ class JumpPadsEnv(gym.Env):
         self._scratch = tempfile.mkdtemp(prefix="hf-agents-vizdoom-")
         game = vzd.DoomGame()
         game.set_doom_game_path(os.path.join(os.path.dirname(vzd.__file__), "freedoom2.wad"))
-        game.set_doom_scenario_path(str(wad_path()))
+        game.set_doom_scenario_path(str(wad_path(pads_look_alike)))  # look-alike pads: only place tells them apart
         game.set_doom_map(map_name(variant, spawn or 0))
         big = max(self.frame_size) > 64
         game.set_screen_resolution(vzd.ScreenResolution.RES_320X240 if big else vzd.ScreenResolution.RES_160X120)

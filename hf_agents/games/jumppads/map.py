@@ -167,7 +167,7 @@ class IslandLayout:
 
 
 # -- UDMF -------------------------------------------------------------------------------------
-def _udmf(variant: Variant, spawn: int) -> str:
+def _udmf(variant: Variant, spawn: int, pads_look_alike: bool = False) -> str:
     out = ['namespace = "zdoom";']
     vertices: dict[tuple[int, int], int] = {}
     sectors, sides, lines = [], [], []
@@ -191,9 +191,10 @@ def _udmf(variant: Variant, spawn: int) -> str:
                 pad = PAD_TILES.get(k)
                 floor = PIT_DEPTH if k == "p" else (8 if pad else (BLOCK_HEIGHT if k == "b" else 0))
                 # Pits open onto the sky (a bottomless look) and their walls are dark: easy to see from afar.
-                flat = PAD_FLOOR[pad] if pad else ("F_SKY1" if k == "p" else variant.floor)
+                look = "middle" if pads_look_alike else pad  # look-alike: every pad wears the middle pad's look
+                flat = PAD_FLOOR[look] if pad else ("F_SKY1" if k == "p" else variant.floor)
                 light = 255 if pad else (48 if k == "p" else variant.light)
-                color = f' lightcolor = 0x{PAD_LIGHT[pad]};' if pad else ""
+                color = f' lightcolor = 0x{PAD_LIGHT[look]};' if pad else ""
                 tiles[key] = len(sectors)
                 kinds[key] = k
                 sectors.append(f'sector {{ heightfloor = {floor}; heightceiling = 512; texturefloor = "{flat}"; '
@@ -231,12 +232,13 @@ def map_name(variant: str, spawn: int) -> str:
     return f"MAP{list(VARIANTS).index(variant) * NUM_SPAWNS + spawn + 1:02d}"
 
 
-def write_wad(path) -> None:
-    """All (variant, spawn) maps in one PWAD."""
+def write_wad(path, pads_look_alike: bool = False) -> None:
+    """All (variant, spawn) maps in one PWAD; `pads_look_alike`: the three pads share one look (only where a pad
+    is tells it apart)."""
     lumps: list[tuple[str, bytes]] = []
     for name, variant in VARIANTS.items():
         for spawn in range(NUM_SPAWNS):
-            lumps += [(map_name(name, spawn), b""), ("TEXTMAP", _udmf(variant, spawn).encode()), ("ENDMAP", b"")]
+            lumps += [(map_name(name, spawn), b""), ("TEXTMAP", _udmf(variant, spawn, pads_look_alike).encode()), ("ENDMAP", b"")]
     data, directory, offset = b"", b"", 12
     for name, body in lumps:
         directory += struct.pack("<ii8s", offset, len(body), name.encode())
