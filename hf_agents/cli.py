@@ -111,6 +111,15 @@ def cmd_evaluate(args) -> None:
             print(json.dumps({k: one[k] for k in keys}))
 
 
+def evaluation_folder(model: str, trajectories: str | None) -> str:
+    """Where `evaluate` writes when --out is not given: MODEL/eval (the evaluation its model card shows), but beside
+    the rollouts (DIR-eval) when --trajectories DIR is given, so making rollouts never replaces a model's own
+    evaluation."""
+    if trajectories:
+        return f"{os.path.normpath(trajectories)}-eval"
+    return f"{model.rstrip('/')}/eval"
+
+
 def _adapters(specs) -> dict | None:
     """--adapter NAME=DIR or DIR (named after the folder) -> {name: dir}."""
     if not specs:
@@ -150,15 +159,17 @@ def cmd_preferences_synthetic(args) -> None:
 def cmd_reward_sweep(args) -> None:
     from transformers import HfArgumentParser
 
+    from hf_agents.files import follow_umask
     from hf_agents.training.reward_sweep import RewardSweepConfig, run_sweep
 
     rest = list(args.rest)
     if rest and not rest[0].startswith("-"):
         rest = ["--trajectories", *rest]  # the trajectories may come first, without their flag
-    parser = HfArgumentParser(RewardSweepConfig, prog="hf-agents reward sweep",
+    parser = HfArgumentParser(RewardSweepConfig, prog="hf-agents reward sweep", formatter_class=HelpFormatter,
                               description=RewardSweepConfig.__doc__)
     (config,) = parser.parse_args_into_dataclasses(args=rest)
     summary = run_sweep(config)
+    follow_umask(config.output_dir)  # the reward models' safetensors (written 0600 through tempfile)
     for target, by_encoder in summary["results"].items():
         for encoder, rows in by_encoder.items():
             print(json.dumps({"target": target, "encoder": encoder, **{k: round(r["mean"], 3) for k, r in rows.items()}}))
@@ -224,7 +235,7 @@ def cmd_label_export(args) -> None:
 
 
 def label_export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hf-agents label export",
+    p = argparse.ArgumentParser(prog="hf-agents label export", formatter_class=HelpFormatter,
                                 description="write the preferences parquet the reward stage reads, from a label "
                                             "database; ties and skips are dropped and counted")
     p.add_argument("db", help="label database (the --db of `hf-agents label`)")
@@ -245,114 +256,128 @@ def cmd_demo(args) -> None:
         raise SystemExit(1) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hf-agents", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    pu = sub.add_parser("push", help="publish an agent, reward model or adapter folder with its model card")
-    pu.add_argument("folder", help="a training run's output_dir")
-    pu.add_argument("repo_id", help="USER/NAME on the Hub")
-    pu.add_argument("--private", action="store_true")
-    pu.add_argument("--to", help="write exactly what would be uploaded into this local folder instead")
-    pu.add_argument("--base-model", help="Hub id of the base agent, shown in the card (default: its folder name)")
-    pu.set_defaults(fn=cmd_push)
-    pl = sub.add_parser("play", help="watch an agent: play episodes in the built-in game and write GIF videos")
-    pl.add_argument("model", help="agent folder (or an adapter folder, loaded onto its base)")
-    pl.add_argument("--adapter", action="append", help="[NAME=]DIR of a LoRA adapter to play with (repeatable)")
-    pl.add_argument("--episodes", type=int, default=1)
-    pl.add_argument("--temperature", type=float, default=1.0)
-    pl.add_argument("--seed", type=int, default=0)
-    pl.add_argument("--out", help="default: play-<model folder name>")
-    pl.set_defaults(fn=cmd_play)
-    rw = sub.add_parser("reward", help="reward-model studies").add_subparsers(dest="reward_command", required=True)
-    sw = rw.add_parser("sweep", help="held-out accuracy vs training comparisons, both encoders, seeds, targets "
-                       "(paper Figures 7 and 14); `hf-agents reward sweep --help` lists its fields", add_help=False)
-    sw.add_argument("rest", nargs=argparse.REMAINDER, help="TRAJECTORIES --output_dir DIR [--field value ...]")
-    sw.set_defaults(fn=cmd_reward_sweep)
-    lab = sub.add_parser("label", help="label pairs or rankings of episode videos in a browser (a local web app); "
-                         "`hf-agents label export DB --out PREFS` writes the preferences file")
-    lab.add_argument("trajectories", help="trajectory dataset to label (e.g. from `hf-agents evaluate --trajectories`)")
-    lab.add_argument("--labeller", required=True, help="the designer's name (one reward model and adapter each)")
-    lab.add_argument("--db", default="labels.sqlite", help="label database, shared by labellers and servers")
-    lab.add_argument("--port", type=int, default=7860)
-    lab.add_argument("--host", default="127.0.0.1", help="address to bind; beyond loopback needs --token")
-    lab.add_argument("--token", default=None, help="access token (or HF_AGENTS_LABEL_TOKEN)")
-    lab.add_argument("--target", type=int, default=100, help="labels this labeller aims for (progress shown)")
-    lab.add_argument("--levels", type=int, default=5, help="levels of the ranking tab's rating scale")
-    lab.add_argument("--reward-model", default=None,
-                     help="show the pairs this reward model is least sure about (default: least-watched first)")
-    lab.add_argument("--videos", default=None, help="video cache folder (default: beside the database)")
-    lab.add_argument("--seed", type=int, default=0)
-    lab.set_defaults(fn=cmd_label)
-    rec = sub.add_parser("recipes", help="the recipes and accelerate configs shipped with the package")
-    rec.add_argument("--path", action="store_true", help="print only their folder")
-    rec.set_defaults(fn=cmd_recipes)
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default after its help, unless the help gives it already or there is none (None, an off
+    switch)."""
 
-    data = sub.add_parser("data", help="trajectory datasets").add_subparsers(dest="data_command", required=True)
-    imp = data.add_parser("import", help="import WHAM recordings (.npz files or imageN.png+actions.json folders)")
-    imp.add_argument("sources", nargs="+")
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is none for none in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action)
+
+
+def _command(group, name: str, summary: str, description: str | None = None, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command: `summary` in its parent's list, `description` (default: the summary) atop its own help."""
+    return group.add_parser(name, help=summary, description=description or summary, formatter_class=HelpFormatter,
+                            **kwargs)
+
+
+def _group(sub, name: str, summary: str, dest: str):
+    """A command of sub-commands (data, env, ...); alone it prints its help."""
+    parser = _command(sub, name, summary)
+    parser.set_defaults(fn=lambda args: parser.print_help())
+    return parser.add_subparsers(dest=dest, metavar="COMMAND", title="commands",
+                                 help=f"`hf-agents {name} COMMAND --help` for its options")
+
+
+DEMO = ("JumpPads only: the whole chain on the built-in game, then its report. Generate data -> pretrain -> SFT "
+        "and the from-scratch baseline -> evaluate all three (the SFT agent's evaluation episodes are its on-policy "
+        "rollouts) -> synthetic preferences for the left pad -> reward models with the agent encoder and the "
+        "random-projection baseline -> align the SFT agent to the left pad with the more accurate of the two: "
+        "preference fine-tuning, then online RL (at CPU scale RLOO, both on one LoRA adapter named 'left'; the "
+        "paper's head-only REINFORCE at --scale gpu), each evaluated -> comparison figure and results tables beside the "
+        "paper's. Finished stages are reused when their inputs are unchanged.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hf_agents import __version__
+
+    p = argparse.ArgumentParser(
+        prog="hf-agents", formatter_class=HelpFormatter,
+        description="Train game-playing agents the way LLMs are trained, on the Hugging Face stack: trajectory data "
+                    "-> pretraining and SFT -> evaluation -> preferences -> reward model -> alignment (one LoRA "
+                    "adapter per designer) -> the Hub. The commands below are in pipeline order.",
+        epilog="`hf-agents COMMAND --help` for each command; `hf-agents train RECIPE --help` for a stage's fields. "
+               "A quick check that the whole chain runs: hf-agents demo --scale smoke")
+    p.add_argument("--version", action="version", version=f"hf-agents {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                           help="`hf-agents COMMAND --help` for its options")
+
+    data = _group(sub, "data", "trajectory datasets: import, generate, inspect, convert, publish", "data_command")
+    imp = _command(data, "import", "import WHAM recordings (.npz files or imageN.png+actions.json folders)")
+    imp.add_argument("sources", nargs="+", help=".npz files or recording folders")
     imp.add_argument("--out", required=True, help="output dataset directory")
-    imp.add_argument("--size", default="64", help="frame size, e.g. 64 or 128x128")
+    imp.add_argument("--size", default="64", help="frame size in pixels, N or WxH (e.g. 64 or 128x128)")
     imp.add_argument("--variant", default="default", help="visual variant recorded in episode metadata")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     imp.set_defaults(fn=cmd_data_import)
-    info = data.add_parser("info", help="print a dataset's statistics")
-    info.add_argument("dataset", help="local directory or Hub id")
-    info.set_defaults(fn=cmd_data_info)
-    ver = data.add_parser("verify", help="decode every frame; name each damaged episode and step")
-    ver.add_argument("dataset")
-    ver.set_defaults(fn=cmd_data_verify)
-    exp = data.add_parser("export", help="export episodes back to WHAM .npz files")
-    exp.add_argument("dataset")
-    exp.add_argument("--out", required=True)
-    exp.add_argument("--overwrite", action="store_true", help="replace episode_*.npz files already in --out")
-    exp.set_defaults(fn=cmd_data_export)
-    conv = data.add_parser("convert", help="re-encode the frames: bmp (uncompressed, fast to load) or png (small)")
-    conv.add_argument("dataset")
-    conv.add_argument("--out", required=True, help="output dataset directory (the source is kept)")
-    conv.add_argument("--frame-codec", required=True, choices=["bmp", "png"])
-    conv.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    conv.set_defaults(fn=cmd_data_convert)
-    push = data.add_parser("push", help="publish a dataset (with its card) as a Hub dataset repository")
-    push.add_argument("dataset")
-    push.add_argument("repo_id", help="user/name")
-    push.add_argument("--private", action="store_true")
-    push.set_defaults(fn=cmd_data_push)
-    gen = data.add_parser("generate", help="JumpPads only: generate the built-in game's datasets with its scripted "
-                          "population")
-    gen.add_argument("kind", choices=["pretrain", "sft"])
-    gen.add_argument("--out", required=True)
+    gen = _command(data, "generate", "JumpPads only: generate the built-in game's datasets with its scripted "
+                   "population")
+    gen.add_argument("kind", choices=["pretrain", "sft"], help="pretrain: unfiltered play; sft: successful episodes "
+                     "cut at the pad, balanced over the pads")
+    gen.add_argument("--out", required=True, help="output dataset directory")
     gen.add_argument("--episodes", type=int, default=200, help="pretrain: number of episodes")
     gen.add_argument("--per-pad", type=int, default=100, help="sft: successful episodes per pad (paper: 100)")
-    gen.add_argument("--size", default="64")
+    gen.add_argument("--size", default="64", help="frame size in pixels, N or WxH")
     gen.add_argument("--frame-codec", default="png", choices=["png", "bmp"],
                      help="png: small files; bmp: uncompressed, fast to load (GPU training)")
     gen.add_argument("--num-envs", type=int, default=4, help="parallel game processes")
     gen.add_argument("--max-steps", type=int, default=100, help="episode timeout in steps (10 Hz)")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--overwrite", action="store_true")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the spawns and the scripted players")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     gen.set_defaults(fn=cmd_data_generate)
+    info = _command(data, "info", "print a dataset's statistics")
+    info.add_argument("dataset", help="local directory or Hub dataset id")
+    info.set_defaults(fn=cmd_data_info)
+    ver = _command(data, "verify", "decode every frame; name each damaged episode and step")
+    ver.add_argument("dataset", help="local directory or Hub dataset id")
+    ver.set_defaults(fn=cmd_data_verify)
+    conv = _command(data, "convert", "re-encode the frames: bmp (uncompressed, fast to load) or png (small)")
+    conv.add_argument("dataset", help="local directory or Hub dataset id")
+    conv.add_argument("--out", required=True, help="output dataset directory (the source is kept)")
+    conv.add_argument("--frame-codec", required=True, choices=["bmp", "png"], help="the new frame encoding")
+    conv.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    conv.set_defaults(fn=cmd_data_convert)
+    exp = _command(data, "export", "export episodes back to WHAM .npz files")
+    exp.add_argument("dataset", help="local directory or Hub dataset id")
+    exp.add_argument("--out", required=True, help="folder for the episode_*.npz files")
+    exp.add_argument("--overwrite", action="store_true", help="replace episode_*.npz files already in --out")
+    exp.set_defaults(fn=cmd_data_export)
+    push = _command(data, "push", "publish a dataset (with its card) as a Hub dataset repository")
+    push.add_argument("dataset", help="local dataset directory")
+    push.add_argument("repo_id", help="USER/NAME on the Hub")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.set_defaults(fn=cmd_data_push)
 
-    env = sub.add_parser("env", help="the built-in JumpPads game").add_subparsers(dest="env_command", required=True)
-    sheet = env.add_parser("contact-sheet", help="JumpPads only: PNG of frames from every spawn and visual variant")
-    sheet.add_argument("--out", default="docs/contact_sheet.png")
-    sheet.add_argument("--size", type=int, default=128)
-    sheet.set_defaults(fn=cmd_env_contact_sheet)
-    train = sub.add_parser("train", help="train any stage from a recipe (same as python -m hf_agents.training)",
-                           add_help=False)
-    train.add_argument("rest", nargs=argparse.REMAINDER, help="recipe.yaml [key=value ...]")
+    train = _command(sub, "train", "train a stage from a recipe: pretrain, SFT, reward model, preference "
+                     "fine-tuning, alignment, DPO, the designer's loop", add_help=False,
+                     usage="hf-agents train RECIPE [key=value ...]",
+                     description="Same as `python -m hf_agents.training` (and `accelerate launch ... -m "
+                                 "hf_agents.training`). `hf-agents train --help` explains it; `hf-agents train "
+                                 "RECIPE --help` lists that stage's fields.")
+    train.add_argument("rest", nargs=argparse.REMAINDER, metavar="RECIPE [key=value ...]",
+                       help="recipe file or shipped recipe name, then overrides")
     train.set_defaults(fn=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="evaluate an agent: the paper's evaluation on JumpPads, or --env GAME")
-    ev.add_argument("model", help="agent checkpoint directory")
-    ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval)")
-    ev.add_argument("--episodes", type=int, default=1000)
-    ev.add_argument("--num-envs", type=int, default=8)
-    ev.add_argument("--temperature", type=float, default=1.0)
-    ev.add_argument("--seed", type=int, default=12345)
+    ev = _command(sub, "evaluate", "evaluate an agent: the paper's evaluation on JumpPads, or --env GAME",
+                  "Evaluate an agent: outcome shares with 95% intervals, mean return and length, figures and "
+                  "videos. By default the evaluation goes to MODEL/eval, which the model's card shows; "
+                  "--trajectories DIR (rollouts for preferences) writes it beside DIR instead, unless --out says "
+                  "where.")
+    ev.add_argument("model", help="agent folder (or a LoRA adapter folder, loaded onto its base agent)")
+    ev.add_argument("--out", default=None, help="output directory (default: MODEL/eval, the model's own evaluation "
+                    "shown in its card, replaced; with --trajectories DIR: DIR-eval, leaving MODEL/eval as it is)")
+    ev.add_argument("--episodes", type=int, default=1000, help="episodes to play (the paper's evaluation plays 1000)")
+    ev.add_argument("--num-envs", type=int, default=8, help="parallel game processes")
+    ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the agent's actions")
+    ev.add_argument("--seed", type=int, default=12345, help="first reset seed (episode i uses seed + i)")
     ev.add_argument("--videos", type=int, default=3, help="GIFs of the first N episodes")
-    ev.add_argument("--label", default=None)
+    ev.add_argument("--label", default=None, help="name in the summary and figures (default: the model's folder "
+                    "name)")
     ev.add_argument("--trajectories", default=None,
-                    help="also write the episodes as a trajectory dataset here (rollouts for preferences)")
+                    help="also write the episodes as a trajectory dataset here (rollouts for preferences and "
+                         "labelling); the evaluation then goes to DIR-eval unless --out is given")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing --trajectories dataset")
     ev.add_argument("--env", default=None,
                     help="a Gymnasium id ('module:Id', e.g. ale_py:ALE/Pong-v5) played through GamepadEnv "
@@ -362,30 +387,82 @@ def build_parser() -> argparse.ArgumentParser:
                     help="LoRA adapter(s) of a designer, loaded onto MODEL at once; each is evaluated in turn")
     ev.set_defaults(fn=cmd_evaluate)
 
-    prefs = sub.add_parser("preferences", help="preferences between trajectories").add_subparsers(
-        dest="preferences_command", required=True)
-    syn = prefs.add_parser("synthetic", help="the paper's synthetic oracle: the target outcome > another outcome > "
-                           "none, then sooner")
+    pl = _command(sub, "play", "watch an agent: play episodes in the built-in game and write GIF videos")
+    pl.add_argument("model", help="agent folder (or an adapter folder, loaded onto its base)")
+    pl.add_argument("--adapter", action="append", metavar="[NAME=]DIR",
+                    help="LoRA adapter to play with (repeatable)")
+    pl.add_argument("--episodes", type=int, default=1, help="episodes to play, one video each")
+    pl.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the agent's actions")
+    pl.add_argument("--seed", type=int, default=0, help="first reset seed")
+    pl.add_argument("--out", help="output folder (default: play-<model folder name>)")
+    pl.set_defaults(fn=cmd_play)
+
+    prefs = _group(sub, "preferences", "preferences between trajectories", "preferences_command")
+    syn = _command(prefs, "synthetic", "the paper's synthetic oracle: the target outcome > another outcome > none, "
+                   "then sooner")
     syn.add_argument("trajectories", help="trajectory dataset (e.g. from `hf-agents evaluate --trajectories`)")
     syn.add_argument("--target", "--pad", required=True, help="the outcome the designer wants: one of those the game "
                      "(--env) reports; any other is refused with the game's list")
     syn.add_argument("--env", default=None, help="the game the trajectories are from (default: the built-in JumpPads)")
     syn.add_argument("--out", required=True, help="preferences parquet file")
-    syn.add_argument("--max-comparisons", type=int, default=None, help="sample this many of all strict pairs")
-    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--max-comparisons", type=int, default=None, help="sample this many of all strict pairs "
+                     "(default: all of them)")
+    syn.add_argument("--seed", type=int, default=0, help="seed of the sampled pairs")
     syn.set_defaults(fn=cmd_preferences_synthetic)
 
-    cmp_ = sub.add_parser("compare", help="one figure of several evaluations")
-    cmp_.add_argument("eval_dirs", nargs="+")
-    cmp_.add_argument("--labels", nargs="+", default=None)
-    cmp_.add_argument("--out", default="comparison.png")
+    lab = _command(sub, "label", "label pairs or rankings of episode videos in a browser (a local web app); "
+                   "`hf-agents label export DB --out PREFS` writes the preferences file")
+    lab.add_argument("trajectories", help="trajectory dataset to label (e.g. from `hf-agents evaluate --trajectories`)")
+    lab.add_argument("--labeller", required=True, help="the designer's name (one reward model and adapter each)")
+    lab.add_argument("--db", default="labels.sqlite", help="label database, shared by labellers and servers")
+    lab.add_argument("--port", type=int, default=7860, help="port of the web app")
+    lab.add_argument("--host", default="127.0.0.1", help="address to bind; beyond loopback needs --token")
+    lab.add_argument("--token", default=None, help="access token (default: $HF_AGENTS_LABEL_TOKEN)")
+    lab.add_argument("--target", type=int, default=100, help="labels this labeller aims for (progress shown)")
+    lab.add_argument("--levels", type=int, default=5, help="levels of the ranking tab's rating scale")
+    lab.add_argument("--reward-model", default=None,
+                     help="show the pairs this reward model is least sure about (default: least-watched first)")
+    lab.add_argument("--videos", default=None, help="video cache folder (default: beside the database)")
+    lab.add_argument("--seed", type=int, default=0, help="seed of the order pairs are shown in")
+    lab.set_defaults(fn=cmd_label)
+
+    rw = _group(sub, "reward", "reward-model studies", "reward_command")
+    sw = _command(rw, "sweep", "held-out accuracy vs training comparisons, both encoders, seeds, targets (paper "
+                  "Figures 7 and 14); `hf-agents reward sweep --help` lists its fields", add_help=False)
+    sw.add_argument("rest", nargs=argparse.REMAINDER, help="TRAJECTORIES --output_dir DIR [--field value ...]")
+    sw.set_defaults(fn=cmd_reward_sweep)
+
+    cmp_ = _command(sub, "compare", "one figure of several evaluations (e.g. base vs SFT vs aligned)")
+    cmp_.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="evaluation folders (each with an eval.json)")
+    cmp_.add_argument("--labels", nargs="+", default=None, help="one name per EVAL_DIR (default: each evaluation's "
+                      "label)")
+    cmp_.add_argument("--out", default="comparison.png", help="figure file")
     cmp_.set_defaults(fn=cmd_compare)
 
-    demo = sub.add_parser("demo", help="JumpPads only: the whole pipeline on the built-in game (data, pretrain, SFT, "
-                          "scratch, eval, alignment) and its report")
-    demo.add_argument("--out", default=None, help="default: outputs (outputs-smoke for --scale smoke)")
+    rec = _command(sub, "recipes", "list the recipes and accelerate configs shipped with the package")
+    rec.add_argument("--path", action="store_true", help="print only their folder")
+    rec.set_defaults(fn=cmd_recipes)
+
+    env = _group(sub, "env", "the built-in JumpPads game", "env_command")
+    sheet = _command(env, "contact-sheet", "JumpPads only: PNG of frames from every spawn and visual variant")
+    sheet.add_argument("--out", default="docs/contact_sheet.png", help="PNG file")
+    sheet.add_argument("--size", type=int, default=128, help="frame size in pixels")
+    sheet.set_defaults(fn=cmd_env_contact_sheet)
+
+    pu = _command(sub, "push", "publish an agent, reward model or adapter folder with its model card")
+    pu.add_argument("folder", help="a training run's output_dir")
+    pu.add_argument("repo_id", help="USER/NAME on the Hub")
+    pu.add_argument("--private", action="store_true", help="create the repository private")
+    pu.add_argument("--to", help="write exactly what would be uploaded into this local folder instead")
+    pu.add_argument("--base-model", help="Hub id of the base agent, shown in the card (default: its folder name)")
+    pu.set_defaults(fn=cmd_push)
+
+    demo = _command(sub, "demo", "JumpPads only: the whole pipeline on the built-in game and its report", DEMO)
+    demo.add_argument("--out", default=None, help="output folder (default: outputs, or outputs-SCALE for the other "
+                      "scales)")
     demo.add_argument("--scale", default="cpu", choices=["cpu", "smoke", "gpu"],
-                      help="cpu: the README's demo; smoke: seconds; gpu: the paper's model, frames and batches")
+                      help="cpu: the README's demo; smoke: a short run that only checks that the chain runs (its "
+                           "numbers mean nothing); gpu: the paper's model, frames and batches")
     demo.add_argument("--num-envs", type=int, default=8, help="parallel game processes")
     demo.set_defaults(fn=cmd_demo)
     return p
@@ -395,14 +472,20 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     passed_on = {("label", "export"): None, ("reward", "sweep"): cmd_reward_sweep, ("train",): cmd_train}
     words = next((w for w in passed_on if tuple(argv[:len(w)]) == w), None)
-    if words == ("label", "export"):
-        args = label_export_parser().parse_args(argv[2:])
-    elif words:  # their own parsers read everything after the command, --help included
-        args = argparse.Namespace(fn=passed_on[words], rest=argv[len(words):], command=" ".join(words))
-    else:
-        args = build_parser().parse_args(argv)
+    try:
+        if words == ("label", "export"):
+            args = label_export_parser().parse_args(argv[2:])
+        elif words:  # their own parsers read everything after the command, --help included
+            args = argparse.Namespace(fn=passed_on[words], rest=argv[len(words):], command=" ".join(words))
+        elif not argv:  # a bare `hf-agents`: what there is to do
+            build_parser().print_help()
+            return 0
+        else:
+            args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) and usage errors (2): argparse has printed them
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
     if getattr(args, "command", None) == "evaluate" and args.out is None:
-        args.out = f"{args.model.rstrip('/')}/eval"
+        args.out = evaluation_folder(args.model, args.trajectories)
     from hf_agents.data.schema import DatasetFormatError
 
     try:
@@ -410,6 +493,10 @@ def main(argv=None) -> int:
     except (DatasetFormatError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"hf-agents: error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # a passed-on parser's --help (0) or error (2), a failed training run
+        if isinstance(e.code, int):
+            return e.code
+        raise
     return 0
 
 

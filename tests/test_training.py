@@ -128,7 +128,7 @@ def test_the_stage_registry_is_the_one_place_a_stage_is_named(tmp_path, capsys, 
         parse_recipe(str(recipe))
     assert main(["--help"]) == 0
     shown = capsys.readouterr().out
-    assert all(f"== stage: {name} ==" in shown for name in training.STAGES) and "--learning_rate" in shown
+    assert "RECIPE [key=value ...]" in shown and all(f"  {name} " in shown for name in training.STAGES)
 
     # A new stage is one module and one registry line: parse, dispatch and --help need nothing else.
     @dataclasses.dataclass
@@ -144,6 +144,9 @@ def test_the_stage_registry_is_the_one_place_a_stage_is_named(tmp_path, capsys, 
     assert json.loads(capsys.readouterr().out) == {"steps": 3}
     assert main(["stage=toy"]) == 2
     assert "`output_dir` is required for the toy stage" in capsys.readouterr().err
+    assert main(["stage=toy", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "steps (int; default: 1)" in shown and "How long." in shown and "TrainingArguments" not in shown
 
 
 def test_bad_inputs_fail_before_training(tmp_path, jumppads_sft, capsys):

@@ -90,7 +90,10 @@ def load_agent(agent_dir, adapters: dict[str, str] | None = None) -> nn.Module:
         check_adapter(path, agent_dir)
     items = list(adapters.items())
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        # peft sets fan_in_fan_out per layer (GPT2's Conv1D vs the head's Linear) and says so at every load, and
+        # it calls a transformers method deprecated in 5.x: only those two notes are silenced, nothing else
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to", category=UserWarning)
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         model = PeftModel.from_pretrained(model, items[0][1], adapter_name=items[0][0])
         for name, path in items[1:]:
             model.load_adapter(path, adapter_name=name)

@@ -36,6 +36,18 @@ class StageArguments:
                                                                                     "(tensorboard, wandb, none)."})
     save_safetensors: bool = field(default=True, metadata={"help": "Checkpoints as safetensors."})
 
+    def __post_init__(self):
+        if getattr(self, "dataloader_pin_memory", False) and not _cuda():
+            # Pinned memory only speeds up copies to a GPU; without one torch's DataLoader warns at every epoch.
+            self.dataloader_pin_memory = False
+        chain_post_init(self, StageArguments)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
 
 def chain_post_init(config, mixin: type) -> None:
     """Run the `__post_init__` that comes after `mixin`'s in the config's class order (the mixins each check their
@@ -110,15 +122,23 @@ def _argv_from(mapping: dict) -> list[str]:
     return argv
 
 
+def recipe_file(recipe: str) -> Path:
+    """The recipe file `recipe` names: a path, or a shipped recipe by name (sft.yaml, gpu/sft.yaml, or
+    recipes/sft.yaml outside the repository)."""
+    path = Path(recipe)
+    shipped = Path(*path.parts[1:]) if path.parts[:1] == ("recipes",) and len(path.parts) > 1 else path
+    if not path.exists() and not path.is_absolute() and ".." not in shipped.parts and (RECIPES / shipped).is_file():
+        path = RECIPES / shipped
+    if not path.exists():
+        raise RecipeError(f"{recipe}: no such recipe file (shipped recipes: "
+                          f"{sorted(p.name for p in RECIPES.glob('*.yaml'))})")
+    return path
+
+
 def _read_values(recipe: str | None, overrides) -> dict:
     values = {}
     if recipe:
-        path = Path(recipe)
-        if not path.exists() and (RECIPES / path.name).exists() and path.parent in (Path("."), Path("recipes")):
-            path = RECIPES / path.name  # a shipped recipe by name (sft.yaml or recipes/sft.yaml outside the repo)
-        if not path.exists():
-            raise RecipeError(f"{recipe}: no such recipe file (shipped recipes: "
-                              f"{sorted(p.name for p in RECIPES.glob('*.yaml'))})")
+        path = recipe_file(recipe)
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
@@ -179,14 +199,15 @@ def parse_stage(recipe: str | None, overrides=()) -> tuple[str, object]:
     known = set(config_class.__dataclass_fields__)
     unknown = [a[2:] for a in argv if a.startswith("--") and a[2:].replace("-", "_") not in known]
     if unknown:
-        raise RecipeError(f"{where}: unknown field(s) {unknown}; see `python -m hf_agents.training --help`")
+        raise RecipeError(f"{where}: unknown field(s) {unknown}; see `hf-agents train RECIPE --help`")
     try:
         (config,) = parser.parse_args_into_dataclasses(args=argv)
     except (ArgumentError, ValueError, TypeError) as e:
         raise RecipeError(f"{where}: {e}") from e
+    help_command = f"hf-agents train {recipe if recipe else f'stage={stage}'} --help"
     for name in module.REQUIRED:
         if not getattr(config, name):
-            raise RecipeError(f"{where}: `{name}` is required for the {stage} stage (see --help)")
+            raise RecipeError(f"{where}: `{name}` is required for the {stage} stage (see `{help_command}`)")
     return stage, config
 
 
