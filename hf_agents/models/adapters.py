@@ -79,6 +79,16 @@ def adapter_base(adapter_dir) -> str:
     return json.loads(meta.read_text())["base_model"]
 
 
+@contextmanager
+def peft_notes_silenced():
+    """peft sets fan_in_fan_out per layer (GPT2's Conv1D vs the head's Linear) and says so at every adapter it
+    makes or loads, and calls a transformers method deprecated in 5.x: only those two notes are silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to", category=UserWarning)
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def load_agent(agent_dir, adapters: dict[str, str] | None = None) -> nn.Module:
     """An agent, with any number of named LoRA adapters loaded at once (switch with `model.set_adapter(name)`)."""
     from peft import PeftModel
@@ -89,11 +99,7 @@ def load_agent(agent_dir, adapters: dict[str, str] | None = None) -> nn.Module:
     for path in adapters.values():
         check_adapter(path, agent_dir)
     items = list(adapters.items())
-    with warnings.catch_warnings():
-        # peft sets fan_in_fan_out per layer (GPT2's Conv1D vs the head's Linear) and says so at every load, and
-        # it calls a transformers method deprecated in 5.x: only those two notes are silenced, nothing else
-        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to", category=UserWarning)
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with peft_notes_silenced():
         model = PeftModel.from_pretrained(model, items[0][1], adapter_name=items[0][0])
         for name, path in items[1:]:
             model.load_adapter(path, adapter_name=name)

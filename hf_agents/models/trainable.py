@@ -12,14 +12,20 @@ The reference is the policy as it was when the object was made.
 from __future__ import annotations
 
 import copy
-import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from hf_agents.models.adapters import ADAPTER_FILES, active_adapter, agent_of, check_adapter, save_adapter
+from hf_agents.models.adapters import (
+    ADAPTER_FILES,
+    active_adapter,
+    agent_of,
+    check_adapter,
+    peft_notes_silenced,
+    save_adapter,
+)
 from hf_agents.models.modeling_agent import LORA_TARGET_MODULES, AgentModel
 
 HEAD_LORA_TARGETS = ["head.1", "head.3"]  # the head's two Linear layers
@@ -143,8 +149,7 @@ class LoraPolicy(TrainablePolicy):
         from peft import LoraConfig, PeftModel, get_peft_model
 
         self.init_adapter = init_adapter
-        with warnings.catch_warnings():  # peft sets fan_in_fan_out per layer (GPT2's Conv1D vs the head's Linear)
-            warnings.simplefilter("ignore")
+        with peft_notes_silenced():
             if init_adapter:
                 check_adapter(init_adapter, self.agent.name_or_path)
                 self.model = PeftModel.from_pretrained(self.agent, init_adapter, adapter_name=self.adapter_name,
@@ -156,8 +161,7 @@ class LoraPolicy(TrainablePolicy):
 
     def keep_reference(self) -> None:
         if self.init_adapter:  # the policy at the start is base + that adapter, not the base alone
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with peft_notes_silenced():
                 self.model.load_adapter(self.init_adapter, adapter_name=self.REFERENCE, is_trainable=False)
             self.model.set_adapter(self.adapter_name)  # the trained adapter stays the active, trainable one
 
