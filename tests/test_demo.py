@@ -115,3 +115,13 @@ def test_the_report_says_which_of_the_papers_findings_hold():
     assert rows["pretraining + SFT fails less than pretraining alone"]["holds"]
     table = findings_table(list(rows.values()))
     assert table.count("**no**") == 2 and "11% failure" in table
+    nothing = {name: _summary(0.0, 0.0, 0.0, 1.0) for name in runs}  # every episode failed: zero counts
+    assert not [r["finding"] for r in findings(nothing, rewards) if r["holds"] and "reward model" not in r["finding"]]
+    assert "| n/a |" in findings_table(findings(nothing, rewards))
+
+
+def test_the_smoke_report_says_what_smoke_scale_is_for():
+    from hf_agents.games.jumppads.demo import report_header
+
+    assert "only checks that the whole chain runs" in report_header("smoke")
+    assert report_header("cpu").startswith("# JumpPads demo report (cpu scale") and "only checks" not in report_header("cpu")

@@ -127,7 +127,8 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
     rewards = reward_models(out, rollouts, s, stage, log)
     if "skipped" not in rewards["agent"]:
         summaries.update(align_left(out, s, num_envs, stage, best_encoder(rewards)))
-    report = results_table(summaries, out) + "\n" + reward_table(rewards) + "\n" + findings_table(findings(summaries, rewards))
+    report = (report_header(scale) + results_table(summaries, out) + "\n" + reward_table(rewards) + "\n"
+              + findings_table(findings(summaries, rewards)))
     (out / "report.md").write_text(report)
     log(report)
     log(f"[demo] finished in {time.time() - t0:.0f}s; figures and videos under {out}/<stage>/eval, table in {out}/report.md")
@@ -229,9 +230,20 @@ def _collapsed(metrics: dict) -> bool:
     return lo is not None and hi is not None and hi - lo < 1e-6
 
 
+def report_header(scale: str) -> str:
+    """The report's title and what its scale is for."""
+    from hf_agents import __version__
+
+    lines = [f"# JumpPads demo report ({scale} scale, hf-agents {__version__})", ""]
+    if scale == "smoke":
+        lines += ["Smoke scale only checks that the whole chain runs: its models are tiny and barely trained, so its "
+                  "numbers mean nothing about the paper's findings.", ""]
+    return "\n".join(lines) + "\n"
+
+
 def results_table(summaries: dict, out: Path) -> str:
-    lines = ["| agent | left | middle | right | none (failure) | paper failure | eval loss | episodes |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| agent | folder | left | middle | right | none (failure) | paper failure | eval loss | episodes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     runs = {"base": "pretrain", f"sft + {PREFERRED_PAD} adapter": f"align-{PREFERRED_PAD}",
             f"sft + {PREFERRED_PAD} preference fine-tuning": f"preference-ft-{PREFERRED_PAD}"}  # label -> folder
     for label, s in summaries.items():
@@ -240,7 +252,7 @@ def results_table(summaries: dict, out: Path) -> str:
         results = out / run / "train_results.json"
         loss = json.loads(results.read_text())["metrics"].get("eval_loss") if results.exists() else None
         paper = PAPER.get(label, {}).get("none")
-        lines.append(f"| {label} | {d['left']:.0%} | {d['middle']:.0%} | {d['right']:.0%} | {d['none']:.0%} | "
+        lines.append(f"| {label} | `{run}/` | {d['left']:.0%} | {d['middle']:.0%} | {d['right']:.0%} | {d['none']:.0%} | "
                      f"{'' if paper is None else f'{paper:.0%}'} | {'' if loss is None else f'{loss:.2f}'} | "
                      f"{s['episodes']} |")
     return "\n".join(lines) + "\n"
@@ -271,7 +283,8 @@ def findings(summaries: dict, rewards: dict) -> list[dict]:
         rows.append(dict(finding="the base agent is biased (most-visited pad >= 2x the least)",
                          paper="yes (its data's spawn imbalance)", measured=" / ".join(f"{p} {v:.0%}" for p, v in
                                                                                       visits.items()),
-                         episodes=base["episodes"], holds=max(visits.values()) >= 2 * min(visits.values())))
+                         episodes=base["episodes"], holds=_measured(max(visits.values()) >= 2 * min(visits.values()),
+                                                                    *visits.values())))
     if sft and scratch:
         ratio = scratch["distribution"]["none"] / max(sft["distribution"]["none"], 1e-9)
         rows.append(dict(finding="without pretraining the agent fails >= 1.5x as often (intervals apart)",
@@ -294,8 +307,13 @@ def findings(summaries: dict, rewards: dict) -> list[dict]:
         rows.append(dict(finding=f"alignment at least doubles the {PREFERRED_PAD} pad (intervals apart)",
                          paper="~90% after 600 updates", measured=f"{_share(sft, PREFERRED_PAD)} -> "
                          f"{_share(aligned, PREFERRED_PAD)}", episodes=aligned["episodes"],
-                         holds=after >= 2 * before and apart(sft, aligned, PREFERRED_PAD)))
+                         holds=_measured(after >= 2 * before and apart(sft, aligned, PREFERRED_PAD), before, after)))
     return rows
+
+
+def _measured(holds: bool, *shares: float) -> bool | None:
+    """A finding about shares that are all zero is not measured (None: 'n/a'), whatever the comparison says."""
+    return holds if any(shares) else None
 
 
 def findings_table(rows: list[dict]) -> str:
