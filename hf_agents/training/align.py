@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hf_agents.data.schema import NO_OUTCOME
+from hf_agents.envs import game_metadata
 from hf_agents.files import atomic_dir, atomic_write_json, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob, load_checked
 from hf_agents.processes import world_size
@@ -273,7 +274,9 @@ class AlignTrainer:
         if c.target:
             metrics[f"success_{c.target}_last20"] = float(np.mean([h.get(f"success_{c.target}", 0) for h in last]))
         write_train_results(out, metrics, config=asdict(c), log_history=self.log_history)
-        plot_success(self.log_history, out / "success.png", title=f"alignment ({c.algorithm}, {c.trainable})")
+        colours = game_metadata(c.env).get("outcome_colours") if self.env_fn is None else None
+        plot_success(self.log_history, out / "success.png", title=f"alignment ({c.algorithm}, {c.trainable})",
+                     colours=colours)
         return metrics
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -323,16 +326,20 @@ def _summary_writer(config: AlignConfig):
     return SummaryWriter(str(Path(config.output_dir) / "runs"))
 
 
-def plot_success(log_history: list[dict], out, title="alignment", window: int = 10) -> Path:
-    """Success rate of each outcome over updates (moving average), as the paper's Figures 8-9."""
-    from hf_agents.rollout.plots import plt, save_figure  # the Agg backend, set there
+def plot_success(log_history: list[dict], out, title="alignment", window: int = 10,
+                 colours: dict | None = None) -> Path:
+    """Success rate of each outcome over updates (moving average), as the paper's Figures 8-9; `colours`
+    (outcome -> colour): the game's own, as its evaluation figures use them."""
+    from hf_agents.rollout.plots import NO_OUTCOME_COLOUR, plt, save_figure  # the Agg backend, set there
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     episodes = np.cumsum([h["episodes"] for h in log_history])
     for key in sorted(k for k in (log_history[0] if log_history else {}) if k.startswith("success_")):
         values = np.asarray([h.get(key, 0.0) for h in log_history])
         smooth = np.convolve(values, np.ones(window) / window, mode="valid") if len(values) >= window else values
-        ax.plot(episodes[len(episodes) - len(smooth):], smooth, label=key.removeprefix("success_"))
+        outcome = key.removeprefix("success_")
+        colour = NO_OUTCOME_COLOUR if outcome == NO_OUTCOME else (colours or {}).get(outcome)
+        ax.plot(episodes[len(episodes) - len(smooth):], smooth, label=outcome, color=colour)
     ax.set_xlabel("episodes")
     ax.set_ylabel(f"share of episodes (mean of {window} updates)")
     ax.set_ylim(0, 1)

@@ -53,8 +53,11 @@ def plot_heatmap(episodes, out, title="Where the agent goes") -> Path:
     keep = np.isfinite(xs) & np.isfinite(ys) & (xs < EXTENT[1])
     h, xe, ye = np.histogram2d(xs[keep], ys[keep], bins=(LAUNCH.w * 2, LAUNCH.h * 2),
                                range=(EXTENT[:2], EXTENT[2:]))
-    ax.imshow(np.ma.masked_equal(h.T, 0), origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]), cmap="magma",
-              alpha=0.8, norm=matplotlib.colors.LogNorm())
+    # cyan (rarely) to magenta (often): never dark like the pits nor beige like the floor; unvisited tiles show the map
+    image = ax.imshow(np.ma.masked_equal(h.T, 0), origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]),
+                      cmap="cool", alpha=0.85, norm=matplotlib.colors.LogNorm())
+    if keep.any():
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="steps spent there (log scale)")
     ax.set_title(title)
     return save_figure(fig, out)
 
