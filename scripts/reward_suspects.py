@@ -43,7 +43,7 @@ def choice(name: str, default: str) -> list[str]:
 
 def embed_all(trajectories, agent_path: str, encoders: list[str], cache_path: str) -> dict:
     """encoder -> (episodes, 100, D) embeddings padded after each trajectory, cached on disk."""
-    cache = torch.load(cache_path) if os.path.exists(cache_path) else {}
+    cache = torch.load(cache_path, weights_only=True) if os.path.exists(cache_path) else {}
     agent = AgentModel.from_pretrained(agent_path)
     for name in [e for e in encoders if e not in cache]:
         if name == "random":

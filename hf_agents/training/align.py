@@ -38,6 +38,7 @@ from hf_agents.training.common import (
     checkpoints,
     clear_checkpoints,
 )
+from hf_agents.training.dpo import pair_margins
 from hf_agents.training.rewards import RewardFunction, RewardSourceArguments, stack_episodes
 
 ALGORITHMS = ("reinforce", "rloo", "online_dpo")
@@ -175,14 +176,8 @@ class AlignTrainer:
         for start in range(0, n, per_chunk):
             chunk = pairs[start:start + per_chunk]
             batch = [episodes[i] for i, _ in chunk] + [episodes[j] for _, j in chunk]
-            frames, actions, mask = stack_episodes(batch, self.device)
-            logits, hidden = self.policy.logits(frames, actions)
-            logp = (get_action_and_logprob(logits, actions, temperature=c.temperature).logprob * mask).sum(1)
-            with torch.no_grad():
-                ref_logits = self.policy.reference_logits(frames, actions, hidden)
-                ref = (get_action_and_logprob(ref_logits, actions, temperature=c.temperature).logprob * mask).sum(1)
-            ratio = logp - ref
-            margin = c.dpo_beta * (ratio[:len(chunk)] - ratio[len(chunk):])
+            margin = pair_margins(self.policy, *stack_episodes(batch, self.device), c.dpo_beta,
+                                  temperature=c.temperature)
             (-torch.nn.functional.logsigmoid(margin).sum() / n).backward()
             margins.append(margin.detach().cpu())
         margins = torch.cat(margins)

@@ -55,8 +55,20 @@ class PairCollator:
                 "mask": torch.from_numpy(mask)}
 
 
-def trajectory_logprob(logits, actions, mask) -> torch.Tensor:
-    return (get_action_and_logprob(logits, actions).logprob * mask).sum(1)
+def trajectory_logprob(logits, actions, mask, temperature: float = 1.0) -> torch.Tensor:
+    return (get_action_and_logprob(logits, actions, temperature=temperature).logprob * mask).sum(1)
+
+
+def pair_margins(policy: TrainablePolicy, frames, actions, mask, beta: float, model=None,
+                 temperature: float = 1.0) -> torch.Tensor:
+    """DPO's beta * [(log pi - log pi_ref)(chosen) - (same)(rejected)] for a batch that holds the chosen
+    trajectories, then the rejected ones in the same order (offline and online DPO)."""
+    logits, hidden = policy.logits(frames, actions, model)
+    with torch.no_grad():  # pi_ref is frozen
+        reference = trajectory_logprob(policy.reference_logits(frames, actions, hidden), actions, mask, temperature)
+    ratio = trajectory_logprob(logits, actions, mask, temperature) - reference
+    B = len(ratio) // 2
+    return beta * (ratio[:B] - ratio[B:])
 
 
 class TrajectoryDPOTrainer(Trainer):
@@ -65,13 +77,7 @@ class TrajectoryDPOTrainer(Trainer):
         super().__init__(model=policy.model, args=args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        frames, actions, mask = inputs["frames"], inputs["actions"], inputs["mask"]
-        logits, hidden = self.policy.logits(frames, actions, model)
-        policy = trajectory_logprob(logits, actions, mask)
-        reference = trajectory_logprob(self.policy.reference_logits(frames, actions, hidden), actions, mask)
-        B = len(policy) // 2
-        ratio = policy - reference
-        margin = self.args.beta * (ratio[:B] - ratio[B:])
+        margin = pair_margins(self.policy, inputs["frames"], inputs["actions"], inputs["mask"], self.args.beta, model)
         loss = -F.logsigmoid(margin).mean()
         if model.training and self.state.global_step % max(int(self.args.logging_steps), 1) == 0:
             self.log({"reward_margin": float(margin.mean().detach()), "pair_accuracy": float((margin > 0).float().mean())})
