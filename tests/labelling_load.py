@@ -16,10 +16,11 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 
-def status(url: str, path: str, body: dict | None = None, headers: dict | None = None,
+def status(url: str, path: str, body: dict | str | None = None, headers: dict | None = None,
            timeout: float = 30) -> tuple[int, bytes]:
-    """(HTTP status, body) of one request, errors included."""
-    data = None if body is None else json.dumps(body).encode()
+    """(HTTP status, body) of one request, errors included; a str body is sent as it is (JSON json.dumps cannot
+    write, such as 1e309)."""
+    data = None if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()
     request = urllib.request.Request(url.rstrip("/") + path, data=data,
                                      headers={"content-type": "application/json", **(headers or {})})
     try:

@@ -16,6 +16,12 @@ class PairChooser:
         self.episode_ids = sorted(int(i) for i in episode_ids)
         self.rewards = rewards
         self.seed = seed
+        self.pairs_total = len(self.episode_ids) * (len(self.episode_ids) - 1) // 2
+
+    def pairs_left(self, answered: set[tuple[int, int]]) -> int:
+        """Pairs of these episodes not yet answered: the most labels that can still be asked."""
+        ids = set(self.episode_ids)
+        return self.pairs_total - sum(a in ids and b in ids and a != b for a, b in answered)
 
     def pair(self, answered: set[tuple[int, int]]) -> tuple[int, int] | None:
         """The next pair (shown left, right), or None when every pair has been answered."""

@@ -31,6 +31,14 @@ class EpisodeVideos:
                 self._render(index, out)
         return out
 
+    def steps(self, episode_id: int) -> int:
+        """The episode's length in steps (one video frame each)."""
+        return self.trajectories.episode_length(self.index[int(episode_id)])
+
+    def seconds(self, episode_id: int) -> float:
+        """The video's length at normal speed."""
+        return self.steps(episode_id) / self.fps
+
     def _render(self, index: int, out: Path) -> None:
         import imageio.v3 as iio
 
