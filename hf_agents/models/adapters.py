@@ -50,6 +50,9 @@ def save_adapter(model: nn.Module, out_dir, base_dir, name: str) -> None:
         for f in nested.iterdir():
             os.replace(f, out_dir / f.name)
         nested.rmdir()
+    card = out_dir / "README.md"
+    if card.exists() and "Model Card for Model ID" in card.read_text(errors="replace"):
+        card.unlink()  # peft's empty template: the run writes its own card
     atomic_write_json(out_dir / BASE_FILE, {"base_model": str(base_dir), "sha256": base_fingerprint(base_dir),
                                             "adapter_name": name})
 
