@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,9 +22,15 @@ def _size(text: str) -> tuple[int, int]:
 
 def cmd_data_import(args) -> None:
     from hf_agents.data.wham import import_wham
+    from hf_agents.envs.spec import GameSpec, parse_kwargs
 
-    path = import_wham(args.sources, args.out, frame_size=_size(args.size), overwrite=args.overwrite,
-                       variant=args.variant)
+    size = _size(args.size)
+    game = GameSpec.of(args.env, parse_kwargs(args.env_kwarg), args.image_key, size[0], args.fps) if args.env else None
+    if game is None:
+        print("note: no --env given: the dataset names no game, so agents trained on it need --env to play",
+              file=sys.stderr)
+    path = import_wham(args.sources, args.out, frame_size=size, overwrite=args.overwrite, variant=args.variant,
+                       fps=args.fps or (game.fps if game else 10), game=game.to_dict() if game else None)
     info = json.loads((path / "meta" / "info.json").read_text())
     print(json.dumps({"wrote": str(path), "episodes": info["num_episodes"], "steps": info["num_steps"],
                       **info["import"]}))
@@ -56,8 +63,10 @@ def cmd_data_verify(args) -> None:
 def cmd_data_export(args) -> None:
     from hf_agents.data import load_trajectories
     from hf_agents.data.wham import export_npz
+    from hf_agents.files import writing_folder
 
-    paths = export_npz(load_trajectories(args.dataset), args.out, overwrite=args.overwrite)
+    with writing_folder(args.out):
+        paths = export_npz(load_trajectories(args.dataset), args.out, overwrite=args.overwrite)
     print(f"wrote {len(paths)} .npz files to {args.out}")
 
 
@@ -79,32 +88,40 @@ def cmd_data_push(args) -> None:
 
 
 def cmd_data_generate(args) -> None:
+    from hf_agents.data.writer import check_target
+    from hf_agents.files import output_lock
     from hf_agents.games.jumppads.generate import generate_pretrain, generate_sft
 
     common = dict(frame_size=_size(args.size), num_envs=args.num_envs, seed=args.seed, max_steps=args.max_steps,
                   overwrite=args.overwrite, frame_codec=args.frame_codec)
-    if args.kind == "pretrain":
-        path = generate_pretrain(args.out, episodes=args.episodes, **common)
-    else:
-        path = generate_sft(args.out, per_pad=args.per_pad, **common)
+    with output_lock(args.out):  # a second `data generate --out` of this folder fails now, not after its games
+        check_target(Path(args.out), args.overwrite)
+        if args.kind == "pretrain":
+            path = generate_pretrain(args.out, episodes=args.episodes, **common)
+        else:
+            path = generate_sft(args.out, per_pad=args.per_pad, **common)
     info = json.loads((path / "meta" / "info.json").read_text())
     print(json.dumps({"wrote": str(path), "episodes": info["num_episodes"], "steps": info["num_steps"],
                       "dropped_episodes": info.get("dropped_episodes", 0)}))
 
 
 def cmd_env_contact_sheet(args) -> None:
+    from hf_agents.files import check_file_target, is_png
     from hf_agents.games.jumppads.plots import contact_sheet
 
+    check_file_target(args.out, args.overwrite, "PNG image", is_png)
     print(f"wrote {contact_sheet(args.out, frame_size=args.size)}")
 
 
 def cmd_evaluate(args) -> None:
+    from hf_agents.envs.spec import parse_kwargs
     from hf_agents.rollout.evaluate import evaluate_model
 
     summary = evaluate_model(args.model, args.out, episodes=args.episodes, num_envs=args.num_envs,
                              temperature=args.temperature, seed=args.seed, videos=args.videos, label=args.label,
                              trajectories=args.trajectories, overwrite=args.overwrite, env=args.env,
-                             max_steps=args.max_steps, adapters=_adapters(args.adapter))
+                             max_steps=args.max_steps, adapters=_adapters(args.adapter),
+                             env_kwargs=parse_kwargs(args.env_kwarg))
     keys = ("label", "episodes", "dropped", "distribution", "mean_return", "mean_length")
     for one in (summary.values() if summary and "episodes" not in summary else [summary]):
         if one:  # other ranks of a distributed evaluation return nothing; rank 0 reports
@@ -118,6 +135,16 @@ def evaluation_folder(model: str, trajectories: str | None) -> str:
     if trajectories:
         return f"{os.path.normpath(trajectories)}-eval"
     return f"{model.rstrip('/')}/eval"
+
+
+def _game_arguments(parser) -> None:
+    """--env, --env-kwarg and --max-steps of a command that plays an agent."""
+    parser.add_argument("--env", default=None,
+                        help="the game to play, a Gymnasium id ('module:Id', e.g. ale_py:ALE/Pong-v5) behind "
+                             "GamepadEnv (default: the game saved with the agent)")
+    parser.add_argument("--env-kwarg", action="append", default=None, metavar="KEY=VALUE",
+                        help="a keyword argument of the game (repeatable; JSON values), e.g. pads_look_alike=true")
+    parser.add_argument("--max-steps", type=int, default=None, help="episode timeout in steps (default: the game's)")
 
 
 def _adapters(specs) -> dict | None:
@@ -137,14 +164,21 @@ def cmd_preferences_synthetic(args) -> None:
     from collections import Counter
 
     from hf_agents.data import load_trajectories
-    from hf_agents.data.preferences import synthetic_preferences, write_preferences
-    from hf_agents.envs import game_outcomes
+    from hf_agents.data.preferences import check_preferences_target, synthetic_preferences, write_preferences
+    from hf_agents.envs.spec import resolve_game, saved_game
 
-    outcomes = game_outcomes(args.env)
+    check_preferences_target(args.out, args.overwrite)
+    data = load_trajectories(args.trajectories)
+    episodes = data.episodes
+    if args.env or data.info.get("game"):
+        game = resolve_game(args.env, saved_game(data.info.get("game"), args.trajectories),
+                            f"the trajectories at {args.trajectories}")
+        outcomes, where = game.outcomes, game.describe()
+    else:  # recordings that name no game: the outcomes they hold
+        outcomes = tuple(sorted({e["outcome"] for e in episodes} - {"none"}))
+        where = f"the trajectories at {args.trajectories} (they name no game; --env names it)"
     if outcomes and args.target not in outcomes:
-        raise ValueError(f"--target {args.target}: not an outcome of {args.env or 'the built-in game'}; choose one "
-                         f"of {list(outcomes)}")
-    episodes = load_trajectories(args.trajectories).episodes
+        raise ValueError(f"--target {args.target}: not an outcome of {where}; choose one of {list(outcomes)}")
     pairs = synthetic_preferences(episodes, args.target, max_comparisons=args.max_comparisons, seed=args.seed)
     if not pairs:
         raise ValueError(f"{args.trajectories}: no strict preference among its {len(episodes)} trajectories (outcomes "
@@ -177,8 +211,10 @@ def cmd_reward_sweep(args) -> None:
 
 
 def cmd_compare(args) -> None:
+    from hf_agents.files import check_file_target, is_png
     from hf_agents.rollout.evaluate import compare
 
+    check_file_target(args.out, args.overwrite, "PNG image", is_png)
     print(f"wrote {compare(args.eval_dirs, args.out, labels=args.labels)}")
 
 
@@ -190,21 +226,56 @@ def cmd_train(args) -> None:
         raise SystemExit(code)
 
 
+def accelerate_config(name: str) -> Path:
+    """An accelerate config file: a path, or the name of one shipped with the package (cpu, gpu, multi-gpu, ...)."""
+    from hf_agents.locations import RECIPES
+
+    shipped = RECIPES / "accelerate" / f"{Path(name).stem}.yaml"
+    if Path(name).is_file():
+        return Path(name)
+    if shipped.is_file() and os.sep not in name:
+        return shipped
+    names = sorted(p.stem for p in (RECIPES / "accelerate").glob("*.yaml"))
+    raise FileNotFoundError(f"accelerate config '{name}': no such file, and not one shipped with the package "
+                            f"({', '.join(names)})")
+
+
+def cmd_launch(args) -> None:
+    import subprocess
+
+    config = accelerate_config(args.config)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "-m",
+               "hf_agents.training", *args.rest]
+    print(f"accelerate launch --config_file {config} -m hf_agents.training {' '.join(args.rest)}", file=sys.stderr)
+    code = subprocess.run(command).returncode
+    if code:
+        raise SystemExit(code)
+
+
 def cmd_push(args) -> None:
+    from contextlib import nullcontext
+
+    from hf_agents.files import writing_folder
     from hf_agents.publish import push
 
-    where = push(args.folder, args.repo_id, private=args.private, to=args.to, base_model=args.base_model)
+    if args.to and os.path.exists(args.to) and not os.path.isdir(args.to):
+        raise FileExistsError(f"--to {args.to}: is a file; give a new or empty folder")
+    with writing_folder(args.to) if args.to else nullcontext():
+        where = push(args.folder, args.repo_id, private=args.private, to=args.to, base_model=args.base_model,
+                     datasets=args.datasets)
     print(f"wrote what would be uploaded to {args.repo_id} into {where}" if args.to else f"pushed {args.folder} to "
           f"the Hub model {where}")
 
 
 def cmd_play(args) -> None:
+    from hf_agents.envs.spec import parse_kwargs
     from hf_agents.rollout.evaluate import evaluate_model
 
     out = Path(args.out or f"play-{Path(args.model).name}")
     summary = evaluate_model(args.model, out, episodes=args.episodes, num_envs=min(args.episodes, 4),
                              temperature=args.temperature, seed=args.seed, videos=args.episodes,
-                             adapters=_adapters(args.adapter), progress=False)
+                             adapters=_adapters(args.adapter), progress=False, env=args.env,
+                             max_steps=args.max_steps, env_kwargs=parse_kwargs(args.env_kwarg))
     videos = sorted(str(p) for p in out.glob("**/videos/*.gif"))
     outcomes = {k: v["counts"] for k, v in summary.items()} if "counts" not in summary else summary["counts"]
     print(json.dumps({"videos": videos, "outcomes": outcomes}))
@@ -230,18 +301,38 @@ def cmd_label(args) -> None:
 
 def cmd_label_export(args) -> None:
     from hf_agents.data.labels import export_preferences
+    from hf_agents.data.preferences import check_preferences_target
 
+    check_preferences_target(args.out, args.overwrite)
     print(json.dumps(export_preferences(args.db, args.out, labeller=args.labeller)))
+
+
+def cmd_label_summary(args) -> None:
+    from hf_agents.data.labels import label_summary
+
+    print(json.dumps(label_summary(args.db), indent=2))
 
 
 def label_export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hf-agents label export", formatter_class=HelpFormatter,
-                                description="write the preferences parquet the reward stage reads, from a label "
-                                            "database; ties and skips are dropped and counted")
+                                description="write the preferences parquet the reward stage reads, from the labels "
+                                            "of a label database that were not undone; ties and skips are dropped "
+                                            "and counted; labels of a dataset regenerated since are refused")
     p.add_argument("db", help="label database (the --db of `hf-agents label`)")
     p.add_argument("--out", required=True, help="preferences parquet file")
     p.add_argument("--labeller", default=None, help="only this designer's labels (one reward model per designer)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing preferences file at --out (never "
+                   "anything else)")
     p.set_defaults(fn=cmd_label_export, command="label-export")
+    return p
+
+
+def label_summary_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hf-agents label summary", formatter_class=HelpFormatter,
+                                description="labels per designer and dataset, undone labels, and how often designers "
+                                            "agree on the pairs they both judged (JSON)")
+    p.add_argument("db", help="label database (the --db of `hf-agents label`)")
+    p.set_defaults(fn=cmd_label_summary, command="label-summary")
     return p
 
 
@@ -305,12 +396,26 @@ def build_parser() -> argparse.ArgumentParser:
                            help="`hf-agents COMMAND --help` for its options")
 
     data = _group(sub, "data", "trajectory datasets: import, generate, inspect, convert, publish", "data_command")
-    imp = _command(data, "import", "import WHAM recordings (.npz files or imageN.png+actions.json folders)")
+    imp = _command(data, "import", "import WHAM recordings (.npz files or imageN.png+actions.json folders)",
+                   "Import recordings, one episode per .npz file or folder. An .npz holds 'images' uint8 (T, 3, H, "
+                   "W) and 'actions' float (T, 16: 12 buttons in {0, 1}, then 4 stick axes in [-1, 1]); a folder "
+                   "holds imageN.png and actions.json {file name: 16 numbers}. Optional, kept as recorded: per-step "
+                   "'rewards' and 'state_<key>' arrays, the episode's 'outcome' (string) and 'outcome_step' (in an "
+                   ".npz as arrays of those names, in a folder in episode.json with 'state' as {key: [...]}). "
+                   "--env names the game (saved with the dataset, so the agents trained on it play it).")
     imp.add_argument("sources", nargs="+", help=".npz files or recording folders")
     imp.add_argument("--out", required=True, help="output dataset directory")
     imp.add_argument("--size", default="64", help="frame size in pixels, N or WxH (e.g. 64 or 128x128)")
     imp.add_argument("--variant", default="default", help="visual variant recorded in episode metadata")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    imp.add_argument("--env", default=None, help="the game the recordings come from, a Gymnasium id ('module:Id'); "
+                     "saved with the dataset (default: none named)")
+    imp.add_argument("--env-kwarg", action="append", default=None, metavar="KEY=VALUE",
+                     help="a keyword argument of the game (repeatable; JSON values)")
+    imp.add_argument("--image-key", default=None, help="the game's observation key holding the RGB frame (Dict "
+                     "observations with several images)")
+    imp.add_argument("--fps", type=int, default=None, help="frames (agent decisions) per second of the recordings "
+                     "(default: the game's render_fps, else 10)")
     imp.set_defaults(fn=cmd_data_import)
     gen = _command(data, "generate", "JumpPads only: generate the built-in game's datasets with its scripted "
                    "population")
@@ -360,7 +465,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="recipe file or shipped recipe name, then overrides")
     train.set_defaults(fn=cmd_train)
 
-    ev = _command(sub, "evaluate", "evaluate an agent: the paper's evaluation on JumpPads, or --env GAME",
+    la = _command(sub, "launch", "run a training stage with `accelerate launch` and a shipped config found by name",
+                  "Same as `accelerate launch --config_file CONFIG -m hf_agents.training RECIPE [key=value ...]`, "
+                  "where CONFIG may be the name of an accelerate config shipped with the package (see "
+                  "`hf-agents recipes`), from any folder.")
+    la.add_argument("config", help="accelerate config: a shipped name (cpu, cpu-2ranks, gpu, multi-gpu, fsdp, "
+                    "deepspeed-zero2) or a file")
+    la.add_argument("rest", nargs=argparse.REMAINDER, metavar="RECIPE [key=value ...]",
+                    help="recipe file or shipped recipe name, then overrides")
+    la.set_defaults(fn=cmd_launch)
+
+    ev = _command(sub, "evaluate", "evaluate an agent on its game: outcome shares, return, figures, videos",
                   "Evaluate an agent: outcome shares with 95% intervals, mean return and length, figures and "
                   "videos. By default the evaluation goes to MODEL/eval, which the model's card shows; "
                   "--trajectories DIR (rollouts for preferences) writes it beside DIR instead, unless --out says "
@@ -379,15 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write the episodes as a trajectory dataset here (rollouts for preferences and "
                          "labelling); the evaluation then goes to DIR-eval unless --out is given")
     ev.add_argument("--overwrite", action="store_true", help="replace an existing --trajectories dataset")
-    ev.add_argument("--env", default=None,
-                    help="a Gymnasium id ('module:Id', e.g. ale_py:ALE/Pong-v5) played through GamepadEnv "
-                         "(default: the built-in JumpPads)")
-    ev.add_argument("--max-steps", type=int, default=None, help="episode timeout in steps (default: the game's)")
+    _game_arguments(ev)
     ev.add_argument("--adapter", action="append", default=None, metavar="[NAME=]DIR",
                     help="LoRA adapter(s) of a designer, loaded onto MODEL at once; each is evaluated in turn")
     ev.set_defaults(fn=cmd_evaluate)
 
-    pl = _command(sub, "play", "watch an agent: play episodes in the built-in game and write GIF videos")
+    pl = _command(sub, "play", "watch an agent: play episodes of its game and write GIF videos")
     pl.add_argument("model", help="agent folder (or an adapter folder, loaded onto its base)")
     pl.add_argument("--adapter", action="append", metavar="[NAME=]DIR",
                     help="LoRA adapter to play with (repeatable)")
@@ -395,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the agent's actions")
     pl.add_argument("--seed", type=int, default=0, help="first reset seed")
     pl.add_argument("--out", help="output folder (default: play-<model folder name>)")
+    _game_arguments(pl)
     pl.set_defaults(fn=cmd_play)
 
     prefs = _group(sub, "preferences", "preferences between trajectories", "preferences_command")
@@ -403,22 +516,27 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("trajectories", help="trajectory dataset (e.g. from `hf-agents evaluate --trajectories`)")
     syn.add_argument("--target", "--pad", required=True, help="the outcome the designer wants: one of those the game "
                      "(--env) reports; any other is refused with the game's list")
-    syn.add_argument("--env", default=None, help="the game the trajectories are from (default: the built-in JumpPads)")
+    syn.add_argument("--env", default=None, help="the game the trajectories are from (default: the game saved with "
+                     "them)")
     syn.add_argument("--out", required=True, help="preferences parquet file")
     syn.add_argument("--max-comparisons", type=int, default=None, help="sample this many of all strict pairs "
                      "(default: all of them)")
     syn.add_argument("--seed", type=int, default=0, help="seed of the sampled pairs")
+    syn.add_argument("--overwrite", action="store_true", help="replace an existing preferences file at --out (never "
+                     "anything else)")
     syn.set_defaults(fn=cmd_preferences_synthetic)
 
     lab = _command(sub, "label", "label pairs or rankings of episode videos in a browser (a local web app); "
-                   "`hf-agents label export DB --out PREFS` writes the preferences file")
+                   "`hf-agents label export DB --out PREFS` writes the preferences file, `hf-agents label summary DB` "
+                   "counts labels and agreement")
     lab.add_argument("trajectories", help="trajectory dataset to label (e.g. from `hf-agents evaluate --trajectories`)")
     lab.add_argument("--labeller", required=True, help="the designer's name (one reward model and adapter each)")
     lab.add_argument("--db", default="labels.sqlite", help="label database, shared by labellers and servers")
     lab.add_argument("--port", type=int, default=7860, help="port of the web app")
     lab.add_argument("--host", default="127.0.0.1", help="address to bind; beyond loopback needs --token")
     lab.add_argument("--token", default=None, help="access token (default: $HF_AGENTS_LABEL_TOKEN)")
-    lab.add_argument("--target", type=int, default=100, help="labels this labeller aims for (progress shown)")
+    lab.add_argument("--target", type=int, default=100, help="labels this labeller aims for (progress shown; capped at "
+                     "the pairs left to ask)")
     lab.add_argument("--levels", type=int, default=5, help="levels of the ranking tab's rating scale")
     lab.add_argument("--reward-model", default=None,
                      help="show the pairs this reward model is least sure about (default: least-watched first)")
@@ -437,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--labels", nargs="+", default=None, help="one name per EVAL_DIR (default: each evaluation's "
                       "label)")
     cmp_.add_argument("--out", default="comparison.png", help="figure file")
+    cmp_.add_argument("--overwrite", action="store_true", help="replace an existing figure at --out")
     cmp_.set_defaults(fn=cmd_compare)
 
     rec = _command(sub, "recipes", "list the recipes and accelerate configs shipped with the package")
@@ -447,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     sheet = _command(env, "contact-sheet", "JumpPads only: PNG of frames from every spawn and visual variant")
     sheet.add_argument("--out", default="docs/contact_sheet.png", help="PNG file")
     sheet.add_argument("--size", type=int, default=128, help="frame size in pixels")
+    sheet.add_argument("--overwrite", action="store_true", help="replace an existing PNG at --out")
     sheet.set_defaults(fn=cmd_env_contact_sheet)
 
     pu = _command(sub, "push", "publish an agent, reward model or adapter folder with its model card")
@@ -454,7 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("repo_id", help="USER/NAME on the Hub")
     pu.add_argument("--private", action="store_true", help="create the repository private")
     pu.add_argument("--to", help="write exactly what would be uploaded into this local folder instead")
-    pu.add_argument("--base-model", help="Hub id of the base agent, shown in the card (default: its folder name)")
+    pu.add_argument("--base-model", help="Hub id of the base agent (required for an adapter trained on a local "
+                    "agent): written into adapter_config.json and the card")
+    pu.add_argument("--dataset", action="append", dest="datasets", default=None, metavar="HUB_ID",
+                    help="Hub id of a training dataset, shown in the card (repeatable)")
     pu.set_defaults(fn=cmd_push)
 
     demo = _command(sub, "demo", "JumpPads only: the whole pipeline on the built-in game and its report", DEMO)
@@ -468,13 +591,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# option -> (rule it must meet, what to give); checked before any work
+NUMBER_RULES = {
+    "num_envs": (lambda v: v >= 1, ">= 1 (parallel game processes)"),
+    "per_pad": (lambda v: v >= 1, ">= 1"),
+    "max_steps": (lambda v: v >= 1, ">= 1 (episode timeout in steps)"),
+    "videos": (lambda v: v >= 0, ">= 0"),
+    "max_comparisons": (lambda v: v >= 1, ">= 1"),
+    "temperature": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0 (1.0 samples the agent as trained)"),
+    "port": (lambda v: 1 <= v <= 65535, "a TCP port in 1..65535 (default 7860)"),
+    "levels": (lambda v: v >= 2, ">= 2 (levels of the rating scale)"),
+    "target": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def check_numbers(args) -> None:
+    """Refuse a numeric option out of its range, naming the option and what to give (before any work)."""
+    for name, (ok, rule) in NUMBER_RULES.items():
+        value = getattr(args, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
+            raise ValueError(f"--{name.replace('_', '-')} {value}: must be {rule}")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    passed_on = {("label", "export"): None, ("reward", "sweep"): cmd_reward_sweep, ("train",): cmd_train}
+    passed_on = {("label", "export"): None, ("label", "summary"): None, ("reward", "sweep"): cmd_reward_sweep,
+                 ("train",): cmd_train}
     words = next((w for w in passed_on if tuple(argv[:len(w)]) == w), None)
     try:
         if words == ("label", "export"):
             args = label_export_parser().parse_args(argv[2:])
+        elif words == ("label", "summary"):
+            args = label_summary_parser().parse_args(argv[2:])
         elif words:  # their own parsers read everything after the command, --help included
             args = argparse.Namespace(fn=passed_on[words], rest=argv[len(words):], command=" ".join(words))
         elif not argv:  # a bare `hf-agents`: what there is to do
@@ -489,9 +637,13 @@ def main(argv=None) -> int:
     from hf_agents.data.schema import DatasetFormatError
 
     try:
+        check_numbers(args)
         args.fn(args)
-    except (DatasetFormatError, FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"hf-agents: error: {e}", file=sys.stderr)
+    except (DatasetFormatError, OSError, ValueError) as e:  # OSError: a read-only or full disk, a busy output, ...
+        from hf_agents.files import error_message
+
+        where = getattr(args, "out", None) or getattr(args, "to", None)  # for an error that names no path
+        print(f"hf-agents: error: {error_message(e, where)}", file=sys.stderr)
         return 2
     except SystemExit as e:  # a passed-on parser's --help (0) or error (2), a failed training run
         if isinstance(e.code, int):

@@ -5,14 +5,20 @@ through `atomic_dir`. `train_results.json` is written by `write_train_results` f
 write gets the mode a plain `open()` would give (0o666 less the umask), also when the writer inside made its
 file with `tempfile` (mode 0o600, e.g. safetensors' `save_file`); `follow_umask` does the same for a folder
 that other libraries wrote (a Trainer's output_dir).
+
+A writer holds `output_lock(OUTPUT)` while it writes, so a second writer of the same output fails at once
+naming the first; `check_file_target` refuses to write a file over what is not its own kind; `describe_os_error`
+turns a disk error (read-only, full, no permission) into one line naming the path and the fix.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -101,3 +107,183 @@ def sha256_file(path) -> str:
 def write_train_results(out_dir, metrics: dict, **extra) -> Path:
     """out_dir/train_results.json: the stage's final metrics, then `extra` (config, log_history, ...)."""
     return atomic_write_json(Path(out_dir) / "train_results.json", {"metrics": metrics, **extra})
+
+
+# -- one writer per output ----------------------------------------------------------------------------------------
+
+
+class OutputBusyError(FileExistsError):
+    """Another process holds the lock of the output this one was about to write."""
+
+
+_HELD: dict[Path, list[int]] = {}  # lock file -> [its descriptor, times taken] (a nested take is free)
+
+
+def lock_file(output) -> Path:
+    """The lock file of `output`: `.NAME.lock` beside it (the output itself may not exist yet)."""
+    output = Path(os.path.abspath(output))
+    return output.with_name(f".{output.name}.lock")
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "a process that is starting"
+    except OSError:
+        return "another process"
+
+
+def _take(path: Path, output: Path) -> int:
+    """Open and flock `path` (fails at once when held); retried when the file was replaced meanwhile."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputBusyError(f"{output}: another run is writing it ({_holder(path)}); wait for it to finish or "
+                                  f"choose another output") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:  # not unlinked by a holder releasing it meanwhile
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+class OutputLock:
+    """An exclusive lock on one output (a dataset, a training run's output_dir, a file), taken at once or refused
+    with `OutputBusyError` naming the holder. The kernel releases it when the process ends, killed or not."""
+
+    def __init__(self, output):
+        self.output, self.path, self.taken = Path(output), lock_file(output), False
+
+    def acquire(self) -> OutputLock:
+        if self.taken:
+            return self
+        if self.path in _HELD:
+            _HELD[self.path][1] += 1
+        else:
+            _HELD[self.path] = [self._open(), 1]
+        self.taken = True
+        return self
+
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = _take(self.path, self.output)
+        except OutputBusyError:
+            raise
+        except OSError as e:  # a read-only or full disk: name the output, not its lock file
+            raise type(e)(e.errno, e.strerror, str(self.output)) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}".encode())
+        except OSError:  # a full disk: let the error name it, holding and leaving nothing
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            raise
+        return fd
+
+    def release(self) -> None:
+        if not self.taken:
+            return
+        self.taken = False
+        held = _HELD[self.path]
+        held[1] -= 1
+        if held[1]:
+            return
+        import fcntl
+
+        del _HELD[self.path]
+        self.path.unlink(missing_ok=True)  # while still held: a waiting writer then retries on a fresh file
+        fcntl.flock(held[0], fcntl.LOCK_UN)
+        os.close(held[0])
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def output_lock(output) -> OutputLock:
+    """`with output_lock(path):` while writing `path`; see `OutputLock`."""
+    return OutputLock(output)
+
+
+# -- what an output may replace ------------------------------------------------------------------------------------
+
+
+def check_file_target(path, overwrite: bool, kind: str, is_kind=None, flag: str = "--out") -> Path:
+    """Refuse to write the file `path` over a folder, over any file unless `overwrite`, and over a file that is not
+    a `kind` (`is_kind(path)` false: a database, a dataset's table, a model's weights, ...) even then."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileExistsError(f"{flag} {path}: is a folder; give a {kind} file path")
+    if not path.exists():
+        return path
+    if not overwrite:
+        raise FileExistsError(f"{flag} {path}: already exists; pass --overwrite to replace it or choose a new path")
+    if is_kind is not None and not is_kind(path):
+        raise FileExistsError(f"{flag} {path}: exists and is not a {kind}; --overwrite only replaces a {kind}, so "
+                              "nothing was changed; choose another path")
+    return path
+
+
+def is_png(path) -> bool:
+    """A PNG image file (by its signature)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+# -- disk and OS errors --------------------------------------------------------------------------------------------
+
+_FIXES = {errno.EROFS: "the file system is read-only; write somewhere else",
+          errno.ENOSPC: "the disk is full; free space or write somewhere else",
+          errno.EDQUOT: "the disk quota is used up; free space or write somewhere else",
+          errno.EACCES: "permission denied; write somewhere you may write, or fix the permissions",
+          errno.EPERM: "operation not permitted; write somewhere you may write, or fix the permissions",
+          errno.ENOTDIR: "a file stands where a folder is needed; choose another path",
+          errno.EISDIR: "a folder stands where a file is needed; choose another path"}
+
+
+def is_disk_error(error: BaseException) -> bool:
+    """An OS error about the disk or the path itself (not one of ours, which carry their own message)."""
+    return isinstance(error, OSError) and error.errno is not None
+
+
+def describe_os_error(error: OSError, fallback=None) -> str:
+    """One line: the path (`fallback` when the error names none) and the cause, with the fix
+    (`PATH: the disk is full; free space or write somewhere else (ENOSPC)`); of two paths (a copy's source and
+    destination), the second, where it was writing."""
+    where = next((name for name in (error.filename2, error.filename) if name is not None), fallback or "the output")
+    cause = _FIXES.get(error.errno) or f"{error.strerror or error}"
+    return f"{where}: {cause} ({errno.errorcode.get(error.errno, error.errno)})"
+
+
+def error_message(error: BaseException, fallback=None) -> str:
+    """The one line a command prints for `error`: a disk or OS error names the path (`fallback` when it names none)
+    and the fix; the library's own errors carry their message."""
+    text = describe_os_error(error, fallback) if is_disk_error(error) else str(error)
+    return " ".join(text.split()) if "\n" in text else text
+
+
+@contextmanager
+def writing_folder(path):
+    """While a writer fills the folder `path`: hold its lock, and when the writer fails, remove the folder if it
+    was not there before (a full disk leaves no half-written output behind)."""
+    path = Path(path)
+    with output_lock(path):
+        existed = path.exists()
+        try:
+            yield path
+        except BaseException:
+            if not existed:
+                shutil.rmtree(path, ignore_errors=True)
+            raise

@@ -62,11 +62,14 @@ def write_test_dataset(path, lengths=(8, 8, 8), size=(16, 16), rng=0, outcomes=N
 
 def make_tiny_agent(seed=0, **config_overrides):
     """The tests' agent: the "tiny" preset (32x32 frames) with 8 steps of context unless overridden, initialised
-    from `seed`, in eval mode."""
+    from `seed`, in eval mode; a JumpPads agent (its saved game) unless `game` says otherwise."""
+    from hf_agents.envs.spec import GameSpec
     from hf_agents.models import AgentConfig, AgentModel
 
     torch.manual_seed(seed)
-    return AgentModel(AgentConfig.from_preset("tiny", **{"context_length": 8, **config_overrides})).eval()
+    size = config_overrides.get("image_size", 32)
+    values = {"context_length": 8, "game": GameSpec.of(None, frame_size=size).to_dict(), **config_overrides}
+    return AgentModel(AgentConfig.from_preset("tiny", **values)).eval()
 
 
 def random_batch(B=2, T=8, size=32, seed=0):

@@ -265,9 +265,12 @@ def test_dropped_episodes_shrink_the_batch(tmp_path):
     assert not torch.equal(head, trainer.model.head[3].weight)  # the update used the 3 that finished
 
 
-def _align_cli(tmp_path, out, *extra):
+def _align_cli(tmp_path, out, *extra, ranks: int = 0):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    args = [sys.executable, "-m", "hf_agents.training", str(REPO / "recipes" / "align.yaml"),
+    if ranks:  # launched as `accelerate launch` does on CPU: torchrun processes speaking gloo
+        env.update(CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="true")
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks)] if ranks else []
+    args = [sys.executable, *launcher, "-m", "hf_agents.training", str(REPO / "recipes" / "align.yaml"),
             f"agent={tmp_path / 'sft'}", f"output_dir={out}", "reward_source=oracle", "reward_model=",
             "episodes_per_update=4", "num_envs=2", "max_episode_steps=12", "num_updates=5", "save_steps=1",
             "save_total_limit=10", "learning_rate=3e-2", "rloo_k=2", "report_to=none", "init_adapter=",
@@ -297,6 +300,30 @@ def test_killed_alignment_run_resumes_to_the_same_weights(tmp_path):
     history = json.loads((tmp_path / "killed" / "train_results.json").read_text())["log_history"]
     assert [h["update"] for h in history] == [1, 2, 3, 4, 5]
     assert (tmp_path / "killed" / "success.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["rloo", "online_dpo"])
+def test_alignment_on_two_ranks_matches_one_rank(tmp_path, algorithm):
+    """Each rank plays its share of the spawn groups with its own games; the gradients are summed: the same
+    episodes, log and weights as one process, up to float order."""
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
+    runs = {n: _align_cli(tmp_path, tmp_path / f"ranks-{n}", "num_updates=3", f"algorithm={algorithm}",
+                          "kl_coef=0.1", ranks=n) for n in (1, 2)}
+    for proc in runs.values():
+        assert proc.wait(timeout=500) == 0, proc.stdout.read()[-3000:]
+    one, two = (load_file(tmp_path / f"ranks-{n}" / "adapter_model.safetensors") for n in (1, 2))
+    assert one.keys() == two.keys() and len(one) > 0
+    for k in one:
+        torch.testing.assert_close(one[k], two[k], atol=1e-5, rtol=1e-4)
+    logs = [json.loads((tmp_path / f"ranks-{n}" / "train_results.json").read_text())["log_history"] for n in (1, 2)]
+    for a, b in zip(*logs):
+        assert a["episodes"] == b["episodes"] == 4
+        assert {k: v for k, v in a.items() if k.startswith("success_")} == \
+               {k: v for k, v in b.items() if k.startswith("success_")}
+        assert a["reward_mean"] == pytest.approx(b["reward_mean"], abs=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+    assert any(h["grad_norm"] > 0 for h in logs[0])  # they learnt something, the same thing
 
 
 def test_bad_alignment_inputs_fail_before_any_work(tmp_path):
@@ -352,6 +379,26 @@ def test_preference_fine_tuning_clones_the_best_scored_rollouts_and_resumes(tmp_
     history = json.loads((out / "train_results.json").read_text())["metrics"]["history"]
     assert [h["iteration"] for h in history] == [1, 2]
     assert load_trajectories(out / "iteration-2" / "rollouts").info["policy"]["checkpoint"].endswith("model")
+
+
+@pytest.mark.slow
+def test_preference_fine_tuning_on_two_ranks_rolls_out_once_and_trains_on_the_same_selection(tmp_path):
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
+    out = tmp_path / "pft"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                           "hf_agents.training", str(REPO / "recipes" / "preference_ft.yaml"), f"agent={tmp_path / 'sft'}",
+                           f"output_dir={out}", "reward_source=oracle", "target=left", "reward_model=",
+                           "rollout_episodes=6", "top_fraction=0.5", "trainable=head", "max_episode_steps=12",
+                           "num_envs=2", "max_steps=2", "per_device_train_batch_size=2", "context_length=8",
+                           "learning_rate=1e-2", "warmup_steps=0", "report_to=none", "iterations=1"],
+                          env=env, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "train_results.json").read_text())["metrics"]["history"]
+    assert history[0]["rollouts"] == 6 and history[0]["kept"] == 3  # one set of rollouts, not one per rank
+    before = load_file(tmp_path / "sft" / "model.safetensors")
+    after = load_file(out / "model.safetensors")
+    assert not torch.equal(before["head.3.weight"], after["head.3.weight"])
 
 
 def test_logprobs_recomputed_in_training_equal_the_rollout_datasets_column(tmp_path):

@@ -225,3 +225,282 @@ def test_nan_actions_in_a_recording_are_named_and_write_nothing(tmp_path, capsys
     code, err = cli(capsys, "data", "import", tmp_path / "nan.npz", "--out", tmp_path / "ds", "--size", "8")
     assert code == 2 and "nan.npz: component 'left_y' is outside the gamepad contract" in err
     assert not (tmp_path / "ds").exists()
+
+
+# -- issue 31: outputs that cannot be clobbered, one writer per output, bounds, disk errors --------------------------
+
+
+def checksums(*paths) -> dict:
+    """sha256 of every file under `paths` (files or folders): what must stay byte-equal."""
+    from hf_agents.files import sha256_file
+
+    files = [p for path in paths for p in ([path] if path.is_file() else sorted(path.rglob("*"))) if p.is_file()]
+    return {str(p): sha256_file(p) for p in files}
+
+
+def one_error_line(err: str, prefix: str = "hf-agents") -> str:
+    """The command's error: exactly one line starting `prefix` and no traceback (progress bars may come before)."""
+    lines = [line for line in err.splitlines() if line.startswith(f"{prefix}")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def label_db(path):
+    """A label database beside the dataset its labels are of (path.parent / "labelled")."""
+    from hf_agents.labelling import LabelStore
+    from hf_agents.locations import fingerprint
+
+    data = path.parent / "labelled"
+    write_test_dataset(data, [3] * 7, rng=1)
+    store = LabelStore(path, fingerprint(data), str(data), range(7))
+    store.add("alice", "pair", [3, 4], [1, 0])
+    store.add("alice", "pair", [5, 6], [0, 1])
+    return path
+
+
+def test_out_files_refuse_what_is_there_and_never_replace_a_database_a_table_or_weights(tmp_path, capsys, rng,
+                                                                                       tiny_agent_dir):
+    db, prefs = label_db(tmp_path / "labels.sqlite"), tmp_path / "prefs.parquet"
+    write_test_dataset(tmp_path / "ds", [5] * 3, rng=rng, outcomes=["left", "none"])
+    table = tmp_path / "ds" / "episodes" / "episodes.parquet"
+    weights = tiny_agent_dir / "model.safetensors"
+    before = checksums(db, tmp_path / "ds", tiny_agent_dir)
+    for target in (db, table, weights):
+        for overwrite in ([], ["--overwrite"]):
+            for command in (["label", "export", db], ["preferences", "synthetic", tmp_path / "ds", "--pad", "left"]):
+                code, err = cli(capsys, *command, "--out", target, *overwrite)
+                line = one_error_line(err)
+                assert code == 2 and f"--out {target}: " in line, line
+                if not overwrite:
+                    assert "already exists; pass --overwrite to replace it" in line or "inside the trajectory" in line
+    assert "exists and is not a preferences file; --overwrite only replaces a preferences file" in line
+    assert checksums(db, tmp_path / "ds", tiny_agent_dir) == before
+    code, err = cli(capsys, "label", "export", db, "--out", tmp_path / "ds" / "new.parquet")
+    assert code == 2 and f"lies inside the trajectory dataset {tmp_path / 'ds'}" in one_error_line(err)
+    assert not (tmp_path / "ds" / "new.parquet").exists()
+    assert main(["label", "export", str(db), "--out", str(prefs)]) == 0  # a new file: written
+    code, err = cli(capsys, "label", "export", db, "--out", prefs)
+    assert code == 2 and f"--out {prefs}: already exists; pass --overwrite" in one_error_line(err)
+    assert main(["label", "export", str(db), "--out", str(prefs), "--labeller", "alice", "--overwrite"]) == 0
+    assert checksums(db) == {k: v for k, v in before.items() if k == str(db)}
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no lock or temp file left
+
+
+HOLD_WRITER = """
+import sys
+import numpy as np
+from hf_agents.data import TrajectoryWriter
+writer = TrajectoryWriter(sys.argv[1], frame_size=(16, 16))
+writer.add_episode(np.zeros((3, 16, 16, 3), np.uint8), np.zeros((3, 16), np.int64), source="first")
+print("ready", flush=True)
+sys.stdin.readline()
+writer.close()
+"""
+
+HOLD_LOCK = """
+import sys
+from hf_agents.files import output_lock
+with output_lock(sys.argv[1]):
+    print("ready", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def holder(script, path):
+    """A process writing `path` (through the library's own writer or lock), paused until told to finish."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_second_writer_of_one_output_is_refused_at_once_and_the_first_result_is_intact(tmp_path, capsys, rng):
+    import time
+
+    src, out = wham_folder(tmp_path / "rec"), tmp_path / "ds"
+    first = holder(HOLD_WRITER, out)
+    try:
+        busy = f"{out}: another run is writing it (pid {first.pid}: "
+        code, err = cli(capsys, "data", "import", src, "--out", out, "--size", "16")
+        assert code == 2 and busy in one_error_line(err) and "wait for it to finish" in err
+        start = time.monotonic()
+        code, err = cli(capsys, "data", "generate", "pretrain", "--out", out, "--episodes", 1, "--num-envs", 1)
+        assert code == 2 and busy in one_error_line(err) and time.monotonic() - start < 5  # no game was started
+        first.communicate("\n", timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 0
+    assert [e["source"] for e in load_trajectories(out).episodes] == ["first"]  # the first writer's result
+    run = tmp_path / "run"
+    second = holder(HOLD_LOCK, run)
+    try:
+        code, err = cli(capsys, "train", "stage=imitation", f"dataset={out}", f"output_dir={run}")
+        assert code == 2 and f"{run}: another run is writing it (pid {second.pid}" in one_error_line(err)
+        assert not run.exists()
+        second.kill()  # killed, not finished: the kernel releases the lock
+        second.wait(timeout=30)
+        killed = holder(HOLD_WRITER, tmp_path / "ds2")
+        killed.kill()
+        killed.wait(timeout=30)
+    finally:
+        second.kill()
+    assert main(["data", "import", str(src), "--out", str(tmp_path / "ds2"), "--size", "16"]) == 0
+    assert len(load_trajectories(tmp_path / "ds2")) == 1
+
+
+@pytest.mark.parametrize("stage, override, message", [
+    ("imitation", "max_steps=0", "max_steps=0: must be -1 (train for num_train_epochs) or >= 1"),
+    ("imitation", "learning_rate=-1", "learning_rate=-1.0: must be a finite number > 0"),
+    ("reward", "learning_rate=nan", "learning_rate=nan: must be a finite number > 0"),
+    ("dpo", "beta=-0.1", "beta=-0.1: must be a finite number > 0"),
+    ("imitation", "eval_fraction=-1", "eval_fraction=-1.0: must be in [0, 1)"),
+    ("reward", "eval_fraction=1", "eval_fraction=1.0: must be in [0, 1)"),
+    ("imitation", "context_length=100000", "context_length=100000: must be in 1..512"),
+    ("preference_ft", "temperature=-1", "temperature=-1.0: must be a finite number > 0"),
+    ("preference_ft", "num_envs=0", "num_envs=0: must be >= 1"),
+])
+def test_training_values_out_of_range_are_refused_before_any_work(tmp_path, capsys, stage, override, message):
+    code, err = cli(capsys, "train", f"stage={stage}", override, f"output_dir={tmp_path / 'out'}")
+    assert code == 2 and one_error_line(err).startswith(f"hf-agents train: error: command line: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_context_the_model_cannot_hold_is_refused_before_allocating():
+    with pytest.raises(ValueError, match="context_length=100000: at most 512 timesteps"):
+        AgentConfig.from_preset("tiny", context_length=100000)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "AGENT", "--temperature", "-1"], "--temperature -1.0: must be a finite number > 0"),
+    (["evaluate", "AGENT", "--temperature", "nan"], "--temperature nan: must be a finite number > 0"),
+    (["evaluate", "AGENT", "--num-envs", "0"], "--num-envs 0: must be >= 1 (parallel game processes)"),
+    (["play", "AGENT", "--temperature", "0"], "--temperature 0.0: must be a finite number > 0"),
+    (["data", "generate", "pretrain", "--num-envs", "0"], "--num-envs 0: must be >= 1 (parallel game processes)"),
+    (["label", "DATA", "--labeller", "a", "--port", "99999"], "--port 99999: must be a TCP port in 1..65535"),
+    (["label", "DATA", "--labeller", "a", "--port", "0"], "--port 0: must be a TCP port in 1..65535"),
+])
+def test_command_options_out_of_range_are_refused_before_any_work(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "agent") if a == "AGENT" else str(tmp_path / "data") if a == "DATA" else a for a in argv]
+    code, err = cli(capsys, *argv, "--out" if argv[0] != "label" else "--db", out)
+    assert code == 2 and one_error_line(err).startswith(f"hf-agents: error: {message}")
+    assert not out.exists()
+
+
+DISK_SCRIPT = """
+import contextlib, io, json, os, sys
+from hf_agents.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    results.append([code, err.getvalue()])
+print(json.dumps({"results": results, "left": sorted(os.listdir(sys.argv[2]))}))
+"""
+
+
+def on_a_broken_disk(tmp_path, kind: str, commands):
+    """Run `hf-agents` commands whose outputs lie on `disk`: a read-only or a full file system (a tmpfs mounted in a
+    private mount namespace; as another user than root, a folder without write permission stands for read-only).
+    Returns (disk, [(exit code, stderr)], what is left on the disk)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    commands = [[str(a).replace("DISK", str(disk)) for a in argv] for argv in commands]
+    if os.geteuid() != 0:
+        if kind == "full":
+            pytest.skip("filling a disk needs a private tmpfs mount (root); not root here")
+        disk.chmod(0o555)
+        script = ["sh", "-c", '"$0" -c "$1" "$2" "$3"', sys.executable]
+    else:
+        if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+            pytest.skip("root without a private mount namespace (unshare -m): cannot mount a read-only/full disk")
+        mount = (f"mount -t tmpfs -o ro,size=1m tmpfs {disk}" if kind == "ro" else
+                 f"mount -t tmpfs -o size=64k tmpfs {disk} && (head -c 1M /dev/zero > {disk}/filler; true)")
+        script = ["unshare", "-m", "sh", "-c", f'{mount} && "$0" -c "$1" "$2" "$3"', sys.executable]
+    done = subprocess.run([*script, DISK_SCRIPT, json.dumps(commands), str(disk)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    disk.chmod(0o755)
+    return disk, found["results"], found["left"]
+
+
+DISK_COMMANDS = [
+    ["label", "export", "DB", "--out", "DISK/prefs.parquet"],
+    ["data", "import", "REC", "--out", "DISK/ds", "--size", "16"],
+    ["data", "convert", "DS", "--out", "DISK/bmp", "--frame-codec", "bmp"],
+    ["data", "export", "DS", "--out", "DISK/npz"],
+    ["train", "stage=imitation", "dataset=DS", "output_dir=DISK/run", "max_steps=1"],
+    ["evaluate", "AGENT", "--out", "DISK/eval", "--episodes", "1", "--num-envs", "1"],
+    ["push", "AGENT", "me/agent", "--to", "DISK/publish"],
+]
+
+
+@pytest.mark.parametrize("kind, cause", [("ro", "read-only"), ("full", "the disk is full")])
+def test_a_read_only_or_full_disk_is_one_line_naming_the_path(tmp_path, rng, tiny_agent_dir, kind, cause):
+    db, src = label_db(tmp_path / "labels.sqlite"), wham_folder(tmp_path / "rec")
+    write_test_dataset(tmp_path / "ds", [5] * 2, rng=rng)
+    names = {"DB": db, "REC": src, "DS": tmp_path / "ds", "AGENT": tiny_agent_dir}
+    commands = [[str(names.get(a, a)).replace("=DS", f"={tmp_path / 'ds'}") for a in argv] for argv in DISK_COMMANDS]
+    before = checksums(db, src, tmp_path / "ds", tiny_agent_dir)
+    disk, results, left = on_a_broken_disk(tmp_path, kind, commands)
+    if os.geteuid() != 0:
+        cause = "permission denied"
+    for argv, (code, err) in zip(commands, results):
+        line = one_error_line(err)
+        out = next(a for a in argv if "DISK" in a).split("=", 1)[-1].replace("DISK", str(disk))
+        assert code == 2 and line.startswith(f"hf-agents{' train' if argv[0] == 'train' else ''}: error: "), line
+        assert out in line and cause in line, (argv, line)
+    assert left == ([] if kind == "ro" or os.geteuid() != 0 else ["filler"])  # nothing half-written
+    assert checksums(db, src, tmp_path / "ds", tiny_agent_dir) == before
+
+
+def test_a_file_where_a_folder_goes_is_named(tmp_path, capsys, tiny_agent_dir):
+    file = tmp_path / "notes.txt"
+    file.write_text("precious")
+    code, err = cli(capsys, "train", "stage=imitation", f"dataset={tmp_path / 'ds'}", f"output_dir={file}")
+    assert code == 2 and f"{file}: output_dir is a file, not a folder" in one_error_line(err)
+    code, err = cli(capsys, "push", tiny_agent_dir, "me/agent", "--to", file)
+    assert code == 2 and one_error_line(err) == f"hf-agents: error: --to {file}: is a file; give a new or empty folder"
+    assert file.read_text() == "precious" and sorted(os.listdir(tmp_path)) == ["agent", "notes.txt"]
+
+
+def test_resume_over_a_truncated_optimizer_names_the_checkpoint_and_the_fix(tmp_path, capsys):
+    import torch
+
+    run = tmp_path / "run"
+    checkpoint(run / "checkpoint-4", 4)
+    torch.save({"state": {0: torch.zeros(256)}}, run / "checkpoint-4" / "optimizer.pt")
+    data = (run / "checkpoint-4" / "optimizer.pt").read_bytes()
+    (run / "checkpoint-4" / "optimizer.pt").write_bytes(data[: len(data) // 2])  # killed while saving
+    before = checksums(run)
+    code, err = cli(capsys, "train", "stage=imitation", f"dataset={tmp_path / 'ds'}", f"output_dir={run}",
+                    "resume=true")
+    line = one_error_line(err)
+    assert code == 2 and f"{run}: resume=true but no checkpoint is whole (checkpoint-4: optimizer.pt: truncated" in line
+    assert "delete the damaged checkpoint folder(s), or run with resume=false overwrite=true" in line
+    assert checksums(run) == before
+
+
+def test_a_dataset_whose_episode_table_is_not_one_names_the_file_and_columns(tmp_path, capsys, rng):
+    from hf_agents.data.preferences import write_preferences
+
+    write_test_dataset(tmp_path / "ds", [5] * 2, rng=rng)
+    table = tmp_path / "ds" / "episodes" / "episodes.parquet"
+    table.unlink()
+    write_preferences(tmp_path / "p.parquet", [(0, 1)], "a")  # a parquet table of something else
+    (tmp_path / "p.parquet").rename(table)
+    code, err = cli(capsys, "data", "info", tmp_path / "ds")
+    line = one_error_line(err)
+    assert code == 2 and f"{table}: not an episode table, missing column(s) ['episode_id', 'source'" in line
+
+
+def test_a_training_run_never_writes_over_what_it_reads(tmp_path, capsys, tiny_agent_dir):
+    before = checksums(tiny_agent_dir)
+    for output_dir in (tiny_agent_dir, tmp_path):  # the agent itself, or a folder holding it
+        code, err = cli(capsys, "train", "stage=imitation", f"dataset={tmp_path / 'ds'}", f"init_from={tiny_agent_dir}",
+                        f"output_dir={output_dir}", "overwrite=true")
+        line = one_error_line(err)
+        assert code == 2 and f"{output_dir}: output_dir holds the init_from {tiny_agent_dir} this stage reads" in line
+    assert checksums(tiny_agent_dir) == before

@@ -173,3 +173,14 @@ def test_no_warning_without_news(tmp_path):
         load_for_acting(tmp_path / "left")
         load_for_acting(tmp_path / "agent", {"a": str(tmp_path / "left"), "b": str(tmp_path / "left")})
     assert not [w for w in caught if "fan_in_fan_out" in str(w.message)]
+
+
+def test_launch_finds_a_shipped_accelerate_config_by_name_from_any_folder(tmp_path, jumppads_sft, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # outside the repository: no recipes/ folder here
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert cli(["launch", "no-such-config", "pretrain.yaml"]) == 2
+    assert "cpu-2ranks" in capsys.readouterr().err  # the error lists the shipped names
+    assert cli(["launch", "cpu", "pretrain.yaml", f"dataset={jumppads_sft}", "model_preset=tiny", "context_length=8",
+                "max_steps=1", "per_device_train_batch_size=2", "eval_fraction=0", "report_to=none",
+                f"output_dir={tmp_path / 'out'}"]) == 0
+    assert (tmp_path / "out" / "model.safetensors").exists()

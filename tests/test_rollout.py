@@ -64,6 +64,22 @@ def test_agent_rollouts_are_written_in_the_dataset_format(tmp_path):
     assert ds.info["policy"] == policy.metadata and ds.info["policy"]["temperature"] == 0.8
 
 
+@pytest.mark.parametrize("noop", [0, 3, None])
+def test_only_the_games_own_no_op_is_an_idle_gamepad(noop):
+    """Discrete actions: the declared no-op (any index, or none) is the idle gamepad; every real action presses a
+    button, so filtering no-ops never drops a real move."""
+    mapper = ActionMapper(spaces.Discrete(5), noop=noop)
+    for action in range(5):
+        ids = mapper.from_env(action)
+        assert mapper.to_env(ids) == action
+        assert (ids == NOOP_IDS).all() == (action == noop)
+    assert mapper.to_env(NOOP_IDS) == (noop or 0)
+    with pytest.raises(ActionMappingError, match="noop_action 7"):
+        ActionMapper(spaces.Discrete(5), noop=7)
+    with pytest.raises(ActionMappingError, match="more than 12 actions besides a no-op"):
+        ActionMapper(spaces.Discrete(13), noop=None)
+
+
 @pytest.mark.parametrize(
     "space",
     [spaces.Discrete(6), spaces.MultiBinary(5), spaces.MultiDiscrete([2, 3, 11]),

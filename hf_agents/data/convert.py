@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -32,8 +33,12 @@ def merge_datasets(sources: list[TrajectoryDataset], out, id_offsets: list[int],
     sizes = {tuple(d.frame_size) for d in sources}
     if len(sizes) != 1:
         raise ValueError(f"{out}: cannot merge datasets of different frame sizes {sorted(sizes)}")
+    games = {json.dumps(d.info.get("game"), sort_keys=True) for d in sources}
+    if len(games) != 1:
+        raise ValueError(f"{out}: cannot merge datasets of different games {sorted(games)}")
+    game = sources[0].info.get("game")
     with TrajectoryWriter(out, sizes.pop(), overwrite=overwrite, fps=sources[0].info.get("fps", FPS),
-                          description=description) as writer:
+                          metadata={"game": game} if game else None, description=description) as writer:
         for data, offset in zip(sources, id_offsets):
             copy_episodes(data, writer, id_offset=offset, progress=progress, desc=f"merge {data.root.name}")
     return writer.path

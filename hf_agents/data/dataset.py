@@ -19,6 +19,7 @@ import torch
 from hf_agents.actions import NOOP_IDS, NUM_BUTTONS, NUM_COMPONENTS
 from hf_agents.data.codecs import decode_frame, decode_frames
 from hf_agents.data.schema import (
+    EPISODE_SCHEMA,
     NO_OUTCOME,
     OPTIONAL_STEP_COLUMNS,
     REQUIRED_STEP_COLUMNS,
@@ -82,7 +83,7 @@ class TrajectoryDataset:
                 raise DatasetFormatError(
                     f"{shard}: unknown column(s) {unknown} / missing column(s) {missing}; step columns are {allowed}"
                 )
-        episodes = pq.read_table(_check_readable(episodes_file)).to_pylist()
+        episodes = pq.read_table(_check_episode_table(episodes_file)).to_pylist()
         if not episodes:
             raise DatasetFormatError(f"{episodes_file}: no episodes; the dataset is empty")
         try:
@@ -277,8 +278,13 @@ def _first_damaged(values: pa.Array, start: int):
     return None
 
 
-def _check_readable(path: Path) -> Path:
-    _read_schema(path)
+def _check_episode_table(path: Path) -> Path:
+    """episodes.parquet must be a readable table with the episode columns."""
+    names = _read_schema(path).names
+    missing = [n for n in EPISODE_SCHEMA.names if n not in names]
+    if missing:
+        raise DatasetFormatError(f"{path}: not an episode table, missing column(s) {missing}; it needs "
+                                 f"{EPISODE_SCHEMA.names} (re-write the dataset with TrajectoryWriter)")
     return path
 
 

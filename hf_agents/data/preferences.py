@@ -16,7 +16,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from hf_agents.data.schema import NO_OUTCOME, DatasetFormatError
-from hf_agents.files import atomic_path
+from hf_agents.files import atomic_path, check_file_target, output_lock
 
 PREFERENCE_COLUMNS = ("chosen", "rejected", "labeller")
 
@@ -47,16 +47,37 @@ def synthetic_preferences(episodes: list[dict], pad: str, max_comparisons: int |
     return pairs
 
 
+def is_preferences_file(path) -> bool:
+    """A preferences parquet file (the columns of `PREFERENCE_COLUMNS`), not any other table or file."""
+    try:
+        return set(pq.read_schema(path).names) == set(PREFERENCE_COLUMNS)
+    except (pa.ArrowException, OSError):
+        return False
+
+
+def check_preferences_target(path, overwrite: bool = False) -> Path:
+    """Where a preferences file may be written: not over anything without `overwrite`, never over what is not a
+    preferences file (a label database, a dataset's table, a model's weights), never inside a trajectory dataset."""
+    from hf_agents.data.writer import is_trajectory_dataset
+
+    path = Path(path)
+    inside = next((p for p in path.absolute().parents if is_trajectory_dataset(p)), None)
+    if inside is not None:
+        raise FileExistsError(f"--out {path}: lies inside the trajectory dataset {inside}; write the preferences "
+                              "file outside it")
+    return check_file_target(path, overwrite, "preferences file", is_preferences_file)
+
+
 def write_preferences(path: str | Path, pairs, labeller) -> Path:
     """Write (chosen, rejected) pairs to a parquet file, atomically (a failed write keeps the old file);
-    `labeller` is one name for every pair or one per pair."""
-    path = Path(path)
+    `labeller` is one name for every pair or one per pair. It replaces only a preferences file."""
+    path = check_preferences_target(path, overwrite=True)
     labellers = [labeller] * len(pairs) if isinstance(labeller, str) else list(labeller)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({"chosen": pa.array([int(c) for c, _ in pairs], pa.int64()),
                       "rejected": pa.array([int(r) for _, r in pairs], pa.int64()),
                       "labeller": pa.array(labellers, pa.string())})
-    with atomic_path(path) as tmp:
+    with output_lock(path), atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
 

@@ -3,6 +3,11 @@
 (a) `.npz` with `images` uint8 (T, 3, H, W) and `actions` float (T, 16);
 (b) a demonstrator folder: `image0.png ... imageN.png` plus `actions.json` {file name: 16 floats}.
 One file or folder is one episode. Frames are resized to the dataset's size.
+
+What a studio records beside them is kept (all optional): per-step `rewards` (T,) and privileged state
+`state_<key>` (T,) float arrays, the episode's `outcome` (a string; "none" when nothing happened) and
+`outcome_step` (int). In an `.npz` they are arrays of those names; in a folder, `episode.json` holds
+{"rewards": [...], "state": {"<key>": [...]}, "outcome": "...", "outcome_step": k}.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from tqdm.auto import tqdm
 
 from hf_agents.actions import NUM_BUTTONS, NUM_COMPONENTS, continuous_to_ids, ids_to_continuous
 from hf_agents.data.dataset import TrajectoryDataset
-from hf_agents.data.schema import DatasetFormatError
+from hf_agents.data.schema import FPS, DatasetFormatError
 from hf_agents.data.writer import TrajectoryWriter, check_not_a_source
 from hf_agents.files import atomic_path
 from hf_agents.frames import resize_frames, to_channels_first, to_channels_last
@@ -75,8 +80,45 @@ def read_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(frames), np.asarray(actions, dtype=np.float64)
 
 
-def import_wham(sources, out, frame_size=(64, 64), overwrite=False, variant="default", source_name=None) -> Path:
-    """Import WHAM `.npz` files and/or demonstrator folders (or directories of them) into a dataset."""
+def read_extras(path: Path, steps: int) -> dict:
+    """The recording's optional reward, state and outcome (module docstring) as `add_episode` keywords."""
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            raw = {k: data[k] for k in data.files if k not in ("images", "actions")}
+        state = {k: raw.pop(k) for k in list(raw) if k.startswith("state_")}
+    else:
+        extra = path / "episode.json"
+        try:
+            raw = json.loads(extra.read_text()) if extra.exists() else {}
+        except json.JSONDecodeError as e:
+            raise DatasetFormatError(f"{extra}: invalid JSON ({e})") from None
+        state = {f"state_{k}": v for k, v in (raw.pop("state", None) or {}).items()}
+    where = path if path.suffix == ".npz" else path / "episode.json"
+    unknown = set(raw) - {"rewards", "outcome", "outcome_step"}
+    if unknown:
+        raise DatasetFormatError(f"{where}: unknown field(s) {sorted(unknown)}; known: rewards, state_<key> (npz) or "
+                                 "state (episode.json), outcome, outcome_step")
+    out = {}
+    for name, values in [("reward", raw.get("rewards")), *state.items()]:
+        if values is not None:
+            column = np.asarray(values, dtype=np.float32).reshape(-1)
+            if len(column) != steps or not np.all(np.isfinite(column)):
+                raise DatasetFormatError(f"{where}: '{name if name != 'reward' else 'rewards'}' must hold {steps} "
+                                         f"finite numbers (one per frame), got {len(column)}")
+            out[name] = column
+    if raw.get("outcome") is not None:
+        out["outcome"] = str(np.asarray(raw["outcome"]).item())
+        out["outcome_step"] = int(np.asarray(raw.get("outcome_step", steps - 1)).item())
+        if not 0 <= out["outcome_step"] < steps:
+            raise DatasetFormatError(f"{where}: outcome_step {out['outcome_step']} is not a step of the episode "
+                                     f"(0..{steps - 1})")
+    return out
+
+
+def import_wham(sources, out, frame_size=(64, 64), overwrite=False, variant="default", source_name=None,
+                fps: int = FPS, game: dict | None = None) -> Path:
+    """Import WHAM `.npz` files and/or demonstrator folders (or directories of them) into a dataset recorded at
+    `fps` frames per second; `game` (a `GameSpec` dict) names the game the recordings come from."""
     files: list[Path] = []
     for s in map(Path, sources):
         if s.is_dir() and not (s / "actions.json").exists():
@@ -89,7 +131,8 @@ def import_wham(sources, out, frame_size=(64, 64), overwrite=False, variant="def
         else:
             raise FileNotFoundError(f"{s}: no such file or folder")
     check_not_a_source(out, sources)
-    with TrajectoryWriter(out, frame_size=frame_size, overwrite=overwrite,
+    with TrajectoryWriter(out, frame_size=frame_size, overwrite=overwrite, fps=fps,
+                          metadata={"game": game} if game else None,
                           description=f"Imported from {len(files)} WHAM recording(s).") as writer:
         off_centre = 0
         for f in tqdm(files, desc="import", unit="episode"):
@@ -97,7 +140,8 @@ def import_wham(sources, out, frame_size=(64, 64), overwrite=False, variant="def
             ids = continuous_to_ids(actions, where=str(f))
             off_centre += int((np.abs(ids_to_continuous(ids) - actions)[:, NUM_BUTTONS:] > 1e-4).sum())
             writer.add_episode(resize_frames(frames, writer.frame_size), ids, variant=variant,
-                               source=source_name or ("wham-npz" if f.suffix == ".npz" else "wham-folder"))
+                               source=source_name or ("wham-npz" if f.suffix == ".npz" else "wham-folder"),
+                               **read_extras(f, len(frames)))
         writer.metadata["import"] = {"recordings": len(files), "stick_values_quantised": off_centre}
     return Path(out)
 

@@ -26,6 +26,7 @@ from hf_agents.data.schema import (
     is_optional_column,
     step_schema,
 )
+from hf_agents.files import output_lock
 from hf_agents.frames import FrameLayoutError, check_channels_last, check_frame_size
 
 __all__ = ["DatasetFormatError", "TrajectoryWriter", "check_frames"]
@@ -63,6 +64,14 @@ def check_replaceable(path: Path) -> None:
     if not path.is_dir() or not is_trajectory_dataset(path):
         raise FileExistsError(f"{path} exists and is not an hf-agents trajectory dataset; --overwrite only replaces "
                               "one, so nothing was changed; choose another output path")
+
+
+def check_target(path: Path, overwrite: bool) -> None:
+    """A dataset may be written at `path`: nothing there, or (with overwrite) a trajectory dataset of ours."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    if path.exists():
+        check_replaceable(path)
 
 
 def remove_stale_staging(path: Path) -> None:
@@ -109,17 +118,15 @@ class TrajectoryWriter:
         if isinstance(frame_size, int):
             frame_size = (frame_size, frame_size)
         self.frame_size = tuple(int(s) for s in frame_size)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} already exists; pass overwrite=True (--overwrite) to replace it")
-        if self.path.exists():
-            check_replaceable(self.path)
         self.rows_per_shard = rows_per_shard
         self.fps, self.description = fps, description
         self.metadata = dict(metadata or {})  # extra meta/info.json entries, e.g. the rollouts' `policy`
-        remove_stale_staging(self.path)
-        self.staging = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        (self.staging / "data").mkdir(parents=True)
-        (self.staging / "episodes").mkdir()
+        self._lock = output_lock(self.path).acquire()  # a second writer of this path fails here, at once
+        try:
+            self._stage(overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
         self.columns: list[str] | None = None
         self._shard: pq.ParquetWriter | None = None
         self._shard_rows = 0
@@ -127,6 +134,17 @@ class TrajectoryWriter:
         self.episodes: list[dict] = []
         self.num_steps = 0
         self._closed = False
+
+    def _stage(self, overwrite: bool) -> None:
+        check_target(self.path, overwrite)
+        remove_stale_staging(self.path)
+        self.staging = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            (self.staging / "data").mkdir(parents=True)
+            (self.staging / "episodes").mkdir()
+        except BaseException:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            raise
 
     # -- writing -----------------------------------------------------------------------------
     def add_episode(self, frames, actions, *, source="unknown", variant="default", spawn=-1, outcome=NO_OUTCOME,
@@ -215,7 +233,10 @@ class TrajectoryWriter:
         except BaseException:
             self.abort()
             raise
-        self._replace()
+        try:
+            self._replace()
+        finally:
+            self._lock.release()
         self._closed = True
         return self.path
 
@@ -256,6 +277,7 @@ class TrajectoryWriter:
                 pass
             self._shard = None
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._lock.release()
         self._closed = True
 
     def __enter__(self):

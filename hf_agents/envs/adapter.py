@@ -3,7 +3,10 @@
 `GamepadEnv(env)` resizes frames to the agent's size and maps the env's action space to and from the
 16-component gamepad, so the rollout engine, recording, evaluation and every training stage work unchanged.
 A Dict observation needs `image_key=` only when it holds more than one RGB image. Actions:
-- Discrete(n), n <= 13: action 0 is 'no button', action k is button k-1 (the lowest pressed button wins);
+- Discrete(n): the game's no-op action (`metadata["noop_action"]`, default 0; None: the game has none) is 'no
+  button', every other action a button in order (the lowest pressed button wins); so a recorded no-op is the only
+  action `filter_noops` drops. Without a no-op, each of the n <= 12 actions is a button and an idle gamepad
+  takes action 0;
 - MultiBinary(n), n <= 12: buttons;
 - MultiDiscrete: size-2 components take buttons, components of 3..11 values take stick axes;
 - Box (1-D, bounded), up to 4 values: stick axes, the bucket centre scaled to [low, high];
@@ -50,15 +53,19 @@ class _Slots:
 class ActionMapper:
     """Maps gamepad ids (16,) <-> actions of a Gymnasium space."""
 
-    def __init__(self, space: spaces.Space, slots: _Slots | None = None, name: str = "action space"):
+    def __init__(self, space: spaces.Space, slots: _Slots | None = None, name: str = "action space",
+                 noop: int | None = 0):
         self.space, slots = space, slots or _Slots()
         if isinstance(space, spaces.Dict):
             self.children = {k: ActionMapper(s, slots, f"{name}['{k}']") for k, s in space.spaces.items()}
         elif isinstance(space, spaces.Discrete):
-            if space.n > NUM_BUTTONS + 1:
-                raise ActionMappingError(f"{name}: Discrete({space.n}) has more than {NUM_BUTTONS + 1} actions; "
-                                         "wrap the env to expose a MultiDiscrete or Dict action space")
-            self.index = slots.buttons(int(space.n) - 1, name)
+            if noop is not None and not 0 <= noop < space.n:
+                raise ActionMappingError(f"{name}: noop_action {noop} is not an action of Discrete({space.n})")
+            self.noop, self.actions = noop, [k for k in range(int(space.n)) if k != noop]  # actions on buttons
+            if len(self.actions) > NUM_BUTTONS:
+                raise ActionMappingError(f"{name}: Discrete({space.n}) has more than {NUM_BUTTONS} actions besides a "
+                                         "no-op; wrap the env to expose a MultiDiscrete or Dict action space")
+            self.index = slots.buttons(len(self.actions), name)
         elif isinstance(space, spaces.MultiBinary):
             self.index = slots.buttons(int(np.prod(space.n)), name)
         elif isinstance(space, spaces.MultiDiscrete):
@@ -80,7 +87,7 @@ class ActionMapper:
             return {k: m.to_env(ids) for k, m in self.children.items()}
         if isinstance(s, spaces.Discrete):
             pressed = [k for k, b in enumerate(self.index) if ids[b]]
-            return int(s.start + (pressed[0] + 1 if pressed else 0))
+            return int(s.start + (self.actions[pressed[0]] if pressed else (self.noop or 0)))
         if isinstance(s, spaces.MultiBinary):
             return ids[self.index].astype(s.dtype).reshape(s.shape)
         if isinstance(s, spaces.MultiDiscrete):
@@ -100,8 +107,8 @@ class ActionMapper:
                 m.from_env(action[k], ids)
         elif isinstance(s, spaces.Discrete):
             k = int(action) - int(s.start)
-            if k > 0:
-                ids[self.index[k - 1]] = 1
+            if k != self.noop:
+                ids[self.index[self.actions.index(k)]] = 1
         elif isinstance(s, spaces.MultiBinary):
             ids[self.index] = np.asarray(action).reshape(-1).astype(np.int64)
         elif isinstance(s, spaces.MultiDiscrete):
@@ -129,7 +136,7 @@ class GamepadEnv(gym.Wrapper):
         if not _is_rgb(obs_space):
             raise ValueError(f"observations must be RGB images (H, W, 3), got {obs_space}")
         self.image_key = image_key
-        self.mapper = ActionMapper(env.action_space)
+        self.mapper = ActionMapper(env.action_space, noop=(getattr(env, "metadata", None) or {}).get("noop_action", 0))
         self.observation_space = spaces.Box(0, 255, (*self.frame_size, 3), np.uint8)
         self.action_space = action_space()
 
@@ -165,15 +172,17 @@ def make_gamepad_env(env_id: str, frame_size=64, image_key=None, **kwargs) -> Ga
     return GamepadEnv(gym.make(env_id, **kwargs), frame_size=frame_size, image_key=image_key)
 
 
-def env_factory(env: str | None = None, frame_size=64, max_steps: int | None = None):
+def env_factory(env: str | None = None, frame_size=64, max_steps: int | None = None, kwargs: dict | None = None,
+                image_key: str | None = None):
     """A picklable factory for `BatchedEnv`: the built-in JumpPads for `env=None` (its defaults are the paper's
     evaluation setting), else any Gymnasium id ("module:Id") behind `GamepadEnv`; frames of `frame_size`.
-    `max_steps` is the episode timeout in steps (None: the game's own)."""
+    `max_steps` is the episode timeout in steps (None: the game's own); `kwargs` go to `gymnasium.make`."""
     from hf_agents.envs import JUMPPADS_ID
 
+    kwargs = dict(kwargs or {})
     if env is None or env == JUMPPADS_ID:
         limit = {} if max_steps is None else {"max_steps": max_steps}
         return functools.partial(gym.make, f"hf_agents.envs:{JUMPPADS_ID}", frame_size=frame_size,
-                                 disable_env_checker=True, **limit)
+                                 disable_env_checker=True, **{**kwargs, **limit})
     limit = {} if max_steps is None else {"max_episode_steps": max_steps}
-    return functools.partial(make_gamepad_env, env, frame_size=frame_size, **limit)
+    return functools.partial(make_gamepad_env, env, frame_size=frame_size, image_key=image_key, **{**kwargs, **limit})

@@ -90,6 +90,8 @@ class BatchedEnv:
 
     def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, step_timeout: float = 30.0,
                  reset_timeout: float = 60.0):
+        if num_envs < 1:
+            raise ValueError(f"num_envs={num_envs}: a batch needs at least 1 game process")
         self.env_fn, self.num_envs = env_fn, num_envs
         self.step_timeout, self.reset_timeout = step_timeout, reset_timeout
         self.ctx = mp.get_context("forkserver")

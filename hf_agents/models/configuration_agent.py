@@ -16,6 +16,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# H's upper bound: 2H tokens must fit GPT-2's 1024 positions (the paper uses H = 32). A longer context grows the
+# learnt positions, the windows and the attention beyond any machine (H = 100000 took 21 GB before the first step).
+MAX_CONTEXT_LENGTH = 512
+
+
 class AgentConfig(PretrainedConfig):
     r"""
     Args:
@@ -30,13 +35,16 @@ class AgentConfig(PretrainedConfig):
         head_hidden_size (`int`): hidden width of the MLP between the transformer and the 16 action heads.
         dropout (`float`): dropout in the backbone (attention, residual, embeddings).
         preset (`str`): name of the preset this config was made from, for cards and logs.
+        game (`dict`): the game the agent plays (`hf_agents.envs.spec.GameSpec` as a dict), taken from its
+            training data; every command that plays the agent reads it.
     """
 
     model_type = "hf_agent"
 
     def __init__(self, image_size=64, encoder_stem_channels=16, encoder_depths=(1, 1, 1, 1), hidden_size=192,
                  num_layers=3, num_heads=4, intermediate_size=768, context_length=32, keep_steps=None,
-                 head_hidden_size=192, dropout=0.0, layer_norm_epsilon=1e-5, initializer_range=0.02, preset=None, **kwargs):
+                 head_hidden_size=192, dropout=0.0, layer_norm_epsilon=1e-5, initializer_range=0.02, preset=None, game=None,
+                 **kwargs):
         self.image_size = image_size
         self.encoder_stem_channels = encoder_stem_channels
         self.encoder_depths = list(encoder_depths)
@@ -46,6 +54,9 @@ class AgentConfig(PretrainedConfig):
         self.intermediate_size = intermediate_size
         if context_length < 1:
             raise ValueError(f"context_length={context_length}: the model needs at least 1 timestep of context")
+        if context_length > MAX_CONTEXT_LENGTH:
+            raise ValueError(f"context_length={context_length}: at most {MAX_CONTEXT_LENGTH} timesteps "
+                             f"({2 * MAX_CONTEXT_LENGTH} tokens, GPT-2's positions; the paper uses 32)")
         self.context_length = context_length
         self.keep_steps = max(context_length // 2, 1) if keep_steps is None else keep_steps
         if not 1 <= self.keep_steps < max(context_length, 2):
@@ -55,6 +66,7 @@ class AgentConfig(PretrainedConfig):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.initializer_range = initializer_range
         self.preset = preset
+        self.game = dict(game) if game else None
         super().__init__(**kwargs)
 
     @classmethod

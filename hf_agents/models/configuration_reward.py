@@ -37,7 +37,7 @@ class TrajectoryRewardConfig(PretrainedConfig):
 
     def __init__(self, encoder="agent", agent_config=None, image_size=64, random_embedding_size=512, max_steps=100,
                  padding_side="left", step_hidden_size=256, step_output_size=3, hidden_size=256, reward_min=None,
-                 reward_max=None, agent_layer="last", **kwargs):
+                 reward_max=None, agent_layer="last", game=None, **kwargs):
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got '{encoder}'")
         if encoder == "agent" and agent_config is None:
@@ -57,6 +57,7 @@ class TrajectoryRewardConfig(PretrainedConfig):
         self.max_steps, self.padding_side = max_steps, padding_side
         self.step_hidden_size, self.step_output_size, self.hidden_size = step_hidden_size, step_output_size, hidden_size
         self.reward_min, self.reward_max = reward_min, reward_max  # set after training (min-max normalisation)
+        self.game = dict(game) if game else None  # the game of the trajectories it was trained on
         kwargs["num_labels"] = 1  # one scalar per trajectory
         super().__init__(**kwargs)
 

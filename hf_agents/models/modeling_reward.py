@@ -154,15 +154,19 @@ class TrajectoryRewardModel(PreTrainedModel):
         return torch.cat(out)
 
     @classmethod
-    def load_trained(cls, path, frame_size: int | None = None) -> TrajectoryRewardModel:
-        """A trained reward model, checked to be normalised and (given the agent's `frame_size`) to score its
-        frames."""
+    def load_trained(cls, path, frame_size: int | None = None, game: str | None = None) -> TrajectoryRewardModel:
+        """A trained reward model, checked to be normalised and (given the agent's `frame_size` and `game` id) to
+        score its frames of its game."""
         if not path:
             raise ValueError("reward_source=model needs `reward_model`: the output_dir of the reward stage")
         model = load_checked(cls, path, "reward model")
         if frame_size is not None:
             check_frame_size(frame_size, model.config.image_size, path, "this reward model",
                              "train a reward model on this agent's rollouts")
+        trained_on = (getattr(model.config, "game", None) or {}).get("id")
+        if game and trained_on and trained_on != game:
+            raise ValueError(f"{path}: this reward model was trained on trajectories of {trained_on}, the agent plays "
+                             f"{game}; train a reward model on this agent's rollouts")
         if model.config.reward_min is None or model.config.reward_max is None:
             raise ValueError(f"{path}: the reward model has no normalisation (reward_min/max); it did not finish "
                              "training")

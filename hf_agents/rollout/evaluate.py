@@ -20,9 +20,9 @@ import torch
 from hf_agents.cards import write_model_card
 from hf_agents.data.schema import NO_OUTCOME
 from hf_agents.data.writer import TrajectoryWriter
-from hf_agents.envs.adapter import env_factory
+from hf_agents.envs.spec import GameSpec, resolve_game, saved_game
 from hf_agents.envs.vector import BatchedEnv
-from hf_agents.files import atomic_write_json
+from hf_agents.files import atomic_write_json, output_lock
 from hf_agents.rollout.engine import RolloutResult, rollout
 from hf_agents.rollout.media import save_video
 from hf_agents.rollout.plots import plot_distribution
@@ -71,13 +71,15 @@ def summarize(episodes, dropped: int = 0, outcomes=()) -> dict:
 
 
 def evaluate_policy(policy, out_dir, env_fn, episodes=100, num_envs=8, seed=12345, videos=3, label="agent",
-                    progress=True, trajectories=None, overwrite=False, outcomes=None, figures=None) -> dict:
+                    progress=True, trajectories=None, overwrite=False, outcomes=None, figures=None,
+                    game: GameSpec | None = None) -> dict:
     """Run the evaluation for any policy of the rollout interface on `env_fn()` (a picklable env factory);
     write eval.json, figures and videos.
 
     trajectories: also write every episode (frames, actions, log-probs, rewards, state, outcome) as a trajectory
     dataset there: the on-policy rollouts that preferences, the reward model and alignment start from.
     outcomes / figures: override the game's `metadata["outcomes"]` / `metadata["figures"]` (False: none).
+    game: the game `env_fn` makes, saved in eval.json and with the trajectories (their game for later commands).
     Under `accelerate launch` / torchrun, each rank rolls out its share (episodes rank, rank + world, ...)
     and rank 0 gathers the episodes and writes the results (and rank k writes `trajectories`/rank-k).
     """
@@ -94,18 +96,20 @@ def evaluate_policy(policy, out_dir, env_fn, episodes=100, num_envs=8, seed=1234
             path = Path(trajectories) / f"rank-{state.process_index}" if state.num_processes > 1 else trajectories
             writer = stack.enter_context(TrajectoryWriter(
                 path, frame_size=venv.observation_space.shape[:2], overwrite=overwrite,
+                metadata={"game": game.to_dict()} if game else None,
                 description=f"On-policy rollouts of {label}: evaluation episodes (reset seeds from {seed})."))
         result = rollout(venv, policy, len(share), seed=seed, keep_frames=videos if state.is_main_process else 0,
                          progress=progress and state.is_main_process, desc=f"evaluate {label}", episode_ids=share,
                          writer=writer, source=f"rollout:{label}")
-        game = venv.metadata
+        game, spec = venv.metadata, game
     if state.num_processes > 1:
         result = _gather(result, state)
         if result is None:
             return {}
     summary = summarize(result.episodes, result.dropped, game.get("outcomes", ()) if outcomes is None else outcomes)
     summary.update(ranks=state.num_processes, label=label, env_steps_per_second=result.steps_per_second,
-                   errors=result.errors[:5], game=game.get("card", {}))
+                   errors=result.errors[:5], game=game.get("card", {}),
+                   **({"game_spec": spec.to_dict()} if spec else {}))
     _write_results(summary, result, out, label, game, game.get("figures") if figures is None else figures)
     return summary
 
@@ -139,11 +143,20 @@ def _write_results(summary: dict, result: RolloutResult, out: Path, label: str, 
         save_video(ep.frames, out / "videos" / f"episode_{i}_{ep.outcome}.gif")
 
 
+def check_sampling(num_envs: int, temperature: float) -> None:
+    """Refuse no game processes and a temperature that is not a positive number, before any model is loaded."""
+    if num_envs < 1:
+        raise ValueError(f"--num-envs {num_envs}: must be >= 1 (parallel game processes)")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"--temperature {temperature}: must be a finite number > 0 (1.0 samples the agent as trained)")
+
+
 def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.0, seed=12345, videos=3,
                    label=None, progress=True, trajectories=None, overwrite=False, env=None, max_steps=None,
-                   adapters: dict[str, str] | None = None) -> dict:
-    """Evaluate a saved agent on `env`: None for JumpPads (the paper's setting), or a Gymnasium id such as
-    "ale_py:ALE/Pong-v5" behind `GamepadEnv`; frames at the model's size. `max_steps`: episode timeout.
+                   adapters: dict[str, str] | None = None, env_kwargs: dict | None = None) -> dict:
+    """Evaluate a saved agent on its own game (saved with it), or on `env`, a Gymnasium id such as
+    "ale_py:ALE/Pong-v5" behind `GamepadEnv` (with `env_kwargs`); frames at the model's size. `max_steps`:
+    episode timeout (None: the game's own; JumpPads: the paper's 100 steps).
 
     `model_path` may be a LoRA adapter saved by alignment (its base agent is loaded beneath it). `adapters`
     (name -> directory) load onto the one base at once; each is evaluated in turn into out_dir/<name>, and the
@@ -151,6 +164,7 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     """
     if episodes < 1:
         raise ValueError(f"--episodes {episodes}: an evaluation needs at least 1 episode")
+    check_sampling(num_envs, temperature)
     from accelerate import PartialState
 
     from hf_agents.models import AgentPolicy
@@ -160,15 +174,19 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     model, model_path, adapters = load_for_acting(model_path, adapters)
     model = model.to(PartialState(cpu=not torch.cuda.is_available()).device)  # this rank's GPU, when there is one
     agent = agent_of(model)
-    env_fn = env_factory(env, agent.config.image_size, max_steps)
+    game = resolve_game(env, saved_game(agent.config.game, str(model_path)), f"the agent at {model_path}",
+                        env_kwargs).at(agent.config.image_size)
+    env_fn = game.env_fn(max_steps=max_steps)
 
     def run(out, name):
         policy = AgentPolicy(agent, num_envs, temperature=temperature, seed=seed)
         policy.checkpoint = str(adapters[name]) if name else str(model_path)
-        return evaluate_policy(policy, out, env_fn, episodes=episodes, num_envs=num_envs, seed=seed, videos=videos,
-                               label=label or name or Path(model_path).name, progress=progress,
-                               trajectories=trajectories if not name or len(adapters) == 1 else None,
-                               overwrite=overwrite)
+        main = PartialState().is_main_process  # a second evaluation into `out` fails at once
+        with output_lock(out) if main else contextlib.nullcontext():
+            return evaluate_policy(policy, out, env_fn, episodes=episodes, num_envs=num_envs, seed=seed,
+                                   videos=videos, label=label or name or Path(model_path).name, progress=progress,
+                                   trajectories=trajectories if not name or len(adapters) == 1 else None,
+                                   overwrite=overwrite, game=game)
 
     if not adapters:
         summary = run(out_dir, None)

@@ -9,7 +9,9 @@ start of the run, `TrainablePolicy`); an entropy bonus; training the head (paper
 everything. Online (iterative) DPO takes the same rollouts: within each spawn group the episode the reward scores
 highest is chosen over the one it scores lowest, and the update is DPO's sigmoid loss on those pairs against the
 reference policy. Episodes whose env failed are dropped (paper C.4). A killed run
-resumes exactly: rollouts of update u depend only on (seed, u) and the weights.
+resumes exactly: rollouts of update u depend only on (seed, u) and the weights. Under `accelerate launch` each
+rank plays whole spawn groups of every update with its own game processes and the ranks sum their gradients, so
+the run does not depend on the number of ranks beyond float order; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -26,10 +28,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hf_agents.data.schema import NO_OUTCOME
-from hf_agents.envs import game_metadata
 from hf_agents.files import atomic_dir, atomic_write_json, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob, load_checked
-from hf_agents.processes import world_size
 from hf_agents.training.common import (
     PolicyArguments,
     RolloutArguments,
@@ -110,12 +110,15 @@ class AlignTrainer:
     """Rollout -> score -> REINFORCE/RLOO update, `num_updates` times, with checkpoints and exact resume."""
 
     def __init__(self, config: AlignConfig, model: AgentModel | None = None, env_fn=None, device=None):
-        self.config, self.env_fn = config, env_fn
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.config, self.env_fn, self.ranks = config, env_fn, Ranks()
+        self.device = torch.device(device or self.ranks.device)
         base = model if model is not None else load_checked(AgentModel, config.agent, "agent")
-        self.frame_size, self.outcomes = base.config.image_size, config.outcomes()
+        self.game = config.game(base.config, config.agent) if env_fn is None else None
+        self.frame_size = base.config.image_size
+        self.outcomes = self.game.outcomes if self.game else _declared_outcomes(env_fn)
         self.reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, self.outcomes,
-                                        config.max_episode_steps, self.frame_size, device=self.device)
+                                        config.max_episode_steps, self.frame_size, device=self.device,
+                                        game=self.game.id if self.game else None)
         torch.manual_seed(config.seed)
         reference = bool(config.kl_coef) or config.algorithm == "online_dpo"
         self.policy = config.make_policy(base.to(self.device), reference=reference)
@@ -133,8 +136,9 @@ class AlignTrainer:
         base_seed = (c.seed * 1_000_003 + update) * 1000
         groups = np.repeat(np.arange(c.episodes_per_update // k), k)
         seeds = [base_seed + int(g) for g in groups]  # one reset seed (so one spawn) per RLOO group
+        mine = self.ranks.share(groups)  # whole groups per rank: the leave-one-out baseline stays local
         policy = AgentPolicy(self.policy.agent, venv.num_envs, temperature=c.temperature, seed=base_seed)
-        result = rollout(venv, policy, len(seeds), seeds=seeds, options=self.reset_options(update),
+        result = rollout(venv, policy, len(mine), seeds=seeds, episode_ids=mine, options=self.reset_options(update),
                          progress=False, keep_frames=True)
         result.episodes.sort(key=lambda e: e.index)  # completion order depends on timing; the update must not
         return result, groups[[e.index for e in result.episodes]]
@@ -143,14 +147,15 @@ class AlignTrainer:
         """Per-episode reset options of an update (none by default; tests inject faults here)."""
         return None
 
-    def loss(self, episodes, adv: np.ndarray):
-        """Backward of -mean_i adv_i * sum_t log pi(a_t) (and the entropy bonus) over micro-batches.
+    def loss(self, episodes, adv: np.ndarray, n: int):
+        """Backward of -mean_i adv_i * sum_t log pi(a_t) (and the entropy bonus) over micro-batches; `n` is the
+        number of episodes on every rank (the mean is over all of them).
 
-        Returns the mean entropy per step and the largest gap between a recomputed and a recorded log-prob
+        Returns the summed entropy, the steps and the largest gap between a recomputed and a recorded log-prob
         (0 up to float noise: the rollout's policy is the one being trained)."""
-        c, n = self.config, len(episodes)
+        c = self.config
         entropy_sum, steps, drift = 0.0, 0, 0.0
-        for start in range(0, n, c.micro_batch_size):
+        for start in range(0, len(episodes), c.micro_batch_size):
             chunk = episodes[start:start + c.micro_batch_size]
             frames, actions, mask = stack_episodes(chunk, self.device)
             logits, _ = self.policy.logits(frames, actions)
@@ -165,23 +170,22 @@ class AlignTrainer:
             steps += int(mask.sum())
             recorded = torch.as_tensor(stack_logprobs(chunk), device=self.device)
             drift = max(drift, float(((scored.logprob.detach() - recorded).abs() * m).max()))
-        return entropy_sum / max(steps, 1), drift
+        return entropy_sum, steps, drift
 
-    def dpo_loss(self, episodes, pairs: list[tuple[int, int]]) -> dict:
+    def dpo_loss(self, episodes, pairs: list[tuple[int, int]], n: int) -> list[float]:
         """Backward of DPO's loss -mean log sigmoid(beta * [(log pi - log pi_ref)(chosen) - (same)(rejected)]) over
-        (chosen, rejected) episode positions; returns the mean margin and the share of pairs already ordered."""
-        c, n = self.config, len(pairs)
-        margins = []
+        (chosen, rejected) episode positions (`n`: the pairs on every rank); returns this rank's margins."""
+        c = self.config
+        margins = [torch.zeros(0)]
         per_chunk = max(c.micro_batch_size // 2, 1)
-        for start in range(0, n, per_chunk):
+        for start in range(0, len(pairs), per_chunk):
             chunk = pairs[start:start + per_chunk]
             batch = [episodes[i] for i, _ in chunk] + [episodes[j] for _, j in chunk]
             margin = pair_margins(self.policy, *stack_episodes(batch, self.device), c.dpo_beta,
                                   temperature=c.temperature)
             (-torch.nn.functional.logsigmoid(margin).sum() / n).backward()
             margins.append(margin.detach().cpu())
-        margins = torch.cat(margins)
-        return {"dpo_pairs": n, "dpo_margin": float(margins.mean()), "dpo_accuracy": float((margins > 0).float().mean())}
+        return torch.cat(margins).tolist()
 
     @torch.no_grad()
     def kl(self, episodes) -> np.ndarray:
@@ -201,33 +205,49 @@ class AlignTrainer:
         t0 = time.monotonic()
         result, groups = self.rollout(venv, self.update)
         log = self.learn(result.episodes, groups)
-        log.update(dropped=result.dropped, seconds=time.monotonic() - t0)
+        log.update(dropped=int(self.ranks.total(result.dropped)), seconds=time.monotonic() - t0)
         return log
 
     def learn(self, episodes, groups) -> dict:
-        """The REINFORCE/RLOO update on a batch of finished episodes (dropped ones already left out)."""
-        c = self.config
+        """The REINFORCE/RLOO/online-DPO update on a batch of finished episodes (dropped ones already left out);
+        on several ranks each holds its share, and the gradients of all of them are summed before the step."""
+        c, ranks = self.config, self.ranks
         rewards = self.reward_fn(episodes)
         kl = self.kl(episodes) if c.kl_coef and episodes else np.zeros(len(episodes), np.float32)
         self.optimizer.zero_grad(set_to_none=True)
-        entropy, drift, grad_norm, extra = 0.0, 0.0, 0.0, {}
+        n = int(ranks.total(len(episodes)))
+        entropy, steps, drift, grad_norm, margins = 0.0, 0, 0.0, 0.0, None
         if c.algorithm == "online_dpo":
             pairs = preference_pairs(rewards - c.kl_coef * kl, groups)
-            if pairs:
-                extra = self.dpo_loss(episodes, pairs)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm))
-                self.optimizer.step()
-        elif episodes:  # every episode of the batch failed: nothing to learn from, the update is skipped
+            n_pairs = int(ranks.total(len(pairs)))
+            if n_pairs:
+                margins = ranks.gather(self.dpo_loss(episodes, pairs, n_pairs))
+                grad_norm = self.apply_gradients()
+        elif n:  # every episode of the batch failed: nothing to learn from, the update is skipped
             adv = advantages(rewards - c.kl_coef * kl, c.algorithm, groups)
-            entropy, drift = self.loss(episodes, adv)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm))
-            self.optimizer.step()
+            entropy, steps, drift = self.loss(episodes, adv, n)
+            grad_norm = self.apply_gradients()
         self.update += 1
-        outcomes = [e.outcome for e in episodes]
-        log = {"update": self.update, "episodes": len(episodes), "reward_mean": float(np.mean(rewards)) if episodes
-               else 0.0, "kl": float(np.mean(kl)) if episodes else 0.0, "entropy": entropy, "grad_norm": grad_norm,
-               "logprob_drift": drift, "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0,
-               **extra}
+        everyone = ranks.gather([(float(r), float(k), e.outcome, e.length) for r, k, e in zip(rewards, kl, episodes)])
+        return self.update_log(everyone, ranks.total(entropy) / max(ranks.total(steps), 1), ranks.largest(drift),
+                               grad_norm, margins)
+
+    def apply_gradients(self) -> float:
+        """Sum the ranks' gradients, clip, take the optimiser step; the gradient norm."""
+        self.ranks.sum_gradients(self.params)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm))
+        self.optimizer.step()
+        return grad_norm
+
+    def update_log(self, everyone: list[tuple], entropy: float, drift: float, grad_norm: float, margins) -> dict:
+        """The update's log from every rank's (reward, kl, outcome, length) per episode."""
+        rewards, kl, outcomes, lengths = zip(*everyone) if everyone else ((), (), (), ())
+        log = {"update": self.update, "episodes": len(outcomes), "reward_mean": float(np.mean(rewards)) if rewards
+               else 0.0, "kl": float(np.mean(kl)) if kl else 0.0, "entropy": entropy, "grad_norm": grad_norm,
+               "logprob_drift": drift, "mean_length": float(np.mean(lengths)) if lengths else 0.0}
+        if margins is not None:
+            log.update(dpo_pairs=len(margins), dpo_margin=float(np.mean(margins)),
+                       dpo_accuracy=float(np.mean([m > 0 for m in margins])))
         for o in sorted(set(outcomes) | set(self.outcomes) | {NO_OUTCOME}):
             log[f"success_{o}"] = outcomes.count(o) / max(len(outcomes), 1)
         return log
@@ -237,10 +257,11 @@ class AlignTrainer:
         from hf_agents.envs.vector import BatchedEnv
 
         c = self.config
-        writer = _summary_writer(c)
-        env_fn = self.env_fn or c.env_fn(self.frame_size)
-        bar = tqdm(total=c.num_updates, initial=self.update, desc="align", unit="update")
-        with BatchedEnv(env_fn, min(c.num_envs, c.episodes_per_update)) as venv:
+        writer = _summary_writer(c) if self.ranks.main else None
+        env_fn = self.env_fn or self.game.env_fn(max_steps=c.max_episode_steps)
+        bar = tqdm(total=c.num_updates, initial=self.update, desc="align", unit="update", disable=not self.ranks.main)
+        share = -(-c.episodes_per_update // self.ranks.size)
+        with BatchedEnv(env_fn, min(c.num_envs, share)) as venv:
             while self.update < c.num_updates:
                 log = self.step(venv)
                 self.log_history.append(log)
@@ -261,17 +282,22 @@ class AlignTrainer:
 
     def finish(self) -> dict:
         c, out = self.config, Path(self.config.output_dir)
-        self.policy.save(out)
+        if self.ranks.main:
+            self.policy.save(out)
         last = self.log_history[-min(len(self.log_history), 20):]
         metrics = {"updates": self.update, "episodes": sum(h["episodes"] for h in self.log_history),
                    "dropped": sum(h["dropped"] for h in self.log_history),
                    "reward_mean_last20": float(np.mean([h["reward_mean"] for h in last])) if last else 0.0}
         if c.target:
             metrics[f"success_{c.target}_last20"] = float(np.mean([h.get(f"success_{c.target}", 0) for h in last]))
+        if not self.ranks.main:
+            self.ranks.wait()
+            return metrics
         write_train_results(out, metrics, config=asdict(c), log_history=self.log_history)
-        colours = game_metadata(c.env).get("outcome_colours") if self.env_fn is None else None
+        colours = self.game.metadata().get("outcome_colours") if self.game else None
         plot_success(self.log_history, out / "success.png", title=f"alignment ({c.algorithm}, {c.trainable})",
                      colours=colours)
+        self.ranks.wait()
         return metrics
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -281,12 +307,16 @@ class AlignTrainer:
     def save_checkpoint(self) -> Path:
         out = Path(self.config.output_dir)
         final = out / f"checkpoint-{self.update}"
+        if not self.ranks.main:  # one rank writes; every rank holds the same weights
+            self.ranks.wait()
+            return final
         with atomic_dir(final) as tmp:
             save_file(self.trainable_state(), tmp / "trainable.safetensors")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             atomic_write_json(tmp / "state.json", {"update": self.update, "log_history": self.log_history})
         for old in checkpoints(out)[max(self.config.save_total_limit, 1):]:
             shutil.rmtree(old, ignore_errors=True)
+        self.ranks.wait()
         return final
 
     def load_checkpoint(self, path) -> None:
@@ -303,6 +333,64 @@ class AlignTrainer:
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         saved = json.loads((path / "state.json").read_text())
         self.update, self.log_history = saved["update"], saved["log_history"]
+
+
+class Ranks:
+    """The processes of this run: one alone, or the ranks of `accelerate launch` / torchrun (gloo on CPU). Each
+    rank plays its share of an update's episodes with its own game processes; they sum gradients, one writes."""
+
+    def __init__(self):
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+        self.rank, self.size, self.main, self.device = (state.process_index, state.num_processes,
+                                                        state.is_main_process, state.device)
+        self._state = state
+
+    def share(self, groups: np.ndarray) -> list[int]:
+        """This rank's episode positions: the spawn groups g with g % size == rank."""
+        return [i for i, g in enumerate(groups) if int(g) % self.size == self.rank]
+
+    def _reduce(self, value: float, op) -> float:
+        if self.size == 1:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t, op=op)
+        return float(t.item())
+
+    def total(self, value: float) -> float:
+        return self._reduce(value, torch.distributed.ReduceOp.SUM) if self.size > 1 else float(value)
+
+    def largest(self, value: float) -> float:
+        return self._reduce(value, torch.distributed.ReduceOp.MAX) if self.size > 1 else float(value)
+
+    def gather(self, items: list) -> list:
+        """Every rank's items, rank 0's first, on every rank."""
+        if self.size == 1:
+            return list(items)
+        from accelerate.utils import gather_object
+
+        return gather_object(list(items))
+
+    def sum_gradients(self, params) -> None:
+        if self.size == 1:
+            return
+        for p in params:
+            if p.grad is None:  # a rank without episodes this update
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+
+    def wait(self) -> None:
+        self._state.wait_for_everyone()
+
+
+def _declared_outcomes(env_fn) -> tuple[str, ...]:
+    """The outcomes a game made by `env_fn` declares in its metadata."""
+    env = env_fn()
+    try:
+        return tuple(env.metadata.get("outcomes", ()))
+    finally:
+        env.close()
 
 
 def stack_logprobs(episodes) -> np.ndarray:
@@ -344,9 +432,6 @@ def plot_success(log_history: list[dict], out, title="alignment", window: int = 
 
 
 def run(config: AlignConfig) -> dict:
-    if world_size() > 1:
-        raise ValueError("the align stage runs in one process (its rollouts use the machine's cores); launch it "
-                         "with recipes/accelerate/cpu.yaml or gpu.yaml, not several ranks")
     resume_from = check_output_dir(config)
     trainer = AlignTrainer(config)  # every check (reward model, target, agent) before any rollout
     if resume_from:

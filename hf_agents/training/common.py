@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import shutil
 import warnings
+import zipfile
 from argparse import ArgumentError
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +16,10 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from hf_agents.envs import game_outcomes
-from hf_agents.envs.adapter import env_factory
+from hf_agents.envs.spec import GameSpec, parse_kwargs, resolve_game, saved_game
 from hf_agents.files import atomic_write_json, write_train_results
 from hf_agents.locations import RECIPES, weights_problem
+from hf_agents.models.configuration_agent import MAX_CONTEXT_LENGTH
 from hf_agents.models.trainable import TRAINABLE, TrainablePolicy
 from hf_agents.processes import rank
 from hf_agents.training import DEFAULT_STAGE, STAGES, load_stage
@@ -37,10 +40,61 @@ class StageArguments:
     save_safetensors: bool = field(default=True, metadata={"help": "Checkpoints as safetensors."})
 
     def __post_init__(self):
+        check_bounds(self)
         if getattr(self, "dataloader_pin_memory", False) and not _cuda():
             # Pinned memory only speeds up copies to a GPU; without one torch's DataLoader warns at every epoch.
             self.dataloader_pin_memory = False
         chain_post_init(self, StageArguments)
+
+
+def _positive(v) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _non_negative(v) -> bool:
+    return math.isfinite(v) and v >= 0
+
+
+def _at_least_one(v) -> bool:
+    return v >= 1
+
+
+def _fraction(v) -> bool:
+    return math.isfinite(v) and 0 <= v < 1
+
+
+# field -> (rule, what to give): every config that has the field is checked before any work
+BOUNDS = {
+    "learning_rate": (_positive, "a finite number > 0 (e.g. 1e-4)"),
+    "weight_decay": (_non_negative, "a finite number >= 0"),
+    "max_grad_norm": (_non_negative, "a finite number >= 0 (0: no clipping)"),
+    "num_train_epochs": (_positive, "a finite number > 0"),
+    "max_steps": (lambda v: v == -1 or v >= 1, "-1 (train for num_train_epochs) or >= 1"),
+    "eval_fraction": (_fraction, "in [0, 1) (e.g. 0.1; 0: no held-out split)"),
+    "beta": (_positive, "a finite number > 0 (DPO's temperature, e.g. 0.1)"),
+    "l2_penalty": (_non_negative, "a finite number >= 0 (paper: 0.1)"),
+    "temperature": (_positive, "a finite number > 0 (1.0 samples the agent as trained)"),
+    "lora_dropout": (_fraction, "in [0, 1)"),
+    "context_length": (lambda v: 1 <= v <= MAX_CONTEXT_LENGTH, f"in 1..{MAX_CONTEXT_LENGTH} (paper: 32)"),
+    **{name: (_at_least_one, ">= 1") for name in (
+        "window_stride", "trajectory_steps", "embed_batch_size", "per_device_train_batch_size",
+        "per_device_eval_batch_size", "gradient_accumulation_steps", "iterations", "rollout_episodes",
+        "max_episode_steps", "num_envs", "lora_r", "lora_alpha", "num_updates", "episodes_per_update",
+        "micro_batch_size", "save_steps", "rloo_k", "rounds", "rollouts_per_round", "comparisons_per_round",
+        "eval_episodes")},
+    "kl_coef": (_non_negative, "a finite number >= 0 (0: no KL penalty)"),
+    "entropy_coef": (_non_negative, "a finite number >= 0"),
+    "dpo_beta": (_positive, "a finite number > 0 (e.g. 0.1)"),
+    "wait_for_labels": (_non_negative, "a finite number of seconds >= 0"),
+}
+
+
+def check_bounds(config) -> None:
+    """Refuse a numeric field out of its range (`BOUNDS`), naming the field and what to give."""
+    for name, (ok, rule) in BOUNDS.items():
+        value = getattr(config, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
+            raise ValueError(f"{name}={value}: must be {rule}")
 
 
 def _cuda() -> bool:
@@ -92,24 +146,26 @@ class RolloutArguments:
     """The game an alignment stage plays and how its rollouts sample."""
 
     env: str | None = field(default=None, metadata={"help": "Gymnasium id of the game ('module:Id'); default: the "
-                                                    "built-in JumpPads."})
+                                                    "game saved with the agent."})
+    env_kwargs: list[str] = field(default_factory=list, metadata={"help": "KEY=VALUE keyword arguments of the game "
+                                                                  "(JSON values), e.g. [pads_look_alike=true]."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts (and of the "
                                                       "log-probs that are trained)."})
     max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps (paper: 100)."})
     num_envs: int = field(default=8, metadata={"help": "Parallel game processes."})
 
     def __post_init__(self):
-        if self.num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        check_bounds(self)  # num_envs, temperature, max_episode_steps (here first in some configs' class order)
         chain_post_init(self, RolloutArguments)
 
-    def env_fn(self, frame_size):
-        """A picklable factory of the game at the agent's frame size."""
-        return env_factory(self.env, frame_size, self.max_episode_steps)
+    def game(self, agent_config, what: str = "the agent") -> GameSpec:
+        """The game played: `env` (with `env_kwargs`) when set, else the one saved with the agent; at its frame size."""
+        return resolve_game(self.env, saved_game(agent_config.game, what), what,
+                            parse_kwargs(self.env_kwargs, "env_kwargs")).at(agent_config.image_size)
 
-    def outcomes(self) -> tuple[str, ...]:
-        """The outcomes the game reports (empty: it declares none)."""
-        return game_outcomes(self.env)
+    def env_fn(self, agent_config, what: str = "the agent"):
+        """A picklable factory of the game at the agent's frame size."""
+        return self.game(agent_config, what).env_fn(max_steps=self.max_episode_steps)
 
 
 def _argv_from(mapping: dict) -> list[str]:
@@ -216,17 +272,47 @@ def parse_recipe(recipe: str | None, overrides=()):
     return parse_stage(recipe, overrides)[1]
 
 
+# config fields that name what a stage reads: its output_dir must be none of them and hold none of them
+INPUT_FIELDS = ("dataset", "eval_dataset", "init_from", "trajectories", "preferences", "agent", "init_adapter",
+                "reward_model")
+
+
 def check_output_dir(config) -> str | None:
-    """The checkpoint to resume from, or None; refuses to write into a used output_dir by accident."""
+    """The checkpoint to resume from, or None; refuses to write into a used output_dir by accident, over a file or
+    over what the stage reads."""
     out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"{out}: output_dir is a file, not a folder; choose a folder path (or move the file away)")
+    check_not_an_input(config, out)
     if config.resume:
-        last = last_intact_checkpoint(out)
-        if last is None:
-            raise RecipeError(f"{out}: resume=true given but there is no intact checkpoint-* to resume from")
-        return str(last)
+        return str(resume_checkpoint(out))
     if out.is_dir() and any(out.iterdir()) and not config.overwrite:
         raise RecipeError(f"{out}: output_dir is not empty; pass resume=true to continue or overwrite=true to replace")
     return None
+
+
+def check_not_an_input(config, out: Path) -> None:
+    """output_dir must not be, nor hold, a path the stage reads (overwrite=true would clear it)."""
+    here = out.resolve()
+    for name in INPUT_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, str) and value and os.path.exists(value):
+            path = Path(value).resolve()
+            if path == here or here in path.parents:
+                raise RecipeError(f"{out}: output_dir holds the {name} {value} this stage reads; choose another "
+                                  "output_dir")
+
+
+def resume_checkpoint(out: Path) -> Path:
+    """resume=true: the newest whole checkpoint; none whole names each damaged one and the fix."""
+    last = last_intact_checkpoint(out)
+    if last is not None:
+        return last
+    damaged = [f"{p.name}: {checkpoint_problem(p)}" for p in checkpoints(out)]
+    if not damaged:
+        raise RecipeError(f"{out}: resume=true given but there is no checkpoint-* to resume from")
+    raise RecipeError(f"{out}: resume=true but no checkpoint is whole ({'; '.join(damaged)}); delete the damaged "
+                      "checkpoint folder(s), or run with resume=false overwrite=true to start again")
 
 
 def checkpoints(out) -> list[Path]:
@@ -248,20 +334,35 @@ def checkpoint_problem(path: Path) -> str | None:
     if not weights:
         return "no .safetensors weights"
     for file in weights + list(path.glob("*.pt")) + list(path.glob("*.pth")):
-        problem = weights_problem(file) if file.suffix == ".safetensors" else (
-            "empty file" if file.stat().st_size == 0 else None)
+        problem = weights_problem(file) if file.suffix == ".safetensors" else torch_file_problem(file)
         if problem:
             return f"{file.name}: {problem}"
     return None
 
 
+def torch_file_problem(path: Path) -> str | None:
+    """Why a `torch.save` file (a zip archive: optimizer.pt, scheduler.pt, rng_state.pth) does not load whole."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            end = max((i.header_offset + i.compress_size for i in archive.infolist()), default=0)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "truncated or not a torch.save file"
+    return f"truncated ({size} bytes, its records need {end})" if end > size else None
+
+
 def last_intact_checkpoint(out) -> Path | None:
     """The newest checkpoint that is whole; a half-written newer one is skipped with a warning."""
+    skipped = []
     for path in checkpoints(out):
         problem = checkpoint_problem(path)
         if problem is None:
+            for old, why in skipped:
+                warnings.warn(f"{old}: incomplete checkpoint ({why}); resuming from an earlier one", stacklevel=2)
             return path
-        warnings.warn(f"{path}: incomplete checkpoint ({problem}); resuming from an earlier one", stacklevel=2)
+        skipped.append((path, problem))
     return None
 
 

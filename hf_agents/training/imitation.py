@@ -107,8 +107,9 @@ def component_metrics(pred):
 UNIFORM_LOSS = NUM_BUTTONS * math.log(2) + NUM_STICKS * math.log(NUM_BUCKETS)
 
 
-def build_model(config: ImitationConfig, frame_size) -> AgentModel:
-    """A new model from the preset, or the `init_from` checkpoint; checks it fits the data."""
+def build_model(config: ImitationConfig, frame_size, game: dict | None = None) -> AgentModel:
+    """A new model from the preset, or the `init_from` checkpoint; checks it fits the data; the model takes the
+    data's game (`game`, from its meta/info.json)."""
     if config.init_from:
         model = load_checked(AgentModel, config.init_from, "agent (init_from)")
     else:
@@ -118,7 +119,16 @@ def build_model(config: ImitationConfig, frame_size) -> AgentModel:
                      "regenerate the data at that size or pick a model of this size")
     if config.context_length > model.config.context_length:
         raise ValueError(f"context_length={config.context_length} exceeds the model's H={model.config.context_length}")
+    model.config.game = _same_game(model.config.game, game, config)
     return model
+
+
+def _same_game(model_game: dict | None, data_game: dict | None, config: ImitationConfig) -> dict | None:
+    """The game of the trained model: the data's, which must be the init_from model's own when both name one."""
+    if model_game and data_game and model_game["id"] != data_game["id"]:
+        raise ValueError(f"{config.dataset}: recorded on {data_game['id']} but init_from={config.init_from} plays "
+                         f"{model_game['id']}; fine-tune on recordings of its game")
+    return data_game or model_game
 
 
 def build_datasets(config: ImitationConfig):
@@ -140,7 +150,7 @@ def build_datasets(config: ImitationConfig):
     if config.augment:
         train_windows = AugmentedWindows(train_windows, seed=config.seed)
     eval_windows = evaluation.windows(config.context_length, config.context_length) if len(evaluation) else None
-    return data.frame_size, train_windows, eval_windows
+    return data.frame_size, data.info.get("game"), train_windows, eval_windows
 
 
 CONFIG = ImitationConfig
@@ -150,9 +160,9 @@ REQUIRED = ("dataset",)
 def run(config: ImitationConfig) -> dict:
     """Train, evaluate (when there is held-out data) and save; returns the metrics."""
     resume_from = check_output_dir(config)
-    frame_size, train_windows, eval_windows = build_datasets(config)
+    frame_size, game, train_windows, eval_windows = build_datasets(config)
     set_seed(config.seed)  # the model's initialisation too, not only the Trainer's data order
-    model = build_model(config, frame_size)  # all checks happen before the first step
+    model = build_model(config, frame_size, game)  # all checks happen before the first step
     if eval_windows is None:
         config.eval_strategy = "no"
     trainer = ImitationTrainer(model=model, args=config, train_dataset=train_windows, eval_dataset=eval_windows,

@@ -15,10 +15,11 @@ import re
 import shutil
 import sys
 import textwrap
+from contextlib import nullcontext
 from pathlib import Path
 
 from hf_agents.cards import write_model_card
-from hf_agents.files import follow_umask
+from hf_agents.files import error_message, follow_umask, output_lock
 from hf_agents.processes import rank, world_size
 from hf_agents.training import DEFAULT_STAGE, STAGES, load_stage
 from hf_agents.training.common import (
@@ -34,11 +35,12 @@ from hf_agents.training.common import (
 def run_recipe(recipe: str | None, overrides=()) -> dict:
     """Parse the recipe and run its stage; returns the stage's metrics. The output folder gets provenance.json."""
     stage, config = parse_stage(recipe, overrides)
-    metrics = load_stage(stage).run(config)
-    if rank() == 0 and Path(config.output_dir).is_dir():  # the stage saved something
-        follow_umask(config.output_dir)  # safetensors writes its files 0600 (through tempfile)
-        write_provenance(config, recipe, overrides)
-        write_model_card(config.output_dir)  # agent, reward model or adapter card; replaces TRL's generic one
+    with output_lock(config.output_dir) if rank() == 0 else nullcontext():  # one run per output_dir at a time
+        metrics = load_stage(stage).run(config)
+        if rank() == 0 and Path(config.output_dir).is_dir():  # the stage saved something
+            follow_umask(config.output_dir)  # safetensors writes its files 0600 (through tempfile)
+            write_provenance(config, recipe, overrides)
+            write_model_card(config.output_dir)  # agent, reward model or adapter card; replaces TRL's generic one
     return metrics
 
 
@@ -223,6 +225,14 @@ def _help(argv: list[str]) -> int:
     return 0
 
 
+def _output_dir(recipe, overrides) -> str | None:
+    """The output_dir the recipe and overrides name (for an error that names no path), or None."""
+    try:
+        return _read_values(recipe, overrides).get("output_dir")
+    except (RecipeError, OSError):
+        return None
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or "-h" in argv or "--help" in argv:
@@ -237,8 +247,8 @@ def main(argv=None) -> int:
             os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     try:
         metrics = run_recipe(recipe, argv)
-    except (RecipeError, ValueError, FileNotFoundError) as e:
-        print(f"hf-agents train: error: {e}", file=sys.stderr)
+    except (RecipeError, ValueError, OSError) as e:  # OSError: a read-only or full disk, a busy output_dir, ...
+        print(f"hf-agents train: error: {error_message(e, _output_dir(recipe, argv))}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("eval_accuracy_") or k.endswith("mean")}))
     return 0

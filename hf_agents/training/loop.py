@@ -101,7 +101,10 @@ class AlignLoop:
 
     def __init__(self, config: AlignLoopConfig):
         self.config, self.out = config, Path(config.output_dir)
-        outcomes = config.outcomes()
+        from hf_agents.models import AgentConfig
+
+        self.game = config.game(AgentConfig.from_pretrained(config.agent), config.agent)
+        outcomes = self.game.outcomes
         if config.target and outcomes and config.target not in outcomes:
             raise ValueError(f"target '{config.target}' is not an outcome of this game; choose one of "
                              f"{list(outcomes)}")
@@ -151,7 +154,8 @@ class AlignLoop:
         c = self.config
         return evaluate_model(c.agent, out, episodes=episodes or c.eval_episodes, num_envs=c.num_envs,
                               temperature=c.temperature, seed=seed, videos=0 if trajectories else 3,
-                              label=out.parent.name, trajectories=trajectories, overwrite=True, env=c.env,
+                              label=out.parent.name, trajectories=trajectories, overwrite=True, env=self.game.id,
+                              env_kwargs=self.game.kwargs,
                               max_steps=c.max_episode_steps, adapters={c.adapter_name: adapter} if adapter else None)
 
     def preferences(self, r: int, folder: Path, rollouts: Path) -> Path:
@@ -186,12 +190,20 @@ class AlignLoop:
 
     def app_labels(self, r: int, rollouts: Path):
         """The strict pairs a designer labelled on this round's rollouts (waiting for them if asked to)."""
-        from hf_agents.data.labels import expand, read_labels
+        from hf_agents.data.labels import expand, read_labels, stale_datasets
 
         c, deadline = self.config, time.monotonic() + self.config.wait_for_labels
         while True:
             labels = [row for row in read_labels(c.label_db, c.designer) if Path(row["dataset_path"]) == rollouts]
-            rows = [(pair, row["labeller"]) for row in labels for pair in expand(row)[0]]
+            stale = stale_datasets(labels)
+            if stale:
+                raise ValueError(f"round {r}: {stale[0][1]}; label the round's rollouts again (a new --db) and resume")
+            seen, rows = set(), []
+            for row in labels:  # one judgement per labeller and pair (an older database may repeat one)
+                for pair in expand(row)[0]:
+                    if (row["labeller"], frozenset(pair)) not in seen:
+                        seen.add((row["labeller"], frozenset(pair)))
+                        rows.append((pair, row["labeller"]))
             if rows or time.monotonic() >= deadline:
                 break
             time.sleep(min(5.0, max(deadline - time.monotonic(), 0.1)))
@@ -231,7 +243,8 @@ class AlignLoop:
                                                 "trainable=lora", f"adapter_name={c.adapter_name}",
                                                 f"num_envs={c.num_envs}", f"seed={c.seed}",
                                                 f"max_episode_steps={c.max_episode_steps}",
-                                                *([f"env={c.env}"] if c.env else [])])
+                                                *([f"env={c.env}"] if c.env else []),
+                                                *([f"env_kwargs={c.env_kwargs}"] if c.env_kwargs else [])])
         return str(out)
 
     def stage(self, recipe: str, overrides: list[str], out: Path, values: list[str]) -> dict:

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from transformers import set_seed
 
 from hf_agents.data import TrajectoryWriter, load_trajectories
 from hf_agents.files import atomic_write_json, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, load_checked
+from hf_agents.processes import is_main_process
 from hf_agents.training.augment import AugmentedWindows
 from hf_agents.training.common import PolicyArguments, RolloutArguments, check_output_dir
 from hf_agents.training.imitation import ImitationCollator, ImitationConfig, ImitationTrainer
@@ -52,19 +54,43 @@ def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, 
     from hf_agents.envs.vector import BatchedEnv
     from hf_agents.rollout.engine import rollout
 
-    size = model.config.image_size
-    env_fn = config.env_fn(size)
+    size, game = model.config.image_size, config.game(model.config, config.agent)
+    env_fn = game.env_fn(max_steps=config.max_episode_steps)
     policy = AgentPolicy(model.eval(), config.num_envs, temperature=config.temperature,
                          seed=config.seed * 1000 + iteration)
     policy.checkpoint = str(checkpoint)
     with BatchedEnv(env_fn, config.num_envs) as venv, TrajectoryWriter(
-            out, frame_size=size, overwrite=True, metadata={"policy": policy.metadata},
+            out, frame_size=size, overwrite=True, metadata={"policy": policy.metadata, "game": game.to_dict()},
             description=f"Preference fine-tuning rollouts, iteration {iteration}.") as writer:
         result = rollout(venv, policy, config.rollout_episodes, seed=config.seed * 100_000 + iteration * 10_000,
                          writer=writer, source=f"preference-ft:{iteration}", desc=f"rollouts (iteration {iteration})")
     scores = {e.seed: float(s) for e, s in zip(result.episodes, reward_fn(result.episodes))}
     data = load_trajectories(out)
     return data, np.asarray([scores[m["seed"]] for m in data.episodes], np.float32)
+
+
+def main_rank_rollouts(model: AgentModel, config: PreferenceFTConfig, reward_fn, out: Path, iteration: int,
+                       checkpoint: str):
+    """`rollout_and_score` on rank 0 of a launched run while the others wait; every rank then reads the same
+    rollouts and scores (written beside them), so the ranks fine-tune on the same selection."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    scores_file = out.parent / "rollout_scores.json"
+    if state.num_processes == 1:
+        return rollout_and_score(model, config, reward_fn, out, iteration, checkpoint)
+    if state.is_main_process:
+        data, scores = rollout_and_score(model, config, reward_fn, out, iteration, checkpoint)
+        atomic_write_json(scores_file, [float(x) for x in scores])
+    state.wait_for_everyone()
+    return load_trajectories(out), np.asarray(json.loads(scores_file.read_text()), np.float32)
+
+
+def _wait() -> None:
+    """Every rank of a launched run reaches this point before any goes on."""
+    from accelerate import PartialState
+
+    PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
 
 
 def fine_tune(model, config: PreferenceFTConfig, selected, out: Path):
@@ -97,26 +123,32 @@ def run(config: PreferenceFTConfig) -> dict:
         raise ValueError(f"{out}: resume=true continues head or full fine-tuning only; rerun with overwrite=true")
     base = load_checked(AgentModel, out / f"iteration-{start}" / "model" if start else config.agent)
     base = base.to(config.device)  # the Trainer's device (a GPU when there is one): the rollouts act there too
-    reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, config.outcomes(),
-                               config.max_episode_steps, base.config.image_size, device=config.device)
+    game = config.game(base.config, config.agent)
+    reward_fn = RewardFunction(config.reward_source, config.reward_model, config.target, game.outcomes,
+                               config.max_episode_steps, base.config.image_size, device=config.device, game=game.id)
     policy = config.make_policy(base)
     history = json.loads((out / "history.json").read_text())[:start] if start else []
     for it in range(start + 1, config.iterations + 1):
         it_dir = out / f"iteration-{it}"
         source = out / f"iteration-{it - 1}" / "model" if it > 1 else config.agent
-        data, scores = rollout_and_score(base, config, reward_fn, it_dir / "rollouts", it, source)
+        data, scores = main_rank_rollouts(base, config, reward_fn, it_dir / "rollouts", it, source)
         keep = max(1, int(round(config.top_fraction * len(scores))))
         cutoff = np.sort(scores)[::-1][keep - 1]
         top = {m["episode_id"] for m, s in sorted(zip(data.episodes, scores), key=lambda p: -p[1])[:keep]}
         selected = data.filter(fn=lambda m, top=top: m["episode_id"] in top)
         outcomes = [m["outcome"] for m in selected.episodes]
         fine_tune(policy.model, config, selected, it_dir / "model")
-        policy.save(it_dir / "model")
+        if is_main_process():
+            policy.save(it_dir / "model")
+        _wait()
         history.append({"iteration": it, "rollouts": len(scores), "kept": keep, "score_cutoff": float(cutoff),
                         "score_mean": float(scores.mean()), "kept_outcomes": {o: outcomes.count(o) for o in set(outcomes)},
                         "all_outcomes": {o: [m["outcome"] for m in data.episodes].count(o)
                                          for o in {m["outcome"] for m in data.episodes}}})
-        atomic_write_json(out / "history.json", history)
+        if is_main_process():
+            atomic_write_json(out / "history.json", history)
+    if not is_main_process():
+        return {"iterations": config.iterations, "history": history}
     policy.save(out)  # the last iteration's agent (or adapter)
     metrics = {"iterations": config.iterations, "history": history}
     write_train_results(out, metrics, config=config.to_dict())

@@ -227,6 +227,7 @@ def run(config: RewardTrainingConfig) -> dict:
     train_pairs, eval_pairs, train_index = build_comparisons(config, trajectories)
     set_seed(config.seed)
     model = build_reward_model(config, height)
+    model.config.game = trajectories.info.get("game")
     embeddings = model.embed_dataset(trajectories, config.embed_batch_size)
     fit_standardization(config, model, embeddings, trajectories, train_index)
     if eval_pairs is None:

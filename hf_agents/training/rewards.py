@@ -56,7 +56,7 @@ class RewardFunction:
 
     def __init__(self, source: str, reward_model: str | None = None, target: str | None = None,
                  outcomes: tuple[str, ...] | None = None, max_steps: int = 100, frame_size: int | None = None,
-                 batch_size: int = 16, device=None):
+                 batch_size: int = 16, device=None, game: str | None = None):
         if source not in REWARD_SOURCES:
             raise ValueError(f"reward_source must be one of {REWARD_SOURCES}, got '{source}'")
         self.source, self.target, self.max_steps, self.batch_size = source, target, max_steps, batch_size
@@ -66,7 +66,7 @@ class RewardFunction:
         if target and outcomes and target not in outcomes:
             raise ValueError(f"target '{target}' is not an outcome of this game; choose one of {list(outcomes)}")
         if source == "model":
-            self.model = TrajectoryRewardModel.load_trained(reward_model, frame_size).to(device)
+            self.model = TrajectoryRewardModel.load_trained(reward_model, frame_size, game).to(device)
 
     @torch.no_grad()
     def __call__(self, episodes) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_agents.data.writer import TrajectoryWriter
+from hf_agents.envs.spec import GameSpec
 from hf_agents.envs.vector import BatchedEnv
 from hf_agents.games.jumppads.env import make_jumppads
 from hf_agents.games.jumppads.map import DEFAULT_VARIANT, NUM_SPAWNS, PADS, VARIANTS
@@ -31,12 +32,17 @@ def generate_pretrain(out, episodes=200, frame_size=64, num_envs=4, seed=0, max_
     with BatchedEnv(env_fn, num_envs) as venv, TrajectoryWriter(
         out, frame_size=frame_size, overwrite=overwrite, frame_codec=frame_codec,
         description="General JumpPads gameplay by a scripted population of players (all visual variants, "
-                    "play continuing after the launch)."
+                    "play continuing after the launch).", metadata={"game": _game(frame_size)}
     ) as writer:
         result = rollout(venv, ScriptedPopulation(num_envs, seed=seed), episodes, seed=seed, variants=chosen,
                          writer=writer, source="scripted-population", progress=progress, desc="pretrain data")
         writer.metadata["dropped_episodes"] = result.dropped  # a game process failed mid-episode (not written)
     return Path(out)
+
+
+def _game(frame_size: int) -> dict:
+    """The game the agents trained on these datasets play: JumpPads in its evaluation setting."""
+    return GameSpec.of(None, frame_size=frame_size).to_dict()
 
 
 class _SpawnCycle:
@@ -53,7 +59,8 @@ def generate_sft(out, per_pad=100, frame_size=64, num_envs=4, seed=0, max_steps=
         out, frame_size=frame_size, overwrite=overwrite, frame_codec=frame_codec,
         description=f"Curated JumpPads demonstrations: {per_pad} successful episodes per pad (spawns in turn), variant "
                     f"'{DEFAULT_VARIANT}', each cut at the pad.",
-        metadata={"policy": {"policy": "scripted-population", "seed": seed, "pads": list(PADS), "min_skill": min_skill}},
+        metadata={"policy": {"policy": "scripted-population", "seed": seed, "pads": list(PADS), "min_skill": min_skill},
+                  "game": _game(frame_size)},
     ) as writer:
         dropped, next_id = 0, 0  # every scheduled episode gets its own id (rejected ones leave gaps): same ids however many envs
         # Each pad's demonstrations start from every spawn in turn (drawn spawns left one spawn with 3 of 40 left-pad
