@@ -16,10 +16,8 @@ preferences only), `spawn`, `variant`; and this game's own `fell`, `on_main_isla
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 from hf_agents.actions import NUM_BUTTONS, STICK_CENTRES, action_space
 from hf_agents.files import atomic_path
 from hf_agents.frames import resize
+from hf_agents.games.engine import close_engine, in_dir
 from hf_agents.games.jumppads.map import (
     DEFAULT_VARIANT,
     FALL_Z,
@@ -50,7 +49,6 @@ MAX_LOOK = 4.0
 TICS = (4, 3)  # alternate: 3.5 tics of 35 Hz = 10 Hz
 BUTTONS = {0: "JUMP", 1: "CROUCH", 2: "USE", 4: "SPEED", 7: "ATTACK"}  # gamepad button index -> engine button
 _WAD_LOCK = threading.Lock()
-_CHDIR_LOCK = threading.Lock()
 
 
 def wad_path(pads_look_alike: bool = False) -> Path:
@@ -67,16 +65,6 @@ def wad_path(pads_look_alike: bool = False) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _in_dir(path):
-    """ViZDoom writes _vizdoom/ and _vizdoom.ini into the working directory: keep them in a temp dir."""
-    with _CHDIR_LOCK:
-        old = os.getcwd()
-        os.chdir(path)
-        try:
-            yield
-        finally:
-            os.chdir(old)
 
 
 CARD = {"name": "JumpPads", "outcome_noun": "pad", "tags": ["vizdoom"],
@@ -126,7 +114,7 @@ class JumpPadsEnv(gym.Env):
         game.set_episode_timeout(0)
         game.set_mode(vzd.Mode.PLAYER)
         game.add_game_args("+sv_cheats 1 +freelook 1 +sv_nomonsters 1")
-        with _in_dir(self._scratch):
+        with in_dir(self._scratch):
             game.init()
         game.send_game_command("chase")  # third-person camera behind the player
         self.game = game
@@ -189,10 +177,8 @@ class JumpPadsEnv(gym.Env):
 
     def close(self):
         if getattr(self, "game", None) is not None:
-            with _in_dir(self._scratch):
-                self.game.close()
+            close_engine(self.game, self._scratch)
             self.game = None
-            shutil.rmtree(self._scratch, ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------------------------
     def engine_command(self, ids: np.ndarray) -> list[float]:
