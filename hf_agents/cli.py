@@ -184,7 +184,7 @@ def cmd_preferences_synthetic(args) -> None:
         raise ValueError(f"{args.trajectories}: no strict preference among its {len(episodes)} trajectories (outcomes "
                          f"{dict(Counter(e['outcome'] for e in episodes))}); roll out episodes that end differently "
                          "(e.g. `hf-agents evaluate AGENT --trajectories DIR`); nothing was written")
-    write_preferences(args.out, pairs, labeller=f"synthetic:{args.target}")
+    write_preferences(args.out, pairs, labeller=f"synthetic:{args.target}", dataset=args.trajectories)
     outcomes = dict(Counter(e["outcome"] for e in episodes))
     print(json.dumps({"preferences": str(args.out), "comparisons": len(pairs), "trajectories": len(episodes),
                       "outcomes": outcomes}))

@@ -515,6 +515,36 @@ def rollout_speed(q) -> dict:
     return out
 
 
+def align_update(q) -> dict:
+    """One alignment update of 16 episodes with the cpu-preset agent, a LoRA adapter and a random-encoder reward
+    model, split into its parts (rollouts, reward scoring, the reference's log-probs for the KL term, re-scoring
+    and backward), without and with the KL term, side by side."""
+    from hf_agents.envs.spec import GameSpec
+    from hf_agents.models import TrajectoryRewardConfig, TrajectoryRewardModel
+    from hf_agents.training.align import AlignConfig, AlignTrainer
+
+    updates = 2 if q["quick"] else 5
+    out = {"episodes_per_update": 16, "updates": updates}
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = AgentModel(AgentConfig.from_preset("cpu", game=GameSpec.of(None, frame_size=64).to_dict()))
+        agent.save_pretrained(Path(tmp) / "agent")
+        reward = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=64, reward_min=-1.0,
+                                                              reward_max=1.0))
+        reward.save_pretrained(Path(tmp) / "reward")
+        for name, kl in (("kl_coef=0", 0.0), ("kl_coef=0.05", 0.05)):
+            config = AlignConfig(agent=str(Path(tmp) / "agent"), output_dir=str(Path(tmp) / name), target="left",
+                                 reward_source="model", reward_model=str(Path(tmp) / "reward"), algorithm="rloo",
+                                 trainable="lora", kl_coef=kl, num_updates=updates, save_steps=10**6,
+                                 report_to=["none"], num_envs=8)
+            trainer = AlignTrainer(config)
+            trainer.train()
+            logs = trainer.log_history[1:] or trainer.log_history  # the first update warms up
+            parts = {k: statistics.median(h[k] for h in logs) for k in
+                     ("seconds", "seconds_rollout", "seconds_reward", "seconds_reference", "seconds_learn")}
+            out[name] = {**parts, **{f"share_{k[8:]}": parts[k] / parts["seconds"] for k in parts if k != "seconds"}}
+    return out
+
+
 def reward_model_speed(q, peak) -> dict:
     """Reward-model training comparisons/s (the reward stage's Trainer on frozen embeddings, against a bare loop on the
     same model and data), its FLOP/s share of the matmul peak, and the one-off cost of embedding trajectories."""
@@ -691,6 +721,7 @@ def main():
         ("rollout", lambda: rollout_speed(q)),
         ("data_generation", lambda: data_generation(q)),
         ("reward_model", lambda: reward_model_speed(q, peak)),
+        ("align_update", lambda: align_update(q)),
         ("labelling", lambda: labelling_load(q)),
     ]
     if not args.quick:

@@ -237,6 +237,25 @@ def test_reward_recipe_errors_before_training(rollouts, tmp_path):
     assert not (tmp_path / "rm").exists() or not any((tmp_path / "rm").iterdir())
 
 
+def test_preferences_made_on_another_version_of_the_dataset_are_refused(rollouts, tmp_path, capsys):
+    import shutil
+
+    from hf_agents.data.preferences import preferences_dataset
+    from hf_agents.locations import fingerprint
+
+    data = tmp_path / "rollouts"
+    shutil.copytree(rollouts / "rollouts", data)
+    pairs = read_preferences(rollouts / "left.parquet")
+    write_preferences(tmp_path / "left.parquet", pairs, "synthetic:left", dataset=data)
+    assert preferences_dataset(tmp_path / "left.parquet") == fingerprint(data)
+    info = json.loads((data / "meta" / "info.json").read_text())
+    (data / "meta" / "info.json").write_text(json.dumps({**info, "description": "regenerated"}))  # another version
+    code = main(["stage=reward", f"trajectories={data}", f"preferences={tmp_path / 'left.parquet'}", "encoder=random",
+                 f"output_dir={tmp_path / 'rm'}", "report_to=none"])
+    assert code == 2 and "made on another version" in capsys.readouterr().err
+    assert not (tmp_path / "rm").exists() or not any((tmp_path / "rm").iterdir())
+
+
 @pytest.mark.slow
 def test_killed_reward_run_resumes_to_the_same_weights(rollouts, tmp_path):
     from tests.test_training import assert_kill_and_resume_matches

@@ -254,3 +254,14 @@ def test_two_groups_of_envs_play_the_same_episodes_as_one(tmp_path):
         assert (a.spawn, a.outcome, a.length) == (b.spawn, b.outcome, b.length)
         # an episode may land on another game process: the engine's random numbers come from the episode's seed
         assert np.array_equal(a.actions, b.actions) and np.array_equal(a.frames, b.frames)
+
+
+def test_a_game_without_outcomes_is_judged_by_its_return_not_by_failures():
+    from types import SimpleNamespace
+
+    from hf_agents.rollout.evaluate import summarize
+
+    episodes = [SimpleNamespace(outcome="none", episode_return=r, length=10, spawn=-1) for r in (1.0, 3.0)]
+    summary = summarize(episodes, outcomes=())
+    assert summary["failure_rate"] is None and summary["mean_return"] == 2.0 and summary["outcomes"] == ["none"]
+    assert summarize(episodes, outcomes=("goal",))["failure_rate"] == 1.0  # with outcomes, none of them is a failure

@@ -263,3 +263,12 @@ def test_augmentation_draws_are_seeded_per_window(jumppads_sft):
     b.set_epoch(1)
     assert not torch.equal(a[5]["augment"], b[5]["augment"])
     assert torch.equal(a[5]["frames"], windows[5]["frames"])  # the loader leaves the pixels alone
+
+
+def test_a_list_override_on_the_command_line_is_a_list_as_in_a_recipe():
+    from hf_agents.training.common import RecipeError, _read_values
+
+    values = _read_values(None, ["reward_overrides=[num_train_epochs=10, encoder=random]", "x=[y"])
+    assert values == {"reward_overrides": ["num_train_epochs=10", "encoder=random"], "x": "[y"}
+    with pytest.raises(RecipeError, match="is not a list"):
+        _read_values(None, ["a=[b, [c]"])

@@ -317,7 +317,8 @@ def export_preferences(db_path: str | Path, out: str | Path, labeller: str | Non
     if not rows:
         raise DatasetFormatError(f"{db_path}: {len(labels)} label(s) but no strict preference (all ties or skips); "
                                  "nothing was written")
-    write_preferences(out, [(c, r) for c, r, _ in rows], labeller=[who for _, _, who in rows])
+    write_preferences(out, [(c, r) for c, r, _ in rows], labeller=[who for _, _, who in rows],
+                      dataset=labels[0]["dataset"])
     everyone = [r for r in read_labels(db_path) if r["dataset"] == labels[0]["dataset"]]
     return {"labels": len(labels), "comparisons": len(rows), "skipped": counts["skipped"],
             "tied_pairs_dropped": counts["tied_pairs"], "repeated_pairs_dropped": counts["repeated"],

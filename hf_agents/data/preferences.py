@@ -68,18 +68,39 @@ def check_preferences_target(path, overwrite: bool = False) -> Path:
     return check_file_target(path, overwrite, "preferences file", is_preferences_file)
 
 
-def write_preferences(path: str | Path, pairs, labeller) -> Path:
+FINGERPRINT_KEY = b"hf_agents.dataset_fingerprint"
+
+
+def write_preferences(path: str | Path, pairs, labeller, dataset: str | Path | None = None) -> Path:
     """Write (chosen, rejected) pairs to a parquet file, atomically (a failed write keeps the old file);
-    `labeller` is one name for every pair or one per pair. It replaces only a preferences file."""
+    `labeller` is one name for every pair or one per pair; `dataset`, the trajectory dataset the pairs' episode
+    ids refer to, is recorded by its fingerprint (the reward stage checks it). It replaces only a preferences
+    file."""
+    from hf_agents.locations import fingerprint
+
     path = check_preferences_target(path, overwrite=True)
     labellers = [labeller] * len(pairs) if isinstance(labeller, str) else list(labeller)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({"chosen": pa.array([int(c) for c, _ in pairs], pa.int64()),
                       "rejected": pa.array([int(r) for _, r in pairs], pa.int64()),
                       "labeller": pa.array(labellers, pa.string())})
+    made_on = fingerprint(dataset) if dataset is not None and not _is_fingerprint(dataset) else dataset
+    if made_on:
+        table = table.replace_schema_metadata({FINGERPRINT_KEY: str(made_on).encode()})
     with output_lock(path), atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
+
+
+def _is_fingerprint(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def preferences_dataset(path: str | Path) -> str | None:
+    """The fingerprint of the dataset a preferences file was made on, or None when it does not record one."""
+    metadata = pq.read_schema(path).metadata or {}
+    value = metadata.get(FINGERPRINT_KEY)
+    return value.decode() if value else None
 
 
 def read_preferences(path: str | Path, episode_ids=None, labeller: str | None = None) -> list[tuple[int, int]]:

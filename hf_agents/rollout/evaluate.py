@@ -49,7 +49,8 @@ def _counts(episodes, names) -> dict:
 
 
 def summarize(episodes, dropped: int = 0, outcomes=()) -> dict:
-    """Outcome counts, shares and 95% intervals, mean return and length, per-spawn counts."""
+    """Outcome counts, shares and 95% intervals, mean return and length, per-spawn counts; the failure rate (share
+    with no outcome) only for games that have outcomes."""
     n, names = len(episodes), outcome_names(episodes, outcomes)
     counts = _counts(episodes, names)
     per_spawn = {}
@@ -63,7 +64,8 @@ def summarize(episodes, dropped: int = 0, outcomes=()) -> dict:
         "counts": counts,
         "distribution": {o: counts[o] / max(n, 1) for o in names},
         "ci95": {o: wilson(counts[o], n) for o in names},
-        "failure_rate": counts[NO_OUTCOME] / max(n, 1),
+        # a game without outcomes is judged by its return: no episode "fails" there
+        "failure_rate": counts[NO_OUTCOME] / max(n, 1) if len(names) > 1 else None,
         "mean_return": float(np.mean([e.episode_return for e in episodes])) if episodes else 0.0,
         "mean_length": float(np.mean([e.length for e in episodes])) if episodes else 0.0,
         "per_spawn": per_spawn,

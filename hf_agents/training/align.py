@@ -204,16 +204,21 @@ class AlignTrainer:
         """One update: roll out, score, learn. Returns the update's log."""
         t0 = time.monotonic()
         result, groups = self.rollout(venv, self.update)
+        t1 = time.monotonic()
         log = self.learn(result.episodes, groups)
-        log.update(dropped=int(self.ranks.total(result.dropped)), seconds=time.monotonic() - t0)
+        log.update(dropped=int(self.ranks.total(result.dropped)), seconds=time.monotonic() - t0,
+                   seconds_rollout=t1 - t0)
         return log
 
     def learn(self, episodes, groups) -> dict:
         """The REINFORCE/RLOO/online-DPO update on a batch of finished episodes (dropped ones already left out);
         on several ranks each holds its share, and the gradients of all of them are summed before the step."""
         c, ranks = self.config, self.ranks
+        t0 = time.monotonic()
         rewards = self.reward_fn(episodes)
+        t1 = time.monotonic()
         kl = self.kl(episodes) if c.kl_coef and episodes else np.zeros(len(episodes), np.float32)
+        t2 = time.monotonic()
         self.optimizer.zero_grad(set_to_none=True)
         n = int(ranks.total(len(episodes)))
         entropy, steps, drift, grad_norm, margins = 0.0, 0, 0.0, 0.0, None
@@ -229,8 +234,10 @@ class AlignTrainer:
             grad_norm = self.apply_gradients()
         self.update += 1
         everyone = ranks.gather([(float(r), float(k), e.outcome, e.length) for r, k, e in zip(rewards, kl, episodes)])
-        return self.update_log(everyone, ranks.total(entropy) / max(ranks.total(steps), 1), ranks.largest(drift),
-                               grad_norm, margins)
+        log = self.update_log(everyone, ranks.total(entropy) / max(ranks.total(steps), 1), ranks.largest(drift),
+                              grad_norm, margins)
+        log.update(seconds_reward=t1 - t0, seconds_reference=t2 - t1, seconds_learn=time.monotonic() - t2)
+        return log
 
     def apply_gradients(self) -> float:
         """Sum the ranks' gradients, clip, take the optimiser step; the gradient norm."""

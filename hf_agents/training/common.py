@@ -215,10 +215,21 @@ def _read_values(recipe: str | None, overrides) -> dict:
             values[key] = found if len(found) != 1 else found[0]
         elif "=" in token:
             key, value = token.split("=", 1)
-            values[key] = value
+            values[key] = _flow_list(value, key, where)
         else:
             raise RecipeError(f"{where}: cannot read override '{token}'; use key=value or --key value")
     return values
+
+
+def _flow_list(value: str, key: str, where: str):
+    """key=[a, b] on the command line is a list, as in a recipe; any other value stays a string."""
+    if not (value.startswith("[") and value.endswith("]")):
+        return value
+    try:
+        items = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise RecipeError(f"{where}: {key}={value} is not a list; write {key}=[a, b] (or quote each item)") from None
+    return [str(v) for v in items] if items else value
 
 
 _REFERENCE = re.compile(r"\{([A-Za-z_]\w*)\}")

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_agents.data import TrajectoryDataset, load_trajectories
-from hf_agents.data.preferences import read_preferences
+from hf_agents.data.preferences import preferences_dataset, read_preferences
 from hf_agents.frames import check_frame_size
+from hf_agents.locations import fingerprint
 from hf_agents.models import AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel, load_checked
 from hf_agents.models.configuration_reward import ENCODERS
 from hf_agents.training.common import (
@@ -195,6 +196,12 @@ def fit_standardization(config: RewardTrainingConfig, model: TrajectoryRewardMod
 def build_comparisons(config: RewardTrainingConfig, trajectories: TrajectoryDataset):
     """Train and held-out comparison datasets (rows of trajectory indices) and the train trajectory indices."""
     position = trajectories.positions()
+    made_on, now = preferences_dataset(config.preferences), fingerprint(config.trajectories)  # None: not local
+    if made_on and now and made_on != now:
+        raise RecipeError(f"{config.preferences}: made on another version of {config.trajectories} (fingerprint "
+                          f"{made_on[:12]}…, now {now[:12]}…): its episode ids may "
+                          "name other episodes; make the preferences again on this dataset, or train on the dataset "
+                          "they were made on")
     pairs = read_preferences(config.preferences, position, labeller=config.labeller)
     train_part, eval_part = trajectories.split(config.eval_fraction, seed=config.seed)
     held_out = {m["episode_id"] for m in eval_part.episodes}
