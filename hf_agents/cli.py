@@ -121,7 +121,7 @@ def cmd_evaluate(args) -> None:
                              temperature=args.temperature, seed=args.seed, videos=args.videos, label=args.label,
                              trajectories=args.trajectories, overwrite=args.overwrite, env=args.env,
                              max_steps=args.max_steps, adapters=_adapters(args.adapter),
-                             env_kwargs=parse_kwargs(args.env_kwarg))
+                             env_kwargs=parse_kwargs(args.env_kwarg), image_key=args.image_key)
     keys = ("label", "episodes", "dropped", "distribution", "mean_return", "mean_length")
     for one in (summary.values() if summary and "episodes" not in summary else [summary]):
         if one:  # other ranks of a distributed evaluation return nothing; rank 0 reports
@@ -144,6 +144,8 @@ def _game_arguments(parser) -> None:
                              "GamepadEnv (default: the game saved with the agent)")
     parser.add_argument("--env-kwarg", action="append", default=None, metavar="KEY=VALUE",
                         help="a keyword argument of the game (repeatable; JSON values), e.g. pads_look_alike=true")
+    parser.add_argument("--image-key", default=None, help="the observation key holding the RGB frame, for Dict "
+                        "observations with several images (default: the game's saved one, or its only image)")
     parser.add_argument("--max-steps", type=int, default=None, help="episode timeout in steps (default: the game's)")
 
 
@@ -275,7 +277,8 @@ def cmd_play(args) -> None:
     summary = evaluate_model(args.model, out, episodes=args.episodes, num_envs=min(args.episodes, 4),
                              temperature=args.temperature, seed=args.seed, videos=args.episodes,
                              adapters=_adapters(args.adapter), progress=False, env=args.env,
-                             max_steps=args.max_steps, env_kwargs=parse_kwargs(args.env_kwarg))
+                             max_steps=args.max_steps, env_kwargs=parse_kwargs(args.env_kwarg),
+                             image_key=args.image_key)
     videos = sorted(str(p) for p in out.glob("**/videos/*.gif"))
     outcomes = {k: v["counts"] for k, v in summary.items()} if "counts" not in summary else summary["counts"]
     print(json.dumps({"videos": videos, "outcomes": outcomes}))

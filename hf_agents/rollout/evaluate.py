@@ -155,7 +155,8 @@ def check_sampling(num_envs: int, temperature: float) -> None:
 
 def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.0, seed=12345, videos=3,
                    label=None, progress=True, trajectories=None, overwrite=False, env=None, max_steps=None,
-                   adapters: dict[str, str] | None = None, env_kwargs: dict | None = None) -> dict:
+                   adapters: dict[str, str] | None = None, env_kwargs: dict | None = None,
+                   image_key: str | None = None) -> dict:
     """Evaluate a saved agent on its own game (saved with it), or on `env`, a Gymnasium id such as
     "ale_py:ALE/Pong-v5" behind `GamepadEnv` (with `env_kwargs`); frames at the model's size. `max_steps`:
     episode timeout (None: the game's own; JumpPads: the paper's 100 steps).
@@ -177,7 +178,7 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     model = model.to(PartialState(cpu=not torch.cuda.is_available()).device)  # this rank's GPU, when there is one
     agent = agent_of(model)
     game = resolve_game(env, saved_game(agent.config.game, str(model_path)), f"the agent at {model_path}",
-                        env_kwargs).at(agent.config.image_size)
+                        env_kwargs, image_key).at(agent.config.image_size)
     env_fn = game.env_fn(max_steps=max_steps)
 
     def run(out, name):

@@ -149,6 +149,8 @@ class RolloutArguments:
                                                     "game saved with the agent."})
     env_kwargs: list[str] = field(default_factory=list, metadata={"help": "KEY=VALUE keyword arguments of the game "
                                                                   "(JSON values), e.g. [pads_look_alike=true]."})
+    image_key: str | None = field(default=None, metadata={"help": "The observation key of the RGB frame (Dict "
+                                                          "observations with several images); default: the saved one."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts (and of the "
                                                       "log-probs that are trained)."})
     max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps (paper: 100)."})
@@ -160,8 +162,9 @@ class RolloutArguments:
 
     def game(self, agent_config, what: str = "the agent") -> GameSpec:
         """The game played: `env` (with `env_kwargs`) when set, else the one saved with the agent; at its frame size."""
-        return resolve_game(self.env, saved_game(agent_config.game, what), what,
-                            parse_kwargs(self.env_kwargs, "env_kwargs")).at(agent_config.image_size)
+        kwargs = parse_kwargs(self.env_kwargs, "env_kwargs")
+        return resolve_game(self.env, saved_game(agent_config.game, what), what, kwargs,
+                            self.image_key).at(agent_config.image_size)
 
     def env_fn(self, agent_config, what: str = "the agent"):
         """A picklable factory of the game at the agent's frame size."""
