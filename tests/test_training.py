@@ -66,9 +66,9 @@ def test_one_recipe_serves_every_target_through_references():
     for target in ("left", "right", "middle"):
         config = parse_recipe(str(REPO / "recipes" / "align.yaml"), [f"target={target}"])
         assert (config.output_dir, config.reward_model, config.init_adapter, config.adapter_name) == (
-            f"outputs/align-{target}", f"outputs/reward-{target}-agent", f"outputs/preference-ft-{target}", target)
+            f"outputs/align-{target}", f"outputs/reward-{target}-random", f"outputs/preference-ft-{target}", target)
     config = parse_recipe(str(REPO / "recipes" / "preference_ft.yaml"), ["target=right", "output_dir=mine"])
-    assert (config.output_dir, config.reward_model) == ("mine", "outputs/reward-right-agent")
+    assert (config.output_dir, config.reward_model) == ("mine", "outputs/reward-right-random")
     with pytest.raises(RecipeError, match=r"align.yaml: field '\w+' refers to \{target\}"):
         parse_recipe(str(REPO / "recipes" / "align.yaml"), ["--target"])
 
