@@ -33,7 +33,7 @@ def loop(tmp_path, *overrides):
 
 @pytest.mark.slow
 def test_three_oracle_rounds_each_retrain_on_all_rollouts_and_go_on_from_the_last_adapter(tmp_path):
-    assert loop(tmp_path) == 0
+    assert loop(tmp_path, "rounds=3") == 0
     history = json.loads((tmp_path / "loop" / "history.json").read_text())
     assert [h["round"] for h in history] == [1, 2, 3]
     assert all("success_goal" in h and h["comparisons"] > 0 for h in history)
