@@ -468,16 +468,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="recipe file or shipped recipe name, then overrides")
     train.set_defaults(fn=cmd_train)
 
-    la = _command(sub, "launch", "run a training stage with `accelerate launch` and a shipped config found by name",
-                  "Same as `accelerate launch --config_file CONFIG -m hf_agents.training RECIPE [key=value ...]`, "
-                  "where CONFIG may be the name of an accelerate config shipped with the package (see "
-                  "`hf-agents recipes`), from any folder.")
-    la.add_argument("config", help="accelerate config: a shipped name (cpu, cpu-2ranks, gpu, multi-gpu, fsdp, "
-                    "deepspeed-zero2) or a file")
-    la.add_argument("rest", nargs=argparse.REMAINDER, metavar="RECIPE [key=value ...]",
-                    help="recipe file or shipped recipe name, then overrides")
-    la.set_defaults(fn=cmd_launch)
-
     ev = _command(sub, "evaluate", "evaluate an agent on its game: outcome shares, return, figures, videos",
                   "Evaluate an agent: outcome shares with 95% intervals, mean return and length, figures and "
                   "videos. By default the evaluation goes to MODEL/eval, which the model's card shows; "
@@ -571,6 +561,16 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--size", type=int, default=128, help="frame size in pixels")
     sheet.add_argument("--overwrite", action="store_true", help="replace an existing PNG at --out")
     sheet.set_defaults(fn=cmd_env_contact_sheet)
+
+    la = _command(sub, "launch", "run a training stage with `accelerate launch` and a shipped config found by name",
+                  "Same as `accelerate launch --config_file CONFIG -m hf_agents.training RECIPE [key=value ...]`, "
+                  "where CONFIG may be the name of an accelerate config shipped with the package (see "
+                  "`hf-agents recipes`), from any folder.")
+    la.add_argument("config", help="accelerate config: a shipped name (cpu, cpu-2ranks, gpu, multi-gpu, fsdp, "
+                    "deepspeed-zero2) or a file")
+    la.add_argument("rest", nargs=argparse.REMAINDER, metavar="RECIPE [key=value ...]",
+                    help="recipe file or shipped recipe name, then overrides")
+    la.set_defaults(fn=cmd_launch)
 
     pu = _command(sub, "push", "publish an agent, reward model or adapter folder with its model card")
     pu.add_argument("folder", help="a training run's output_dir")
