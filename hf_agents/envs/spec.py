@@ -11,7 +11,7 @@ no `--env` is an error, never a silent fallback to the built-in JumpPads.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from hf_agents.data.schema import FPS
 from hf_agents.envs import JUMPPADS_ID, game_metadata
@@ -59,7 +59,7 @@ class GameSpec:
 
     def at(self, frame_size: int) -> GameSpec:
         """The same game seen at `frame_size` (the agent's)."""
-        return GameSpec(**{**self.to_dict(), "frame_size": int(frame_size), "outcomes": self.outcomes})
+        return replace(self, frame_size=int(frame_size))
 
     def env_fn(self, frame_size: int | None = None, max_steps: int | None = None):
         """A picklable factory of this game behind the gamepad contract."""
@@ -84,17 +84,12 @@ def resolve_game(env: str | None, saved: GameSpec | None, what: str, kwargs: dic
     if env:
         same = saved is not None and saved.id == env
         base = saved if same else GameSpec.of(env)
-        return GameSpec(**{**base.to_dict(), "outcomes": base.outcomes,
-                           "kwargs": {**(base.kwargs if same else {}), **(kwargs or {})},
-                           "image_key": image_key or (base.image_key if same else None)})
+        return replace(base, kwargs={**base.kwargs, **(kwargs or {})}, image_key=image_key or base.image_key)
     if saved is None:
         raise GameUnknownError(f"{what} does not name its game (made before games were recorded, or from "
                                f"recordings imported without --env); pass --env GAME (the built-in game is "
                                f"{JUMPPADS_ID})")
-    if kwargs or image_key:
-        return GameSpec(**{**saved.to_dict(), "outcomes": saved.outcomes, "kwargs": {**saved.kwargs, **(kwargs or {})},
-                           "image_key": image_key or saved.image_key})
-    return saved
+    return replace(saved, kwargs={**saved.kwargs, **(kwargs or {})}, image_key=image_key or saved.image_key)
 
 
 def parse_kwargs(pairs: list[str] | None, where: str = "--env-kwarg") -> dict:

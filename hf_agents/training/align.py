@@ -366,10 +366,10 @@ class Ranks:
         return float(t.item())
 
     def total(self, value: float) -> float:
-        return self._reduce(value, torch.distributed.ReduceOp.SUM) if self.size > 1 else float(value)
+        return self._reduce(value, torch.distributed.ReduceOp.SUM)
 
     def largest(self, value: float) -> float:
-        return self._reduce(value, torch.distributed.ReduceOp.MAX) if self.size > 1 else float(value)
+        return self._reduce(value, torch.distributed.ReduceOp.MAX)
 
     def gather(self, items: list) -> list:
         """Every rank's items, rank 0's first, on every rank."""
