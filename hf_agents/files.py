@@ -8,7 +8,9 @@ that other libraries wrote (a Trainer's output_dir).
 
 A writer holds `output_lock(OUTPUT)` while it writes, so a second writer of the same output fails at once
 naming the first; `check_file_target` refuses to write a file over what is not its own kind; `describe_os_error`
-turns a disk error (read-only, full, no permission) into one line naming the path and the fix.
+turns a disk error (read-only, full, no permission) into one line naming the path and the fix. A library's save
+(torch.save, safetensors, `save_pretrained`) runs inside `saving(PATH)`, which turns its failed write (a
+RuntimeError naming no errno or path) into that disk error and removes what it left half-written.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from contextlib import contextmanager
@@ -55,13 +58,17 @@ def follow_umask(folder) -> None:
 def atomic_path(path):
     """Yield a temp path beside `path` (same suffix) for a writer to fill; it becomes `path` when the block ends
     without an error, and is removed otherwise. The file gets the mode a plain `open()` would give, whatever
-    the writer made it with."""
+    the writer made it with. A disk error naming the temp file (or no file) names `path` instead."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
         _plain_mode(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno is None or e.filename2 is not None or e.filename not in (None, str(tmp), tmp):
+            raise
+        raise type(e)(e.errno, e.strerror, str(path)) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -287,3 +294,76 @@ def writing_folder(path):
             if not existed:
                 shutil.rmtree(path, ignore_errors=True)
             raise
+
+
+# -- a library's failed write --------------------------------------------------------------------------------------
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # safetensors (Rust): "I/O error: No space left on device (os error 28)"
+_STRERROR = re.compile(r"strerror: ([^\n]+)")  # torch: "open file failed with strerror: Read-only file system"
+_WRITE_FAILED = ("file write failed", "failed writing file", "unexpected pos", "iostream error")  # torch.save, disk full
+
+
+def write_failure(error: BaseException, path) -> OSError | None:
+    """The OSError (naming `path`) that a library's failed write stands for, or None when `error` is not one.
+    torch.save raises RuntimeError on a full disk (`PytorchStreamWriter failed writing file ...: file write failed`,
+    `[enforce fail at inline_container.cc] . unexpected pos N vs M`, `basic_ios::clear: iostream error`) and on a
+    file it cannot open (`... open file failed with strerror: Read-only file system`); safetensors raises
+    SafetensorError (`I/O error: No space left on device (os error 28)`). Neither names the path, torch not the
+    errno: a write of torch's that failed for no stated cause is taken for a full disk."""
+    if not isinstance(error, RuntimeError) and type(error).__name__ != "SafetensorError":
+        return None
+    text, code = str(error), None
+    if match := _OS_ERROR.search(text):
+        code = int(match.group(1))
+    elif match := _STRERROR.search(text):
+        code = next((c for c in errno.errorcode if os.strerror(c) == match.group(1).strip()), None)
+    elif isinstance(error, RuntimeError) and any(words in text for words in _WRITE_FAILED):
+        code = errno.ENOSPC
+    return None if code is None else OSError(code, os.strerror(code), str(path))
+
+
+def _files_at(path: Path) -> dict[Path, tuple]:
+    """The files at `path` (itself, or the files of the folder: not its subfolders) with what tells a rewrite."""
+    files = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path] if path.is_file() else []
+    found = {}
+    for file in files:
+        try:
+            st = file.stat()
+        except OSError:
+            continue
+        found[file] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return found
+
+
+@contextmanager
+def saving(path, remove: bool = True):
+    """Around a library's save into `path` (a file, or the folder it writes its files into): torch.save,
+    safetensors' `save_file`, `save_pretrained`, a Trainer's `save_model` or `train`. Its failed write (a full or
+    read-only disk) becomes the OSError it stands for naming `path` (`write_failure`), so a command prints one line
+    (`PATH: the disk is full; ...`), not a traceback; an OSError passes as it is. Then, with `remove`, the files
+    the save made or rewrote at `path` (a folder: its own files, not its subfolders') are removed, so none is left
+    half-written looking whole; the files it did not touch stay. Any other error passes unchanged."""
+    path = Path(path)
+    existed = path.is_dir()
+    before = _files_at(path) if remove else {}
+    try:
+        yield path
+    except Exception as e:
+        error = e if is_disk_error(e) else write_failure(e, path)
+        if error is None:
+            raise
+        if remove:
+            for file, seen in _files_at(path).items():
+                if before.get(file) != seen:
+                    try:
+                        file.unlink()
+                    except OSError:  # a read-only disk: there is nothing of the save's on it either
+                        pass
+            if not existed and path.is_dir():
+                try:
+                    path.rmdir()  # the save made the folder: it goes when nothing else is in it
+                except OSError:
+                    pass
+        if error is e:
+            raise
+        raise error from e

@@ -388,7 +388,7 @@ def test_command_options_out_of_range_are_refused_before_any_work(tmp_path, caps
 
 
 DISK_SCRIPT = """
-import contextlib, io, json, os, sys
+import contextlib, hashlib, io, json, os, sys
 from hf_agents.cli import main
 results = []
 for argv in json.loads(sys.argv[1]):
@@ -396,34 +396,43 @@ for argv in json.loads(sys.argv[1]):
     with contextlib.redirect_stderr(err):
         code = main(argv)
     results.append([code, err.getvalue()])
-print(json.dumps({"results": results, "left": sorted(os.listdir(sys.argv[2]))}))
+files = {os.path.relpath(os.path.join(top, name), sys.argv[2]): hashlib.sha256(open(os.path.join(top, name), "rb")
+         .read()).hexdigest() for top, _, names in os.walk(sys.argv[2]) for name in names}
+print(json.dumps({"results": results, "left": sorted(os.listdir(sys.argv[2])), "files": files}))
 """
 
 
-def on_a_broken_disk(tmp_path, kind: str, commands):
+def on_a_broken_disk(tmp_path, kind: str, commands, prepare: str = "", files: bool = False, preamble: str = ""):
     """Run `hf-agents` commands whose outputs lie on `disk`: a read-only or a full file system (a tmpfs mounted in a
-    private mount namespace; as another user than root, a folder without write permission stands for read-only).
-    Returns (disk, [(exit code, stderr)], what is left on the disk)."""
+    private mount namespace; as another user than root, a folder without write permission stands for read-only),
+    or ("small") a 64 kB one that fills up while they write. `prepare`: shell commands that put files on the disk
+    first (DISK stands for it); `preamble`: Python run before the commands. Returns (disk, [(exit code, stderr)], what is left on the disk: its names, or with
+    `files` {path under the disk: sha256} of every file on it)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     commands = [[str(a).replace("DISK", str(disk)) for a in argv] for argv in commands]
+    prepare = prepare.replace("DISK", str(disk))
     if os.geteuid() != 0:
-        if kind == "full":
+        if kind != "ro":
             pytest.skip("filling a disk needs a private tmpfs mount (root); not root here")
+        if prepare:
+            subprocess.run(["sh", "-c", prepare], check=True)
         disk.chmod(0o555)
         script = ["sh", "-c", '"$0" -c "$1" "$2" "$3"', sys.executable]
     else:
         if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
             pytest.skip("root without a private mount namespace (unshare -m): cannot mount a read-only/full disk")
-        mount = (f"mount -t tmpfs -o ro,size=1m tmpfs {disk}" if kind == "ro" else
-                 f"mount -t tmpfs -o size=64k tmpfs {disk} && (head -c 1M /dev/zero > {disk}/filler; true)")
+        mount = {"ro": f"mount -t tmpfs -o ro,size=1m tmpfs {disk}", "small": f"mount -t tmpfs -o size=64k tmpfs {disk}",
+                 "full": f"mount -t tmpfs -o size=64k tmpfs {disk} && (head -c 1M /dev/zero > {disk}/filler; true)"}[kind]
+        mount += f" && {prepare}" if prepare else ""
         script = ["unshare", "-m", "sh", "-c", f'{mount} && "$0" -c "$1" "$2" "$3"', sys.executable]
-    done = subprocess.run([*script, DISK_SCRIPT, json.dumps(commands), str(disk)], capture_output=True, text=True,
+    done = subprocess.run([*script, preamble + DISK_SCRIPT, json.dumps(commands), str(disk)], capture_output=True,
+                          text=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     disk.chmod(0o755)
-    return disk, found["results"], found["left"]
+    return disk, found["results"], found["files" if files else "left"]
 
 
 DISK_COMMANDS = [
@@ -504,3 +513,76 @@ def test_a_training_run_never_writes_over_what_it_reads(tmp_path, capsys, tiny_a
         line = one_error_line(err)
         assert code == 2 and f"{output_dir}: output_dir holds the init_from {tiny_agent_dir} this stage reads" in line
     assert checksums(tiny_agent_dir) == before
+
+
+# -- a save, an export or a label database that the disk stops midway ----------------------------------------------
+
+
+@pytest.mark.parametrize("save_steps, limit, cause", [
+    (1, 1.5, "the disk is full; free space or write somewhere else (ENOSPC)"),  # torch.save of a checkpoint's optimizer
+    (1000, 0.5, "File too large (EFBIG)"),  # safetensors, in the final save_model: weights and config.json go
+])
+def test_a_save_that_the_disk_stops_is_one_line_and_leaves_no_half_written_weights(tmp_path, capsys, rng, save_steps,
+                                                                                    limit, cause):
+    import resource
+    import signal
+
+    from hf_agents.models import AgentModel
+
+    write_test_dataset(tmp_path / "ds", [5] * 2, rng=rng)
+    run, before = tmp_path / "run", checksums(tmp_path / "ds")
+    weights = 4 * AgentModel(AgentConfig.from_preset("tiny", image_size=16)).num_parameters()  # float32 bytes
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if hard != resource.RLIM_INFINITY and hard < 2 * weights:
+        pytest.skip(f"the file size limit ({hard} bytes) is below what the test needs")
+    # No file may grow past `limit` x the weights' size (a write past it fails as on a full disk): the weights fit, a
+    # checkpoint's optimizer.pt (twice their size) does not; or the final weights do not (save_steps=1000: no
+    # checkpoint). torch.save then raises RuntimeError ("unexpected pos ..."), safetensors SafetensorError.
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit * weights), hard))
+    try:
+        code, err = cli(capsys, "train", "stage=imitation", f"dataset={tmp_path / 'ds'}", f"output_dir={run}",
+                        "model_preset=tiny", "max_steps=1", f"save_steps={save_steps}", "eval_fraction=0",
+                        "report_to=none")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert code == 2 and one_error_line(err) == f"hf-agents train: error: {run}: {cause}"
+    assert not run.exists() or not list(run.rglob("*"))  # no checkpoint-1, no weights, no config.json
+    assert checksums(tmp_path / "ds") == before
+
+
+def test_an_export_that_fills_the_disk_removes_its_files_and_keeps_what_was_there(tmp_path, rng):
+    import hashlib
+    import re
+
+    write_test_dataset(tmp_path / "ds", [20] * 6, rng=rng)  # each .npz ~16 kB: a few fit on the 64 kB disk
+    before = checksums(tmp_path / "ds")
+    disk, [(code, err)], files = on_a_broken_disk(
+        tmp_path, "small", [["data", "export", tmp_path / "ds", "--out", "DISK/npz"]], files=True,
+        prepare="mkdir DISK/npz && printf precious > DISK/npz/notes.txt && printf old > DISK/npz/recording.npz")
+    line = one_error_line(err)
+    failed = re.fullmatch(rf"hf-agents: error: {re.escape(str(disk / 'npz'))}/episode_00000(\d)\.npz: the disk is "
+                          r"full; free space or write somewhere else \(ENOSPC\)", line)
+    assert code == 2 and failed and 1 <= int(failed.group(1)) <= 5, line  # after writing at least one whole file
+    sha = {"precious": hashlib.sha256(b"precious").hexdigest(), "old": hashlib.sha256(b"old").hexdigest()}
+    assert files == {"npz/notes.txt": sha["precious"], "npz/recording.npz": sha["old"]}  # only what was there
+    assert checksums(tmp_path / "ds") == before
+
+
+def test_a_label_database_that_cannot_be_created_names_the_folder(tmp_path, rng):
+    write_test_dataset(tmp_path / "ds", [5] * 2, rng=rng)
+    (tmp_path / "notes.sqlite").write_text("precious")  # a file that is there and is not a database
+    before = checksums(tmp_path / "ds", tmp_path / "notes.sqlite")
+    label = ["label", tmp_path / "ds", "--labeller", "alice", "--db"]
+    # the database is opened before the page is built: a stand-in for Gradio spares its import (seconds)
+    disk, [(code, err), (code2, err2)], left = on_a_broken_disk(
+        tmp_path, "ro", [[*label, "DISK/labels.sqlite"], [*label, tmp_path / "notes.sqlite"]],
+        preamble="import sys, types; sys.modules['gradio'] = types.ModuleType('gradio')\n")
+    cause = ("the folder {} is read-only (EROFS)" if os.geteuid() == 0 else
+             "permission denied to write in the folder {} (EACCES)").format(disk)
+    assert code == 2 and one_error_line(err) == (f"hf-agents: error: {disk / 'labels.sqlite'}: cannot create the label "
+                                                 f"database: {cause}; pick another --db")
+    assert code2 == 2 and one_error_line(err2) == (f"hf-agents: error: {tmp_path / 'notes.sqlite'}: not a label "
+                                                   "database (file is not a database); pick another --db")
+    assert left == [] and checksums(tmp_path / "ds", tmp_path / "notes.sqlite") == before

@@ -14,9 +14,11 @@ labeller has a live label on is refused, so no comparison is ever stored twice.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import math
+import os
 import sqlite3
 import time
 from collections import Counter, defaultdict
@@ -71,6 +73,46 @@ def sorted_pairs(episodes) -> list[tuple[int, int]]:
     return [tuple(sorted(p)) for p in itertools.combinations(episodes, 2)]
 
 
+# SQLite's errors that say the file is not a (whole) database; the others (cannot open, read-only, disk full, I/O)
+# are about where it lies
+NOT_A_DATABASE = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+
+
+def folder_problem(path: Path, error: sqlite3.Error, doing: str) -> OSError | None:
+    """Why SQLite could not `doing` ("create", "write" or "read") the label database `path` when the cause is its
+    folder or disk, not the file: a new database that cannot be made there, or a database whose journal files
+    (-wal, -shm, made beside it) cannot be; one line naming the folder and the fix. None when the file itself is the
+    problem (not a database), or when the folder can be written (then SQLite's error says the file is not one)."""
+    if (getattr(error, "sqlite_errorname", None) or "").startswith(NOT_A_DATABASE):
+        return None
+    folder = Path(os.path.abspath(path)).parent
+    if "disk is full" in str(error):  # SQLITE_FULL
+        code = errno.ENOSPC
+    else:
+        probe = folder / f".{path.name}.probe-{os.getpid()}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as e:
+            code = e.errno
+        else:
+            os.unlink(probe)
+            if doing == "write" and path.is_file() and not os.access(path, os.W_OK):
+                return PermissionError(f"{path}: cannot write the label database: permission denied (EACCES); "
+                                       "pick another --db or fix its permissions")
+            return None
+    cause = {errno.EROFS: f"the folder {folder} is read-only", errno.ENOSPC: f"the disk of the folder {folder} is full",
+             errno.EDQUOT: f"the disk quota of the folder {folder} is used up",
+             errno.EACCES: f"permission denied to write in the folder {folder}",
+             errno.EPERM: f"writing in the folder {folder} is not permitted",
+             errno.ENOENT: f"the folder {folder} does not exist"}.get(code, f"the folder {folder}: {os.strerror(code)}")
+    what = {"create": "cannot create the label database",
+            "write": "cannot write the label database (SQLite makes its -wal and -shm files beside it)",
+            "read": "cannot read the label database (SQLite makes its -shm file beside it)"}[doing]
+    fix = ("copy the database to a folder you may write and read that copy" if doing == "read" else
+           "free space or pick another --db" if code in (errno.ENOSPC, errno.EDQUOT) else "pick another --db")
+    return OSError(f"{path}: {what}: {cause} ({errno.errorcode.get(code, code)}); {fix}")
+
+
 class LabelStore:
     """Labels of one trajectory dataset (`dataset` = its fingerprint) in the SQLite file `path`."""
 
@@ -78,17 +120,33 @@ class LabelStore:
         self.path, self.dataset, self.dataset_path = Path(path), dataset, str(dataset_path)
         self.episode_ids = frozenset(int(i) for i in episode_ids)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-            self._add_audit_columns(db)
+        doing = "write" if self.path.exists() else "create"
+        try:
+            with self._connect(doing) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                self._add_audit_columns(db)
+        except (sqlite3.Error, OSError) as e:  # OSError: `folder_problem`'s, from `_connect`
+            if doing == "create":  # begun on a full disk: empty files, no database; they go
+                for file in (self.path, *(self.path.with_name(self.path.name + end) for end in ("-wal", "-shm"))):
+                    with contextlib.suppress(OSError):
+                        if file.stat().st_size == 0:
+                            file.unlink()
+            if isinstance(e, sqlite3.Error):
+                raise self._problem(e, doing) from None
+            raise
 
-    def _connect(self) -> contextlib.closing:
+    def _problem(self, error: sqlite3.Error, doing: str) -> Exception:
+        """A full or read-only folder (`folder_problem`), else a file that is not a label database."""
+        return folder_problem(self.path, error, doing) or DatasetFormatError(
+            f"{self.path}: not a label database ({error}); pick another --db")
+
+    def _connect(self, doing: str = "write") -> contextlib.closing:
         try:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             db.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as e:
-            raise DatasetFormatError(f"{self.path}: not a label database ({e}); pick another --db") from None
+            raise self._problem(e, doing) from None
         return contextlib.closing(db)
 
     @staticmethod
@@ -218,6 +276,9 @@ def read_labels(path: str | Path, labeller: str | None = None, include_undone: b
             query = "SELECT * FROM labels" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
             rows = [dict(r) for r in db.execute(query, [labeller] if labeller else [])]
     except sqlite3.DatabaseError as e:
+        problem = folder_problem(path, e, "read")
+        if problem is not None:
+            raise problem from None
         raise DatasetFormatError(f"{path}: not a label database ({e})") from None
     for row in rows:
         row["episodes"] = json.loads(row["episodes"])

@@ -12,6 +12,7 @@ What a studio records beside them is kept (all optional): per-step `rewards` (T,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -147,20 +148,35 @@ def import_wham(sources, out, frame_size=(64, 64), overwrite=False, variant="def
 
 
 def export_npz(dataset: TrajectoryDataset, out_dir, overwrite: bool = False) -> list[Path]:
-    """Write each episode as a WHAM `.npz` (images uint8 (T, 3, H, W), actions float32 (T, 16))."""
+    """Write each episode as a WHAM `.npz` (images uint8 (T, 3, H, W), actions float32 (T, 16)), each file whole
+    (a temp file, then a rename). When a write fails (a full or read-only disk), the files this call made are
+    removed before the error goes on, so no partial export is left; the files that were there before stay."""
     out_dir = Path(out_dir)
     clash = [out_dir / f"episode_{m['episode_id']:06d}.npz" for m in dataset.episodes]
     clash = [p for p in clash if p.exists()]
     if clash and not overwrite:
         raise FileExistsError(f"{clash[0]}: already exists ({len(clash)} of the files would be replaced); pass "
                               "--overwrite or export to an empty folder")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for e, meta in enumerate(tqdm(dataset.episodes, desc="export", unit="episode")):
-        steps = dataset.read(e)
-        path = out_dir / f"episode_{meta['episode_id']:06d}.npz"
-        with atomic_path(path) as tmp:
-            np.savez_compressed(tmp, images=to_channels_first(steps["frames"]),
-                                actions=ids_to_continuous(steps["actions"]))
-        paths.append(path)
+    paths, made = [], []
+    try:
+        for e, meta in enumerate(tqdm(dataset.episodes, desc="export", unit="episode")):
+            steps = dataset.read(e)
+            path = out_dir / f"episode_{meta['episode_id']:06d}.npz"
+            new = not path.exists()
+            with atomic_path(path) as tmp:
+                np.savez_compressed(tmp, images=to_channels_first(steps["frames"]),
+                                    actions=ids_to_continuous(steps["actions"]))
+            paths.append(path)
+            if new:
+                made.append(path)
+    except BaseException:
+        for path in made:
+            with contextlib.suppress(OSError):  # a disk gone read-only meanwhile: the error going on says so
+                path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # made by this call and now empty
+        raise
     return paths

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hf_agents.files import saving
 from hf_agents.models.adapters import (
     ADAPTER_FILES,
     active_adapter,
@@ -95,7 +96,8 @@ class TrainablePolicy(ABC):
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in AGENT_FILES if self.mode == "lora" else ADAPTER_FILES:
             (out_dir / name).unlink(missing_ok=True)
-        self._save(out_dir)
+        with saving(out_dir):  # a full disk: one line naming out_dir, and no half-written weights left
+            self._save(out_dir)
         return out_dir
 
     def _save(self, out_dir: Path) -> None:

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from hf_agents.data.schema import NO_OUTCOME
-from hf_agents.files import atomic_dir, atomic_write_json, write_train_results
+from hf_agents.files import atomic_dir, atomic_write_json, saving, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob, load_checked
 from hf_agents.training.common import (
     PolicyArguments,
@@ -317,7 +317,7 @@ class AlignTrainer:
         if not self.ranks.main:  # one rank writes; every rank holds the same weights
             self.ranks.wait()
             return final
-        with atomic_dir(final) as tmp:
+        with atomic_dir(final) as tmp, saving(final, remove=False):  # a full disk: one line, no half folder
             save_file(self.trainable_state(), tmp / "trainable.safetensors")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             atomic_write_json(tmp / "state.json", {"update": self.update, "log_history": self.log_history})

@@ -10,6 +10,7 @@ import shutil
 import warnings
 import zipfile
 from argparse import ArgumentError
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from hf_agents.envs.spec import GameSpec, parse_kwargs, resolve_game, saved_game
-from hf_agents.files import atomic_write_json, write_train_results
+from hf_agents.files import atomic_write_json, is_disk_error, saving, write_train_results
 from hf_agents.locations import RECIPES, weights_problem
 from hf_agents.models.configuration_agent import MAX_CONTEXT_LENGTH
 from hf_agents.models.trainable import TRAINABLE, TrainablePolicy
@@ -387,10 +388,29 @@ def clear_checkpoints(config) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+@contextmanager
+def saving_checkpoints(out):
+    """Around a stage's training, which writes checkpoint-N folders into `out` as it goes (a Trainer's torch.save of
+    optimizer.pt, ...): a failed write on a full or read-only disk becomes one OSError naming `out` (see
+    `hf_agents.files.saving`), and a checkpoint it left half-written is removed; the run's earlier, whole ones stay
+    for resume=true."""
+    before = set(checkpoints(out))
+    try:
+        with saving(out, remove=False):
+            yield
+    except OSError as e:
+        if is_disk_error(e) and rank() == 0:
+            for path in checkpoints(out):
+                if path not in before and checkpoint_problem(path):
+                    shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
 def save_results(trainer, config, metrics: dict) -> None:
     """The final model (safetensors) and train_results.json (metrics + log history), written by rank 0."""
     if trainer.is_world_process_zero():
-        trainer.save_model(config.output_dir)
+        with saving(config.output_dir):  # a full disk: one line, and no half-written weights left
+            trainer.save_model(config.output_dir)
         write_train_results(config.output_dir, metrics, log_history=trainer.state.log_history)
 
 

@@ -28,6 +28,7 @@ from hf_agents.training.common import (
     _read_values,
     parse_stage,
     recipe_file,
+    saving_checkpoints,
     write_provenance,
 )
 
@@ -36,7 +37,8 @@ def run_recipe(recipe: str | None, overrides=()) -> dict:
     """Parse the recipe and run its stage; returns the stage's metrics. The output folder gets provenance.json."""
     stage, config = parse_stage(recipe, overrides)
     with output_lock(config.output_dir) if rank() == 0 else nullcontext():  # one run per output_dir at a time
-        metrics = load_stage(stage).run(config)
+        with saving_checkpoints(config.output_dir):  # a full disk while saving: one line, no half checkpoint
+            metrics = load_stage(stage).run(config)
         if rank() == 0 and Path(config.output_dir).is_dir():  # the stage saved something
             follow_umask(config.output_dir)  # safetensors writes its files 0600 (through tempfile)
             write_provenance(config, recipe, overrides)
