@@ -317,30 +317,62 @@ class AgentModel(AgentPreTrainedModel):
         return AgentOutput(loss=loss, logits=logits, last_hidden_state=hidden,
                            cache=cache, component_accuracy=accuracy)
 
-    def sliding_forward(self, frames: torch.Tensor, actions: torch.Tensor) -> AgentOutput:
+    def sliding_forward(self, frames: torch.Tensor | None, actions: torch.Tensor, lengths: torch.Tensor | None = None,
+                        embeddings: torch.Tensor | None = None) -> AgentOutput:
         """Whole trajectories (B, T, ...) of any length, each step seen with the context it had when the agent
         acted (`context_start`): the same numbers as step-by-step acting. Right padding needs no mask (causal).
 
         Returns logits and last_hidden_state (B, T, ...). Frames are encoded once; windows start every
-        H - keep_steps steps and each contributes the steps whose context starts there.
+        H - keep_steps steps and each contributes the steps whose context starts there. `lengths` and
+        `embeddings`: see `sliding_hidden`.
         """
-        hidden = self.sliding_hidden(frames, actions)
+        hidden = self.sliding_hidden(frames, actions, lengths=lengths, embeddings=embeddings)
         return AgentOutput(logits=self.action_logits(hidden), last_hidden_state=hidden)
 
-    def sliding_hidden(self, frames: torch.Tensor, actions: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    def sliding_hidden(self, frames: torch.Tensor | None, actions: torch.Tensor, layer: int | None = None,
+                       lengths: torch.Tensor | None = None, embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """The observation slots' hidden states (B, T, D) of `sliding_forward`: the transformer's output, or
-        with `layer` k the hidden state after GPT2 block k (0: the tokens it takes)."""
-        self._check_inputs(frames, actions)
+        with `layer` k the hidden state after GPT2 block k (0: the tokens it takes).
+
+        lengths (B,): each trajectory's real steps; windows of padding alone are not computed and the padding's
+        hidden states are 0, which saves most of the work of padding a batch to its longest trajectory.
+        embeddings (B, T, D): the frames' embeddings (`embed_frames`) when they are already known, e.g. recorded
+        while acting with this frame encoder; `frames` is then not read.
+        """
+        if embeddings is None:
+            self._check_inputs(frames, actions)
+        else:
+            self._check_actions(actions)
         H, keep = self.config.context_length, self.config.keep_steps
-        T = frames.shape[1]
-        obs, act = self.embed_frames(frames), self.embed_actions(actions)
-        hidden = []
+        B, T = actions.shape[:2]
+        valid = None if lengths is None else torch.arange(T, device=actions.device)[None] < lengths[:, None]
+        obs = embeddings if embeddings is not None else self._embed_steps(frames, valid)
+        act = self.embed_actions(actions)
+        lengths = torch.full((B,), T, device=actions.device) if lengths is None else lengths
+        hidden = None
         for start in range(0, max(T - keep, 1), H - keep):
-            window = slice(start, min(start + H, T))
-            out, _ = self._transformer(self.interleave(obs[:, window], act[:, window]), layer=layer)
             first = 0 if start == 0 else keep  # the kept steps belong to the previous window
-            hidden.append(out[:, 0::2][:, first:])
-        return torch.cat(hidden, 1)
+            rows = (lengths > start + first).nonzero()[:, 0]  # the trajectories with steps in this window
+            if len(rows) == 0:  # every trajectory has ended
+                break
+            rows = slice(None) if len(rows) == B else rows
+            end = min(start + H, int(lengths[rows].max()))
+            out, _ = self._transformer(self.interleave(obs[rows, start:end], act[rows, start:end]), layer=layer)
+            if hidden is None:
+                hidden = out.new_zeros(B, T, out.shape[-1])
+            hidden[rows, start + first:end] = out[:, 0::2][:, first:]
+        if hidden is None:
+            return obs.new_zeros(B, T, self.config.hidden_size)
+        return hidden if valid is None else hidden.masked_fill(~valid[..., None], 0.0)
+
+    def _embed_steps(self, frames: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """embed_frames (B, T, 3, H, W) -> (B, T, D), only where `valid` (B, T) says (0 elsewhere)."""
+        if valid is None or bool(valid.all()):
+            return self.embed_frames(frames)
+        obs = self.embed_frames(frames[valid])
+        out = obs.new_zeros(*valid.shape, obs.shape[-1])
+        out[valid] = obs
+        return out
 
     @staticmethod
     def imitation_loss(logits, actions, weights, num_items=None):

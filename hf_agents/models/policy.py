@@ -39,6 +39,8 @@ class AgentPolicy:
         # Per env, the steps of its current window: observation embeddings and the actions taken.
         self.obs_buf = torch.zeros(N, self.H, D, device=self.device, dtype=model.dtype)
         self.act_buf = torch.zeros(N, self.H, NUM_COMPONENTS, device=self.device, dtype=torch.long)
+        self.features: np.ndarray | None = None  # (N, D) float32: the last observations' frame embeddings, which
+        # training reuses instead of encoding the frames again (`TrainablePolicy.frozen_encoder`)
         self.reset()
 
     @property
@@ -114,6 +116,7 @@ class AgentPolicy:
         sample = get_action_and_logprob(self.last_logits, temperature=self.temperature, greedy=self.greedy,
                                         uniforms=uniforms)
         self.obs_buf[self.rows, n] = obs
+        self.features = obs.float().cpu().numpy()
         self.act_buf[self.rows, n] = sample.actions
         self.n = n + 1
         self.action_cached[:] = False

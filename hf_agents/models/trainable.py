@@ -38,6 +38,8 @@ class TrainablePolicy(ABC):
     `Trainer` trains, `parameters()` its trainable tensors."""
 
     mode: str = ""
+    frozen_encoder: bool = True  # the frame encoder neither trains nor differs in the reference: frame embeddings
+    # recorded while acting (`AgentPolicy.features`) stand for the frames in `logits` and `reference_logits`
 
     def __init__(self, agent: AgentModel, base_path=None, adapter_name: str = "default"):
         self.agent, self.base_path, self.adapter_name = agent, base_path, adapter_name
@@ -79,15 +81,22 @@ class TrainablePolicy(ABC):
             self.frozen.to(device)
         return self
 
-    def logits(self, frames, actions, model: nn.Module | None = None):
+    def logits(self, frames, actions, model: nn.Module | None = None, lengths=None, embeddings=None):
         """Policy logits (B, T, 68) and trunk output of whole trajectories, each step with the context it was
-        acted on. `model`: the (e.g. Trainer-wrapped) module to run, default `self.model`."""
-        out = agent_of(model or self.model).sliding_forward(frames, actions)
+        acted on. `model`: the (e.g. Trainer-wrapped) module to run, default `self.model`. `lengths` (B,): real
+        steps (padding is not computed); `embeddings` (B, T, D): the frames' embeddings, when `frozen_encoder`."""
+        out = agent_of(model or self.model).sliding_forward(frames, actions, lengths, self._embeddings(embeddings))
         return out.logits, out.last_hidden_state
 
     @abstractmethod
-    def reference_logits(self, frames, actions, hidden=None) -> torch.Tensor:
-        """log pi_ref's logits (B, T, 68); `hidden`: the policy's trunk output when the trunk is frozen."""
+    def reference_logits(self, frames, actions, hidden=None, lengths=None, embeddings=None) -> torch.Tensor:
+        """log pi_ref's logits (B, T, 68); `hidden`: the policy's trunk output when the trunk is frozen;
+        `lengths`, `embeddings`: as in `logits`."""
+
+    def _embeddings(self, embeddings):
+        if embeddings is not None and not self.frozen_encoder:
+            raise ValueError(f"trainable={self.mode} trains the frame encoder: pass frames, not recorded embeddings")
+        return embeddings
 
     def save(self, out_dir) -> Path:
         """The whole agent (head, full) or the adapter alone (LoRA) in `out_dir`; the other kind's files, left by
@@ -114,22 +123,23 @@ class HeadPolicy(TrainablePolicy):
     def keep_reference(self) -> None:
         self.frozen = copy.deepcopy(self.agent.head).requires_grad_(False)
 
-    def logits(self, frames, actions, model=None):
+    def logits(self, frames, actions, model=None, lengths=None, embeddings=None):
         """The frozen trunk runs without grad; only the head's logits carry it."""
         agent = agent_of(model or self.model)
         with torch.no_grad():
-            hidden = agent.sliding_forward(frames, actions).last_hidden_state
+            hidden = agent.sliding_hidden(frames, actions, lengths=lengths, embeddings=embeddings)
         return agent.action_logits(hidden), hidden
 
     @torch.no_grad()
-    def reference_logits(self, frames, actions, hidden=None):
+    def reference_logits(self, frames, actions, hidden=None, lengths=None, embeddings=None):
         if hidden is None:
-            hidden = self.agent.sliding_forward(frames, actions).last_hidden_state
+            hidden = self.agent.sliding_hidden(frames, actions, lengths=lengths, embeddings=embeddings)
         return self.frozen(hidden)
 
 
 class FullPolicy(TrainablePolicy):
     mode = "full"
+    frozen_encoder = False
 
     def prepare(self, **lora) -> None:
         self.agent.requires_grad_(True)
@@ -139,8 +149,8 @@ class FullPolicy(TrainablePolicy):
         self.frozen = copy.deepcopy(self.agent).requires_grad_(False).eval()
 
     @torch.no_grad()
-    def reference_logits(self, frames, actions, hidden=None):
-        return self.frozen.sliding_forward(frames, actions).logits
+    def reference_logits(self, frames, actions, hidden=None, lengths=None, embeddings=None):
+        return self.frozen.sliding_forward(frames, actions, lengths, self._embeddings(embeddings)).logits
 
 
 class LoraPolicy(TrainablePolicy):
@@ -168,12 +178,13 @@ class LoraPolicy(TrainablePolicy):
             self.model.set_adapter(self.adapter_name)  # the trained adapter stays the active, trainable one
 
     @torch.no_grad()
-    def reference_logits(self, frames, actions, hidden=None):
+    def reference_logits(self, frames, actions, hidden=None, lengths=None, embeddings=None):
+        """The frame encoder has no adapter: the reference shares its embeddings."""
         if self.REFERENCE not in self.model.peft_config:
             with self.model.disable_adapter():
-                return self.agent.sliding_forward(frames, actions).logits
+                return self.agent.sliding_forward(frames, actions, lengths, embeddings).logits
         with active_adapter(self.model, self.REFERENCE):
-            return self.agent.sliding_forward(frames, actions).logits
+            return self.agent.sliding_forward(frames, actions, lengths, embeddings).logits
 
     def _save(self, out_dir: Path) -> None:
         save_adapter(self.model, out_dir, self.base_path, self.adapter_name)

@@ -2,7 +2,8 @@
 preference collection alike (and by alignment).
 
 A policy has `reset(indices, infos)` and `act(observations (N, H, W, 3) uint8, infos) -> (action ids (N, 16),
-log-probs (N,))`, and optionally a `metadata` dict that rollout datasets record (`info["policy"]`).
+log-probs (N,))`, optionally a `metadata` dict that rollout datasets record (`info["policy"]`), and optionally
+`features` (N, D): each env's features of the last `act` (the agent's frame embeddings), kept with the frames.
 `observations` is one array the engine updates in place: a policy that keeps frames copies them.
 The agent (`AgentPolicy`) ignores `infos`; scripted players read their privileged state from it.
 The engine reads only the documented `info` keys of `hf_agents.envs` (outcome, state, spawn, variant, error)
@@ -35,6 +36,7 @@ class Episode:
     outcome_step: int
     seed: int
     index: int = -1  # the episode's id in its run
+    features: np.ndarray | None = None  # float32 (T, D): the policy's `features` of each step, kept with the frames
     info: dict = field(default_factory=dict)  # the env's last info (game-specific extras, e.g. JumpPads' "fell")
 
     @property
@@ -61,6 +63,7 @@ class EpisodeBuffer:
     seed: int
     keep_frames: bool
     frames: list = field(default_factory=list)
+    features: list = field(default_factory=list)
     actions: list = field(default_factory=list)
     logprobs: list = field(default_factory=list)
     rewards: list = field(default_factory=list)
@@ -68,10 +71,12 @@ class EpisodeBuffer:
     outcome: str | None = None
     outcome_step: int = -1
 
-    def record(self, frame: np.ndarray, action, logprob, info: dict) -> None:
-        """The action chosen on `frame`, whose info is `info`."""
+    def record(self, frame: np.ndarray, action, logprob, info: dict, feature: np.ndarray | None = None) -> None:
+        """The action chosen on `frame`, whose info is `info` (and the policy's `feature` of it)."""
         if self.keep_frames:
             self.frames.append(frame.copy())  # the engine's observation array is updated in place
+            if feature is not None:
+                self.features.append(feature)
         self.actions.append(action)
         self.logprobs.append(logprob)
         self.states.append(info.get("state") or {})
@@ -90,6 +95,7 @@ class EpisodeBuffer:
     def finish(self, info: dict) -> Episode:
         return Episode(
             frames=np.stack(self.frames) if self.frames else None,
+            features=np.stack(self.features) if len(self.features) == len(self.actions) and self.features else None,
             actions=np.stack(self.actions).astype(np.int64), logprobs=np.asarray(self.logprobs, np.float32),
             rewards=np.asarray(self.rewards, np.float32), state=self.state_columns(),
             spawn=int(info.get("spawn", -1)), variant=str(info.get("variant", "default")),
@@ -241,8 +247,10 @@ class _Group:
         if not self.active:
             return
         actions, logprobs = self.policy.act(self.obs, self.infos)
+        features = getattr(self.policy, "features", None)
         for i in self.active:
-            self.buffers[i].record(self.obs[i], actions[i], logprobs[i], self.infos[i])
+            self.buffers[i].record(self.obs[i], actions[i], logprobs[i], self.infos[i],
+                                   None if features is None else features[i])
         self.sent = venv.step_async([actions[i] for i in self.active], [self.slots[i] for i in self.active])
 
     def receive(self, venv, result: RolloutResult) -> list[tuple[int, dict]]:

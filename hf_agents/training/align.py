@@ -157,8 +157,8 @@ class AlignTrainer:
         entropy_sum, steps, drift = 0.0, 0, 0.0
         for start in range(0, len(episodes), c.micro_batch_size):
             chunk = episodes[start:start + c.micro_batch_size]
-            frames, actions, mask = stack_episodes(chunk, self.device)
-            logits, _ = self.policy.logits(frames, actions)
+            frames, actions, mask, embeddings = self.batch(chunk)
+            logits, _ = self.policy.logits(frames, actions, lengths=mask.sum(1), embeddings=embeddings)
             scored = get_action_and_logprob(logits, actions, temperature=c.temperature)
             m = mask.float()
             logp = (scored.logprob * m).sum(1)
@@ -180,12 +180,22 @@ class AlignTrainer:
         per_chunk = max(c.micro_batch_size // 2, 1)
         for start in range(0, len(pairs), per_chunk):
             chunk = pairs[start:start + per_chunk]
-            batch = [episodes[i] for i, _ in chunk] + [episodes[j] for _, j in chunk]
-            margin = pair_margins(self.policy, *stack_episodes(batch, self.device), c.dpo_beta,
-                                  temperature=c.temperature)
+            frames, actions, mask, embeddings = self.batch([episodes[i] for i, _ in chunk] +
+                                                           [episodes[j] for _, j in chunk])
+            margin = pair_margins(self.policy, frames, actions, mask, c.dpo_beta, temperature=c.temperature,
+                                  embeddings=embeddings)
             (-torch.nn.functional.logsigmoid(margin).sum() / n).backward()
             margins.append(margin.detach().cpu())
         return torch.cat(margins).tolist()
+
+    def batch(self, episodes):
+        """frames, actions, mask (`stack_episodes`) and, where the policy's frame encoder is frozen, the frame
+        embeddings recorded while acting (None otherwise): the update then does not encode the frames again."""
+        frames, actions, mask = stack_episodes(episodes, self.device)
+        embeddings = None
+        if self.policy.frozen_encoder and all(e.features is not None for e in episodes):
+            embeddings = torch.as_tensor(pad_features(episodes), device=self.device, dtype=self.policy.agent.dtype)
+        return frames, actions, mask, embeddings
 
     @torch.no_grad()
     def kl(self, episodes) -> np.ndarray:
@@ -193,9 +203,10 @@ class AlignTrainer:
         out = []
         for start in range(0, len(episodes), self.config.micro_batch_size):
             chunk = episodes[start:start + self.config.micro_batch_size]
-            frames, actions, mask = stack_episodes(chunk, self.device)
-            ref = get_action_and_logprob(self.policy.reference_logits(frames, actions), actions,
-                                         temperature=self.config.temperature).logprob
+            frames, actions, mask, embeddings = self.batch(chunk)
+            ref = get_action_and_logprob(self.policy.reference_logits(frames, actions, lengths=mask.sum(1),
+                                                                      embeddings=embeddings),
+                                         actions, temperature=self.config.temperature).logprob
             recorded = torch.as_tensor(stack_logprobs(chunk), device=self.device)
             out.append(((recorded - ref) * mask).sum(1).cpu().numpy())
         return np.concatenate(out)
@@ -398,6 +409,15 @@ def _declared_outcomes(env_fn) -> tuple[str, ...]:
         return tuple(env.metadata.get("outcomes", ()))
     finally:
         env.close()
+
+
+def pad_features(episodes) -> np.ndarray:
+    """The episodes' recorded `features` (T_i, D) -> (B, max T_i, D), zero-padded."""
+    T, D = max(e.length for e in episodes), episodes[0].features.shape[1]
+    out = np.zeros((len(episodes), T, D), np.float32)
+    for i, e in enumerate(episodes):
+        out[i, :e.length] = e.features
+    return out
 
 
 def stack_logprobs(episodes) -> np.ndarray:

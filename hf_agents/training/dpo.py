@@ -60,12 +60,15 @@ def trajectory_logprob(logits, actions, mask, temperature: float = 1.0) -> torch
 
 
 def pair_margins(policy: TrainablePolicy, frames, actions, mask, beta: float, model=None,
-                 temperature: float = 1.0) -> torch.Tensor:
+                 temperature: float = 1.0, embeddings=None) -> torch.Tensor:
     """DPO's beta * [(log pi - log pi_ref)(chosen) - (same)(rejected)] for a batch that holds the chosen
-    trajectories, then the rejected ones in the same order (offline and online DPO)."""
-    logits, hidden = policy.logits(frames, actions, model)
+    trajectories, then the rejected ones in the same order (offline and online DPO). `mask` (B, T): the real steps
+    (right padding after them); `embeddings`: the frames' embeddings recorded while acting (online DPO)."""
+    lengths = mask.sum(1).long()
+    logits, hidden = policy.logits(frames, actions, model, lengths, embeddings)
     with torch.no_grad():  # pi_ref is frozen
-        reference = trajectory_logprob(policy.reference_logits(frames, actions, hidden), actions, mask, temperature)
+        reference = trajectory_logprob(policy.reference_logits(frames, actions, hidden, lengths, embeddings), actions,
+                                       mask, temperature)
     ratio = trajectory_logprob(logits, actions, mask, temperature) - reference
     B = len(ratio) // 2
     return beta * (ratio[:B] - ratio[B:])
