@@ -421,3 +421,30 @@ def test_logprobs_recomputed_in_training_equal_the_rollout_datasets_column(tmp_p
             logits = model.sliding_forward(frames, actions).logits
         rescored = get_action_and_logprob(logits, actions, temperature=policy["temperature"]).logprob[0]
         torch.testing.assert_close(rescored, torch.from_numpy(steps["logprob"]), atol=1e-3, rtol=1e-4)
+
+
+def test_keep_best_saves_the_policy_of_the_best_window_and_keeps_it_across_a_resume(tmp_path):
+    from hf_agents.training.align import AlignTrainer
+
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
+    rewards = [1.0, 0.9, 0.2, 0.1, 0.0]  # by update: the run gets worse after its second update
+
+    def run(resume_from=None):
+        config = _align_config(tmp_path, num_updates=5, keep_best=True, best_window=2, save_total_limit=10)
+        trainer = AlignTrainer(config, env_fn=_env_fn())
+        trainer.reward_fn = lambda eps: np.full(len(eps), rewards[trainer.update], np.float32)
+        if resume_from:
+            trainer.load_checkpoint(resume_from)
+        return trainer.train()
+
+    metrics = run()
+    assert metrics["kept_update"] == 1 and metrics["kept_window_reward"] == pytest.approx(0.95)
+    kept = load_file(tmp_path / "align" / "checkpoint-1" / "trainable.safetensors")
+    saved = AgentModel.from_pretrained(tmp_path / "align").state_dict()
+    last = load_file(tmp_path / "align" / "checkpoint-5" / "trainable.safetensors")
+    for name, value in kept.items():
+        torch.testing.assert_close(saved[name], value)
+        assert not torch.equal(last[name], value)  # the last policy is another one
+    assert run(resume_from=tmp_path / "align" / "checkpoint-3")["kept_update"] == 1  # the best came back with it
+    for name, value in kept.items():
+        torch.testing.assert_close(AgentModel.from_pretrained(tmp_path / "align").state_dict()[name], value)

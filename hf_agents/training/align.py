@@ -65,6 +65,11 @@ class AlignConfig(StageArguments, PolicyArguments, RolloutArguments, RewardSourc
     learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate (paper: 1e-4)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
     micro_batch_size: int = field(default=16, metadata={"help": "Episodes per backward pass (memory)."})
+    keep_best: bool = field(default=False, metadata={"help": "Save the policy that played the best `best_window` "
+                                                     "updates in a row (mean reward, the reward source's own measure "
+                                                     "on the run's rollouts) instead of the last one: a guard against "
+                                                     "a late collapse (paper: the last)."})
+    best_window: int = field(default=10, metadata={"help": "keep_best: updates whose mean reward is compared."})
     save_steps: int = field(default=25, metadata={"help": "Checkpoint every N updates (resume=true goes on from the "
                                                   "last one, to the same weights)."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
@@ -125,6 +130,7 @@ class AlignTrainer:
         self.model, self.params = self.policy.model, self.policy.parameters()
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
         self.update, self.log_history = 0, []
+        self.best: dict | None = None  # keep_best: {"update", "score", "state"} of the best window so far
 
     # -- one update ------------------------------------------------------------------------------
     def rollout(self, venv, update: int):
@@ -230,6 +236,7 @@ class AlignTrainer:
         t1 = time.monotonic()
         kl = self.kl(episodes) if c.kl_coef and episodes else np.zeros(len(episodes), np.float32)
         t2 = time.monotonic()
+        before = {k: v.clone() for k, v in self.trainable_state().items()} if c.keep_best else None  # played it
         self.optimizer.zero_grad(set_to_none=True)
         n = int(ranks.total(len(episodes)))
         entropy, steps, drift, grad_norm, margins = 0.0, 0, 0.0, 0.0, None
@@ -245,10 +252,24 @@ class AlignTrainer:
             grad_norm = self.apply_gradients()
         self.update += 1
         everyone = ranks.gather([(float(r), float(k), e.outcome, e.length) for r, k, e in zip(rewards, kl, episodes)])
+        self.keep_if_best([r for r, *_ in everyone], before=before)
         log = self.update_log(everyone, ranks.total(entropy) / max(ranks.total(steps), 1), ranks.largest(drift),
                               grad_norm, margins)
         log.update(seconds_reward=t1 - t0, seconds_reference=t2 - t1, seconds_learn=time.monotonic() - t2)
         return log
+
+    def keep_if_best(self, rewards: list[float], before: dict | None) -> None:
+        """keep_best: when the mean reward of the last `best_window` updates (this one's included) is the best yet,
+        keep `before`, the policy that played this update's batch (the policy after `update - 1` updates)."""
+        if before is None:
+            return
+        means = [h["reward_mean"] for h in self.log_history]
+        window = means[max(len(means) - self.config.best_window + 1, 0):] + [float(np.mean(rewards)) if rewards else 0.0]
+        if len(window) < min(self.config.best_window, self.config.num_updates):
+            return
+        score = float(np.mean(window))
+        if self.best is None or score > self.best["score"]:
+            self.best = {"update": self.update - 1, "score": score, "state": before}  # after update - 1 updates
 
     def apply_gradients(self) -> float:
         """Sum the ranks' gradients, clip, take the optimiser step; the gradient norm."""
@@ -300,6 +321,8 @@ class AlignTrainer:
 
     def finish(self) -> dict:
         c, out = self.config, Path(self.config.output_dir)
+        if self.best is not None:  # keep_best: the policy of the best window, not the last
+            self.load_trainable(self.best["state"])
         if self.ranks.main:
             self.policy.save(out)
         last = self.log_history[-min(len(self.log_history), 20):]
@@ -308,6 +331,8 @@ class AlignTrainer:
                    "reward_mean_last20": float(np.mean([h["reward_mean"] for h in last])) if last else 0.0}
         if c.target:
             metrics[f"success_{c.target}_last20"] = float(np.mean([h.get(f"success_{c.target}", 0) for h in last]))
+        if self.best is not None:
+            metrics.update(kept_update=self.best["update"], kept_window_reward=self.best["score"])
         if not self.ranks.main:
             self.ranks.wait()
             return metrics
@@ -331,7 +356,12 @@ class AlignTrainer:
         with atomic_dir(final) as tmp, saving(final, remove=False):  # a full disk: one line, no half folder
             save_file(self.trainable_state(), tmp / "trainable.safetensors")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            atomic_write_json(tmp / "state.json", {"update": self.update, "log_history": self.log_history})
+            best = None
+            if self.best is not None:
+                save_file(self.best["state"], tmp / "best.safetensors")
+                best = {k: v for k, v in self.best.items() if k != "state"}
+            atomic_write_json(tmp / "state.json", {"update": self.update, "log_history": self.log_history,
+                                                   "best": best})
         for old in checkpoints(out)[max(self.config.save_total_limit, 1):]:
             shutil.rmtree(old, ignore_errors=True)
         self.ranks.wait()
@@ -345,12 +375,18 @@ class AlignTrainer:
         if missing:
             raise ValueError(f"{path}: checkpoint parameters do not match this run's trainable={self.config.trainable} "
                              f"({sorted(missing)[:3]} ...); resume with the same recipe")
-        with torch.no_grad():
-            for name, value in state.items():
-                params[name].copy_(value)
+        self.load_trainable(state)
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         saved = json.loads((path / "state.json").read_text())
         self.update, self.log_history = saved["update"], saved["log_history"]
+        if saved.get("best"):
+            self.best = {**saved["best"], "state": load_file(path / "best.safetensors")}
+
+    def load_trainable(self, state: dict) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
 
 
 class Ranks:

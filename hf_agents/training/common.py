@@ -80,7 +80,7 @@ BOUNDS = {
     **{name: (_at_least_one, ">= 1") for name in (
         "window_stride", "trajectory_steps", "embed_batch_size", "per_device_train_batch_size",
         "per_device_eval_batch_size", "gradient_accumulation_steps", "iterations", "rollout_episodes",
-        "max_episode_steps", "num_envs", "lora_r", "lora_alpha", "num_updates", "episodes_per_update",
+        "max_episode_steps", "num_envs", "lora_r", "lora_alpha", "num_updates", "episodes_per_update", "best_window",
         "micro_batch_size", "save_steps", "rloo_k", "rounds", "rollouts_per_round", "comparisons_per_round",
         "eval_episodes")},
     "kl_coef": (_non_negative, "a finite number >= 0 (0: no KL penalty)"),
