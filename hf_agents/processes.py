@@ -17,3 +17,11 @@ def world_size() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+def launch_state():
+    """accelerate's `PartialState` of this run: its ranks (gloo on CPU when there is no GPU), device and barrier."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())

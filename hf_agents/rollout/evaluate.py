@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hf_agents.cards import write_model_card
 from hf_agents.data.schema import NO_OUTCOME
@@ -23,6 +22,7 @@ from hf_agents.data.writer import TrajectoryWriter
 from hf_agents.envs.spec import GameSpec, resolve_game, saved_game
 from hf_agents.envs.vector import BatchedEnv
 from hf_agents.files import atomic_write_json, output_lock
+from hf_agents.processes import launch_state
 from hf_agents.rollout.engine import RolloutResult, rollout
 from hf_agents.rollout.media import save_video
 from hf_agents.rollout.plots import plot_distribution
@@ -85,9 +85,7 @@ def evaluate_policy(policy, out_dir, env_fn, episodes=100, num_envs=8, seed=1234
     Under `accelerate launch` / torchrun, each rank rolls out its share (episodes rank, rank + world, ...)
     and rank 0 gathers the episodes and writes the results (and rank k writes `trajectories`/rank-k).
     """
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: gloo ranks when there is no GPU
+    state = launch_state()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     share = list(range(state.process_index, episodes, state.num_processes))
@@ -168,14 +166,12 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     if episodes < 1:
         raise ValueError(f"--episodes {episodes}: an evaluation needs at least 1 episode")
     check_sampling(num_envs, temperature)
-    from accelerate import PartialState
-
     from hf_agents.models import AgentPolicy
     from hf_agents.models.adapters import active_adapter, agent_of, load_for_acting
 
     folder = Path(model_path)  # the saved model whose card shows this evaluation (when out_dir lies inside it)
     model, model_path, adapters = load_for_acting(model_path, adapters)
-    model = model.to(PartialState(cpu=not torch.cuda.is_available()).device)  # this rank's GPU, when there is one
+    model = model.to(launch_state().device)  # this rank's GPU, when there is one
     agent = agent_of(model)
     game = resolve_game(env, saved_game(agent.config.game, str(model_path)), f"the agent at {model_path}",
                         env_kwargs, image_key).at(agent.config.image_size)
@@ -184,7 +180,7 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     def run(out, name):
         policy = AgentPolicy(agent, num_envs, temperature=temperature, seed=seed)
         policy.checkpoint = str(adapters[name]) if name else str(model_path)
-        main = PartialState().is_main_process  # a second evaluation into `out` fails at once
+        main = launch_state().is_main_process  # a second evaluation into `out` fails at once
         with output_lock(out) if main else contextlib.nullcontext():
             return evaluate_policy(policy, out, env_fn, episodes=episodes, num_envs=num_envs, seed=seed,
                                    videos=videos, label=label or name or Path(model_path).name, progress=progress,

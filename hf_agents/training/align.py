@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from hf_agents.data.schema import NO_OUTCOME
 from hf_agents.files import atomic_dir, atomic_write_json, saving, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob, load_checked
+from hf_agents.processes import launch_state
 from hf_agents.training.common import (
     PolicyArguments,
     RolloutArguments,
@@ -66,10 +67,8 @@ class AlignConfig(StageArguments, PolicyArguments, RolloutArguments, RewardSourc
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
     micro_batch_size: int = field(default=16, metadata={"help": "Episodes per backward pass (memory)."})
     keep_best: bool = field(default=False, metadata={"help": "Save the policy that played the best `best_window` "
-                                                     "updates in a row (mean reward, the reward source's own measure "
-                                                     "on the run's rollouts) instead of the last one: a guard against "
-                                                     "a late collapse (paper: the last)."})
-    best_window: int = field(default=10, metadata={"help": "keep_best: updates whose mean reward is compared."})
+                                                     "updates by mean reward, not the last (paper: the last)."})
+    best_window: int = field(default=10, metadata={"help": "keep_best: updates averaged per window."})
     save_steps: int = field(default=25, metadata={"help": "Checkpoint every N updates (resume=true goes on from the "
                                                   "last one, to the same weights)."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
@@ -394,9 +393,7 @@ class Ranks:
     rank plays its share of an update's episodes with its own game processes; they sum gradients, one writes."""
 
     def __init__(self):
-        from accelerate import PartialState
-
-        state = PartialState(cpu=not torch.cuda.is_available())
+        state = launch_state()
         self.rank, self.size, self.main, self.device = (state.process_index, state.num_processes,
                                                         state.is_main_process, state.device)
         self._state = state

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import set_seed
 
 from hf_agents.data import TrajectoryWriter, load_trajectories
 from hf_agents.files import atomic_write_json, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, load_checked
-from hf_agents.processes import is_main_process
+from hf_agents.processes import is_main_process, launch_state
 from hf_agents.training.augment import AugmentedWindows
 from hf_agents.training.common import PolicyArguments, RolloutArguments, check_output_dir
 from hf_agents.training.imitation import ImitationCollator, ImitationConfig, ImitationTrainer
@@ -73,9 +72,7 @@ def main_rank_rollouts(model: AgentModel, config: PreferenceFTConfig, reward_fn,
                        checkpoint: str):
     """`rollout_and_score` on rank 0 of a launched run while the others wait; every rank then reads the same
     rollouts and scores (written beside them), so the ranks fine-tune on the same selection."""
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = launch_state()
     scores_file = out.parent / "rollout_scores.json"
     if state.num_processes == 1:
         return rollout_and_score(model, config, reward_fn, out, iteration, checkpoint)
@@ -88,9 +85,7 @@ def main_rank_rollouts(model: AgentModel, config: PreferenceFTConfig, reward_fn,
 
 def _wait() -> None:
     """Every rank of a launched run reaches this point before any goes on."""
-    from accelerate import PartialState
-
-    PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
+    launch_state().wait_for_everyone()
 
 
 def fine_tune(model, config: PreferenceFTConfig, selected, out: Path):
