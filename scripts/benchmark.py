@@ -130,6 +130,8 @@ def training_throughput(q, peak) -> dict:
     """Training frames/s and achieved FLOP/s as a share of the matmul peak, per preset, size and dtype."""
     out = {}
     presets = ["tiny", "cpu", "4m"] if not torch.cuda.is_available() else ["cpu", "4m", "25m", "paper-103m"]
+    if q["quick"]:
+        presets = ["cpu"]  # quick: one preset (data_loading compares against cpu/64px/fp32)
     bf16_ok = peak["bf16"]["gflops"]["median"] > 0.25 * peak["fp32"]["gflops"]["median"]
     for preset in presets:
         for size in q["sizes"]:
@@ -218,8 +220,8 @@ def context_scaling(q) -> dict:
         s = timed(step, q["reps"])
         return {"ms_per_step": stats([t * 1e3 for t in s]), "frames_per_s": stats([q["batch"] * H / t for t in s])}
 
-    out = {f"H={H}": measure(H, 64) for H in (8, 16, 32, 64)}
-    out.update({f"{size}px": measure(32, size) for size in (32, 64, 128)})
+    out = {f"H={H}": measure(H, 64) for H in q["scaling_contexts"]}
+    out.update({f"{size}px": measure(32, size) for size in q["scaling_sizes"]})
     return out
 
 
@@ -228,7 +230,8 @@ def acting(q) -> dict:
     whole model over the last H observations at every step (the naive way), both with torch's threads; and the
     cached step with one thread, the policy's default on a CPU (where the games need the other cores)."""
     preset, size = ("paper-103m", 128) if torch.cuda.is_available() else ("cpu", 64)
-    model = AgentModel(AgentConfig.from_preset(preset, image_size=size)).to(device()).eval()
+    size = q.get("act_size") or size
+    model = AgentModel(AgentConfig.from_preset(preset, image_size=size, **q.get("act_model", {}))).to(device()).eval()
     H, out = model.config.context_length, {"model": f"{preset}, {size} px", "target_speedup_batch_16": 10}
     for B in q["act_batches"]:
         frames = torch.randint(0, 256, (B, size, size, 3), dtype=torch.uint8).numpy()
@@ -273,7 +276,7 @@ def trainer_vs_bare_loop(q) -> dict:
     tmp = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
     with TrajectoryWriter(tmp / "ds", frame_size=64) as w:
-        for _ in range(8):
+        for _ in range(q["trainer_episodes"]):
             ids = np.concatenate([rng.integers(0, 2, (100, 12)), rng.integers(0, 11, (100, 4))], 1)
             w.add_episode(rng.integers(0, 256, (100, 64, 64, 3), dtype=np.uint8), ids)
     from hf_agents.data import load_trajectories
@@ -323,8 +326,10 @@ def trainer_vs_bare_loop(q) -> dict:
 GPU_FRAMES_PER_S, GPU_HOST_CORES = 96_100, 16
 
 
+@functools.cache
 def jumppads_frames(size: int, episodes: int, num_envs: int) -> Path:
-    """A folder with real JumpPads pretraining data at `size` px twice: png/ as generated, bmp/ converted."""
+    """A folder with real JumpPads pretraining data at `size` px twice: png/ as generated, bmp/ converted (made once
+    per arguments: quick mode's data_loading and end_to_end_pretraining share theirs)."""
     from hf_agents.data import load_trajectories
     from hf_agents.data.convert import convert_frames
     from hf_agents.games.jumppads.generate import generate_pretrain
@@ -344,7 +349,7 @@ def data_loading(q, train_fps) -> dict:
     from hf_agents.training.imitation import ImitationCollator
 
     out, per_core_target = {}, GPU_FRAMES_PER_S / GPU_HOST_CORES
-    for size in (64, 128):
+    for size in q["loading_sizes"]:
         tmp = jumppads_frames(size, q["data_episodes"], num_envs=2)
         for codec in ("png", "bmp"):
             windows = AugmentedWindows(load_trajectories(tmp / codec).windows(32, 16))
@@ -356,7 +361,7 @@ def data_loading(q, train_fps) -> dict:
                     for _ in loader:
                         pass
 
-                s = timed(load, max(2, q["reps"] // 2))  # steady state: workers started in the warm-up epoch
+                s = timed(load, q["loading_reps"])  # steady state: workers started in the warm-up epoch
                 fps = [len(windows) * 32 / t for t in s]
                 rate, cores = train_fps.get(size), max(workers, 1)
                 out[f"{size}px/{codec}/workers={workers}"] = {
@@ -388,11 +393,12 @@ def end_to_end_pretraining(q) -> dict:
     recipe = RECIPES / ("gpu/pretrain.yaml" if gpu else "pretrain.yaml")
     config = yaml.safe_load(recipe.read_text())
     size, B = 128 if gpu else 64, int(config["per_device_train_batch_size"])
+    B, H = q.get("pretrain_batch") or B, q.get("pretrain_context") or 32
     accum = int(config.get("gradient_accumulation_steps", 1))
     episodes = q["data_episodes"] * (8 if gpu else 1 if q["quick"] else 2)  # GPU: >= 4 steps of 256 windows
     tmp = jumppads_frames(size, episodes, q["num_envs"])
     runtimes = {}
-    steps = (4, 12) if q["quick"] else (10, 40)
+    steps = (1, 3) if q["quick"] else (10, 40)
     if gpu:
         torch.cuda.empty_cache()  # the launched run shares this GPU
     for n in steps:
@@ -401,21 +407,24 @@ def end_to_end_pretraining(q) -> dict:
                str(recipe), f"dataset={tmp / 'bmp'}", f"output_dir={tmp / f'run{n}'}", f"max_steps={n}",
                "eval_strategy=no", "save_strategy=no", "report_to=none", "warmup_steps=0", "logging_steps=1000",
                "dataloader_drop_last=true"]  # every step a full batch: frames/step below is exact
+        if q["quick"]:  # a smaller batch and context, the same for the bare step below
+            cmd += [f"per_device_train_batch_size={B}", f"context_length={H}"]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800,
                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if done.returncode:
             return {"error": done.stderr[-1500:]}
         history = json.loads((tmp / f"run{n}" / "train_results.json").read_text())["log_history"]
         runtimes[n] = next(h["train_runtime"] for h in history if "train_runtime" in h)
-    frames_per_step = B * accum * 32
+    frames_per_step = B * accum * H
     end_to_end = (steps[1] - steps[0]) * frames_per_step / (runtimes[steps[1]] - runtimes[steps[0]])
 
     torch.manual_seed(0)
-    model = AgentModel(AgentConfig.from_preset(config["model_preset"], image_size=size)).to(device()).train()
+    model = AgentModel(AgentConfig.from_preset(config["model_preset"], image_size=size,
+                                               **({"context_length": H} if q["quick"] else {}))).to(device()).train()
     torch._dynamo.reset()  # a fresh static-shape compile, not a dynamic graph left by earlier sections
     step_fn = torch.compile(model) if config.get("torch_compile") else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=torch.cuda.is_available())  # the Trainer's default
-    frames, actions = batch(B, 32, size)
+    frames, actions = batch(B, H, size)
     dtype = torch.bfloat16 if config.get("bf16") else None
 
     def step():
@@ -427,7 +436,7 @@ def end_to_end_pretraining(q) -> dict:
         sync()
 
     step()  # compiles
-    bare = statistics.median([B * 32 / t for t in timed(step, q["reps"])])
+    bare = statistics.median([B * H / t for t in timed(step, q["reps"])])
     return {"recipe": str(recipe.relative_to(RECIPES)), "frames": size, "batch": B * accum,
             "frame_codec": "bmp", "end_to_end_frames_per_s": end_to_end, "bare_step_frames_per_s": bare,
             "ratio": end_to_end / bare, "target_ratio": 0.8}
@@ -441,7 +450,7 @@ def env_speed(q) -> dict:
     env = JumpPadsEnv(max_steps=10_000)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    acts = [env.action_space.sample() for _ in range(100 if q["quick"] else 300)]
+    acts = [env.action_space.sample() for _ in range(50 if q["quick"] else 300)]
 
     def single():
         env.reset(seed=0)
@@ -473,7 +482,7 @@ def rollout_speed(q) -> dict:
     from hf_agents.games.jumppads.env import make_jumppads
     from hf_agents.rollout.engine import rollout
 
-    B = 16
+    B = q["rollout_batch"]
     model = AgentModel(AgentConfig.from_preset("cpu")).eval()
     spent = {"act": 0.0, "env": 0.0}
 
@@ -500,7 +509,8 @@ def rollout_speed(q) -> dict:
             for name, (threads, groups) in runs.items():  # interleaved, so all see the same machine
                 spent.update(act=0.0, env=0.0)
                 # several episodes per env, so that the batch stays full (the last episodes run at a smaller batch)
-                result = rollout(venv, TimedPolicy(model, B, seed=rep, threads=threads), 4 * B, seed=100 * rep,
+                result = rollout(venv, TimedPolicy(model, B, seed=rep, threads=threads), q["rollout_rounds"] * B,
+                                 seed=100 * rep,
                                  keep_frames=False, progress=False, groups=groups)
                 samples[name].append(result.steps_per_second)
                 total = result.seconds
@@ -523,8 +533,10 @@ def align_update(q) -> dict:
     from hf_agents.models import TrajectoryRewardConfig, TrajectoryRewardModel
     from hf_agents.training.align import AlignConfig, AlignTrainer
 
-    updates = 2 if q["quick"] else 5
-    out = {"episodes_per_update": 16, "updates": updates}
+    updates = 1 if q["quick"] else 5
+    # quick: fewer, shorter episodes on fewer games (full: AlignConfig's defaults, 16 episodes of up to 100 steps)
+    sizes = dict(episodes_per_update=4, num_envs=2, max_episode_steps=20) if q["quick"] else dict(num_envs=8)
+    out = {"episodes_per_update": sizes.get("episodes_per_update", 16), "updates": updates}
     with tempfile.TemporaryDirectory() as tmp:
         agent = AgentModel(AgentConfig.from_preset("cpu", game=GameSpec.of(None, frame_size=64).to_dict()))
         agent.save_pretrained(Path(tmp) / "agent")
@@ -535,7 +547,7 @@ def align_update(q) -> dict:
             config = AlignConfig(agent=str(Path(tmp) / "agent"), output_dir=str(Path(tmp) / name), target="left",
                                  reward_source="model", reward_model=str(Path(tmp) / "reward"), algorithm="rloo",
                                  trainable="lora", kl_coef=kl, num_updates=updates, save_steps=10**6,
-                                 report_to=["none"], num_envs=8)
+                                 report_to=["none"], **sizes)
             trainer = AlignTrainer(config)
             trainer.train()
             logs = trainer.log_history[1:] or trainer.log_history  # the first update warms up
@@ -557,12 +569,13 @@ def reward_model_speed(q, peak) -> dict:
     tmp = Path(tempfile.mkdtemp())
     agent = AgentModel(AgentConfig.from_preset("cpu")).to(device()).eval()
     out = {}
-    frames, actions = batch(4, 100, 64)
+    n = q["embed_trajectories"]
+    frames, actions = batch(n, 100, 64)
     embedder = TrajectoryRewardModel.from_agent(agent).to(device()).eval()
-    s = timed(lambda: (embedder.embed(frames, actions), sync()), q["reps"])
-    out["embed_agent_cpu_preset_64px"] = {"trajectories_per_s": stats([4 / t for t in s])}
-    B, steps, M = (256, 3, 256) if q["quick"] else (2048, 6, 1024)  # paper: 2048 comparisons a step
-    reps = 2 if q["quick"] else 3  # each rep trains three times (bare, bare without dedup, Trainer) per encoder
+    s = timed(lambda: (embedder.embed(frames, actions), sync()), q["reps"], warmup=0 if q["quick"] else 1)
+    out["embed_agent_cpu_preset_64px"] = {"trajectories_per_s": stats([n / t for t in s])}
+    B, steps, M = (64, 2, 64) if q["quick"] else (2048, 6, 1024)  # paper: 2048 comparisons a step
+    reps = 1 if q["quick"] else 3  # each rep trains three times (bare, bare without dedup, Trainer) per encoder
     g = torch.Generator().manual_seed(0)
     chosen, rejected = torch.randint(0, M, (B * steps,), generator=g), torch.randint(0, M, (B * steps,), generator=g)
     pairs = datasets.Dataset.from_dict({"chosen_ids": chosen[:, None].tolist(), "rejected_ids": rejected[:, None].tolist()})
@@ -691,14 +704,23 @@ def labelling_load(q) -> dict:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="small repetitions, finishes in about 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="one repetition at the smallest sizes: only checks "
+                        "that every section runs (under a minute on 2 cores)")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--sections", default="all")
     args = parser.parse_args()
-    q = dict(quick=args.quick, reps=2 if args.quick else 5, batch=8, sizes=[64] if args.quick else [64, 128],
-             act_batches=[1, 16] if args.quick else [1, 16, 64], act_steps=16 if args.quick else 48,
-             trainer_steps=6 if args.quick else 30, data_episodes=4 if args.quick else 16, num_envs=4,
-             gen_episodes=8 if args.quick else 32)
+    # quick: one repetition and the fewest steps and sizes that still run every section's code (CI's check that
+    # the benchmark runs); full: the numbers BENCHMARKS.md reports
+    quick = args.quick
+    q = dict(quick=quick, reps=1 if quick else 5, batch=2 if quick else 8, sizes=[64] if quick else [64, 128],
+             act_batches=[16] if quick else [1, 16, 64], act_steps=2 if quick else 48,
+             act_size=32 if quick else None, act_model=dict(context_length=8) if quick else {},
+             trainer_steps=2 if quick else 30, trainer_episodes=1 if quick else 8,
+             data_episodes=2 if quick else 16, num_envs=2 if quick else 4, gen_episodes=4 if quick else 32,
+             scaling_contexts=(8,) if quick else (8, 16, 32, 64), scaling_sizes=(32,) if quick else (32, 64, 128),
+             loading_sizes=(64,) if quick else (64, 128), loading_reps=1 if quick else 2,
+             pretrain_batch=2 if quick else None, pretrain_context=8 if quick else None,
+             embed_trajectories=1 if quick else 4, rollout_batch=4 if quick else 16, rollout_rounds=1 if quick else 4)
     want = set(args.sections.split(",")) if args.sections != "all" else None
     report = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -81,6 +81,54 @@ def random_batch(B=2, T=8, size=32, seed=0):
     return frames, actions
 
 
+class Drained:
+    """A process's piped stdout, read by a thread as it comes: the process never stalls on a full pipe while this
+    process is busy with other work; `wait()` returns (exit code, all its output)."""
+
+    def __init__(self, proc):
+        import threading
+
+        self.proc, self.chunks = proc, []
+        self.thread = threading.Thread(target=lambda: self.chunks.extend(proc.stdout), daemon=True)
+        self.thread.start()
+
+    def wait(self, timeout: float | None = None) -> tuple[int, str]:
+        code = self.proc.wait(timeout)
+        self.thread.join()
+        return code, "".join(self.chunks)
+
+
+class KillWhen:
+    """A thread that kills `proc` (its stdout piped) with SIGKILL once `path` exists (a checkpoint it writes), so
+    that this process can do other work meanwhile (the uninterrupted reference run, say); `check()` then asserts that
+    the kill happened mid-run: before `timeout` seconds, while the process was still running."""
+
+    def __init__(self, proc, path, timeout: float = 300, poll: float = 0.02):
+        import signal
+        import threading
+        import time
+
+        self.output, self.problem = Drained(proc), None
+
+        def watch():
+            deadline = time.time() + timeout
+            while not os.path.exists(path):
+                if time.time() > deadline or proc.poll() is not None:
+                    self.problem = f"{path} not written within {timeout:.0f} s (exit code {proc.poll()})"
+                    proc.kill()
+                    return
+                time.sleep(poll)
+            proc.send_signal(signal.SIGKILL)  # a real kill, mid-run
+
+        self.thread = threading.Thread(target=watch, daemon=True)
+        self.thread.start()
+
+    def check(self) -> None:
+        self.thread.join()
+        _, output = self.output.wait()
+        assert self.problem is None, f"{self.problem}\n{output[-3000:]}"
+
+
 @pytest.fixture
 def tiny_agent_dir(tmp_path):
     """A saved `make_tiny_agent()` at tmp_path / "agent"."""

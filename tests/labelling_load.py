@@ -55,8 +55,15 @@ class Server:
         self.proc = None
 
     def start(self, timeout: float = 120) -> "Server":
+        return self.launch().wait_until_up(timeout)
+
+    def launch(self) -> "Server":
+        """Start the process without waiting for it to answer (several servers start side by side)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        return self
+
+    def wait_until_up(self, timeout: float = 120) -> "Server":
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -75,9 +82,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(*servers: Server):
+def running(*servers: Server, wait: bool = True):
+    """The servers started side by side and, with `wait`, up; killed on the way out. Without `wait` the caller does
+    other work while they start, then calls `wait_until_up()` on each."""
     try:
-        yield [s.start() for s in servers]
+        for s in servers:
+            s.launch()
+        yield [s.wait_until_up() for s in servers] if wait else list(servers)
     finally:
         for s in servers:
             s.kill()

@@ -3,10 +3,8 @@ online REINFORCE/RLOO on real (small) ViZDoom episodes."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from hf_agents.models import AgentModel
 from hf_agents.models.adapters import AdapterError, active_adapter, is_adapter, load_agent
 from hf_agents.models.trainable import TrainablePolicy
 from hf_agents.training.align import advantages
-from tests.conftest import make_tiny_agent, random_batch, write_test_dataset
+from tests.conftest import Drained, KillWhen, make_tiny_agent, random_batch, write_test_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -265,33 +263,38 @@ def test_dropped_episodes_shrink_the_batch(tmp_path):
     assert not torch.equal(head, trainer.model.head[3].weight)  # the update used the 3 that finished
 
 
+def _align_args(tmp_path, out, *extra):
+    return [str(REPO / "recipes" / "align.yaml"), f"agent={tmp_path / 'sft'}", f"output_dir={out}",
+            "reward_source=oracle", "reward_model=", "episodes_per_update=4", "num_envs=2", "max_episode_steps=12",
+            "num_updates=5", "save_steps=1", "save_total_limit=10", "learning_rate=3e-2", "rloo_k=2", "report_to=none",
+            "init_adapter=", *extra]
+
+
 def _align_cli(tmp_path, out, *extra, ranks: int = 0):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     if ranks:  # launched as `accelerate launch` does on CPU: torchrun processes speaking gloo
         env.update(CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="true")
     launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(ranks)] if ranks else []
-    args = [sys.executable, *launcher, "-m", "hf_agents.training", str(REPO / "recipes" / "align.yaml"),
-            f"agent={tmp_path / 'sft'}", f"output_dir={out}", "reward_source=oracle", "reward_model=",
-            "episodes_per_update=4", "num_envs=2", "max_episode_steps=12", "num_updates=5", "save_steps=1",
-            "save_total_limit=10", "learning_rate=3e-2", "rloo_k=2", "report_to=none", "init_adapter=",
-            *extra]
+    args = [sys.executable, *launcher, "-m", "hf_agents.training", *_align_args(tmp_path, out, *extra)]
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _align_here(tmp_path, out, *extra):
+    """The same run as `_align_cli`, in this process (no start-up: imports done, games' forkserver warm)."""
+    from hf_agents.training import launch
+
+    assert launch.main(_align_args(tmp_path, out, *extra)) == 0
 
 
 @pytest.mark.slow
 def test_killed_alignment_run_resumes_to_the_same_weights(tmp_path):
     make_tiny_agent().save_pretrained(tmp_path / "sft")
-    full = _align_cli(tmp_path, tmp_path / "full")
-    assert full.wait(timeout=400) == 0, full.stdout.read()
-    killed = _align_cli(tmp_path, tmp_path / "killed")
-    deadline = time.time() + 300
-    while not (tmp_path / "killed" / "checkpoint-2").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    killed = _align_cli(tmp_path, tmp_path / "killed")  # a process of its own, killed -9 once checkpoint-2 is there
+    killer = KillWhen(killed, tmp_path / "killed" / "checkpoint-2", poll=0.2)
+    _align_here(tmp_path, tmp_path / "full")  # meanwhile the uninterrupted run, here
+    killer.check()
     assert not (tmp_path / "killed" / "adapter_model.safetensors").exists()  # it did not finish
-    resumed = _align_cli(tmp_path, tmp_path / "killed", "resume=true")
-    assert resumed.wait(timeout=400) == 0, resumed.stdout.read()
+    _align_here(tmp_path, tmp_path / "killed", "resume=true")
     a = load_file(tmp_path / "full" / "adapter_model.safetensors")
     b = load_file(tmp_path / "killed" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and len(a) > 0
@@ -308,10 +311,15 @@ def test_alignment_on_two_ranks_matches_one_rank(tmp_path, algorithm):
     """Each rank plays its share of the spawn groups with its own games; the gradients are summed: the same
     episodes, log and weights as one process, up to float order."""
     make_tiny_agent().save_pretrained(tmp_path / "sft")
-    runs = {n: _align_cli(tmp_path, tmp_path / f"ranks-{n}", "num_updates=3", f"algorithm={algorithm}",
-                          "kl_coef=0.1", ranks=n) for n in (1, 2)}
-    for proc in runs.values():
-        assert proc.wait(timeout=500) == 0, proc.stdout.read()[-3000:]
+    extra = ("num_updates=3", f"algorithm={algorithm}", "kl_coef=0.1")
+    two = Drained(_align_cli(tmp_path, tmp_path / "ranks-2", *extra, ranks=2))
+    if torch.cuda.is_available():  # one CPU process, as the ranks are
+        one = _align_cli(tmp_path, tmp_path / "ranks-1", *extra, ranks=1)
+        assert one.wait(timeout=500) == 0, one.stdout.read()[-3000:]
+    else:  # one process: this one, while the ranks start
+        _align_here(tmp_path, tmp_path / "ranks-1", *extra)
+    code, output = two.wait(timeout=500)
+    assert code == 0, output[-3000:]
     one, two = (load_file(tmp_path / f"ranks-{n}" / "adapter_model.safetensors") for n in (1, 2))
     assert one.keys() == two.keys() and len(one) > 0
     for k in one:

@@ -251,9 +251,10 @@ def test_page_labels_pairs_and_a_ranking_and_a_killed_server_loses_nothing(tmp_p
 
     server = Server(jumppads_sft, tmp_path / "labels.sqlite", "alice", "--target", "20")
     expected, shown = set(), []
-    with sync_playwright() as p, running(server):
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with sync_playwright() as p, running(server, wait=False):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)  # while the server starts
         page = browser.new_page(viewport={"width": 1200, "height": 900})
+        server.wait_until_up()
 
         def episodes(view):
             return shown_episodes(page, view)
@@ -319,9 +320,10 @@ def test_page_label_undo_label_until_done_and_the_export_is_exactly_what_is_show
     write_test_dataset(tmp_path / "ds", [8, 12, 9, 10], rng=rng)  # 6 pairs
     db = tmp_path / "labels.sqlite"
     expected = set()
-    with sync_playwright() as p, running(Server(tmp_path / "ds", db, "alice")) as (server,):
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with sync_playwright() as p, running(Server(tmp_path / "ds", db, "alice"), wait=False) as (server,):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)  # while the server starts
         page = browser.new_page(viewport={"width": 1200, "height": 900})
+        server.wait_until_up()
 
         def acknowledged(n, note):  # the count and the note change only once the server has committed
             page.wait_for_function(f"document.querySelector('#labelled-count')?.innerText == '{n}'", timeout=60_000)

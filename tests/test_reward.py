@@ -261,9 +261,9 @@ def test_killed_reward_run_resumes_to_the_same_weights(rollouts, tmp_path):
     from tests.test_training import assert_kill_and_resume_matches
 
     args = ["stage=reward", f"trajectories={rollouts / 'rollouts'}", f"preferences={rollouts / 'left.parquet'}",
-            "encoder=random", "per_device_train_batch_size=32", "num_train_epochs=3", "eval_fraction=0.3",
+            "encoder=random", "per_device_train_batch_size=32", "num_train_epochs=2", "eval_fraction=0.3",
             "save_strategy=steps", "save_steps=5", "eval_strategy=no", "report_to=none", "disable_tqdm=true"]
-    assert_kill_and_resume_matches(args, tmp_path, "checkpoint-10")
+    assert_kill_and_resume_matches(args, tmp_path, "checkpoint-10")  # in the first of 2 epochs of ~25 steps
     config = lambda d: json.loads((tmp_path / d / "config.json").read_text())  # noqa: E731
     assert config("ref")["reward_min"] == config("killed")["reward_min"]
 
@@ -275,7 +275,7 @@ def test_reward_sweep_writes_the_accuracy_table_and_plot(rollouts, tmp_path, cap
     capsys.readouterr()
     assert cli(["reward", "sweep", str(rollouts / "rollouts"), "--agent", str(tmp_path / "agent"), "--out",
                 str(tmp_path / "sweep"), "--targets", "left", "--sizes", "10", "0", "--seeds", "0", "1",
-                "--steps", "30", "--padding-side", "left"]) == 0
+                "--steps", "5", "--padding-side", "left"]) == 0
     summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert summary["config"]["padding_side"] == "left"
     rows = summary["results"]["left"]

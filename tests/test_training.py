@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from safetensors.torch import load_file
 from hf_agents.training.common import RecipeError, parse_recipe
 from hf_agents.training.imitation import UNIFORM_LOSS
 from hf_agents.training.launch import main
+from tests.conftest import Drained, KillWhen
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model_preset=tiny", "context_length=8", "per_device_train_batch_size=4", "per_device_eval_batch_size=4",
@@ -190,20 +189,15 @@ def test_training_learns_and_saves_safetensors(tmp_path, jumppads_sft):
 
 
 def assert_kill_and_resume_matches(args, tmp_path, checkpoint: str) -> None:
-    """Run `args` to the end ('ref'); run them again ('killed'), kill -9 once `checkpoint` is written, resume:
-    the resumed run's final weights equal the uninterrupted run's exactly."""
-    ref = run([*args, f"output_dir={tmp_path / 'ref'}"])
-    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+    """Run `args` in a process of their own ('killed') and kill -9 it once `checkpoint` is written, meanwhile run
+    them to the end here ('ref'); resume the killed run (here): its final weights equal the uninterrupted run's
+    exactly."""
     proc = run([*args, f"output_dir={tmp_path / 'killed'}"])
-    deadline = time.time() + 300
-    while not (tmp_path / "killed" / checkpoint / "trainer_state.json").exists():
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)  # a real kill, mid-run
-    proc.wait()
+    killer = KillWhen(proc, tmp_path / "killed" / checkpoint / "trainer_state.json")
+    assert main([*args, f"output_dir={tmp_path / 'ref'}"]) == 0  # the uninterrupted run, while the other one runs
+    killer.check()  # killed mid-run
     assert not (tmp_path / "killed" / "model.safetensors").exists()
-    resumed = run([*args, f"output_dir={tmp_path / 'killed'}", "resume=true"])
-    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert main([*args, f"output_dir={tmp_path / 'killed'}", "resume=true"]) == 0  # from what the killed run left
     a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
@@ -221,14 +215,16 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, jumppads_sft):
 def test_two_cpu_ranks_match_one_process(tmp_path, jumppads_sft):
     common = [f"dataset={jumppads_sft}", *TINY, "max_steps=6", "save_strategy=no", "eval_strategy=no",
               "augment=false", "filter_noops=false", "learning_rate=1e-3"]
-    one = run([*common, "per_device_train_batch_size=8", f"output_dir={tmp_path / 'one'}"])
-    assert one.wait(timeout=300) == 0, one.stdout.read()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                          str(REPO / "recipes" / "accelerate" / "cpu-2ranks.yaml"), "-m", "hf_agents.training",
-                          *common, "per_device_train_batch_size=4", f"output_dir={tmp_path / 'two'}"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    two = Drained(subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                                    str(REPO / "recipes" / "accelerate" / "cpu-2ranks.yaml"), "-m",
+                                    "hf_agents.training", *common, "per_device_train_batch_size=4",
+                                    f"output_dir={tmp_path / 'two'}"],
+                                   cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    # one process (this one, on the CPU as the ranks are) while the two ranks start
+    assert main([*common, "per_device_train_batch_size=8", f"output_dir={tmp_path / 'one'}", "use_cpu=true"]) == 0
+    code, output = two.wait(timeout=600)
+    assert code == 0, output[-6000:]
     l1 = [h["loss"] for h in history(tmp_path / "one")["log_history"] if "loss" in h]
     l2 = [h["loss"] for h in history(tmp_path / "two")["log_history"] if "loss" in h]
     assert len(l1) == len(l2) == 6
