@@ -228,6 +228,15 @@ def cmd_train(args) -> None:
         raise SystemExit(code)
 
 
+def cmd_align_loop(args) -> None:
+    """`hf-agents align loop [RECIPE] [key=value ...]`: the align_loop stage, its shipped recipe by default."""
+    rest = list(args.rest)
+    if not rest or "=" in rest[0] or rest[0].startswith("-"):
+        rest = ["align_loop.yaml", *rest]
+    args.rest = rest
+    cmd_train(args)
+
+
 def accelerate_config(name: str) -> Path:
     """An accelerate config file: a path, or the name of one shipped with the package (cpu, gpu, multi-gpu, ...)."""
     from hf_agents.locations import RECIPES
@@ -543,6 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("rest", nargs=argparse.REMAINDER, help="TRAJECTORIES --output_dir DIR [--field value ...]")
     sw.set_defaults(fn=cmd_reward_sweep)
 
+    al = _group(sub, "align", "the designer's loop", "align_command")
+    loop = _command(al, "loop", "the designer's loop: rounds of roll out -> labels (oracle, reward model or label "
+                    "database) -> reward model on all rollouts so far -> preference fine-tuning and RL -> evaluate",
+                    add_help=False, usage="hf-agents align loop [RECIPE] [key=value ...]",
+                    description="Same as `hf-agents train align_loop.yaml ...` (the shipped recipe unless RECIPE "
+                                "names another); `hf-agents align loop --help` lists its fields.")
+    loop.add_argument("rest", nargs=argparse.REMAINDER, metavar="[RECIPE] [key=value ...]",
+                      help="recipe file (default: the shipped align_loop.yaml), then overrides")
+    loop.set_defaults(fn=cmd_align_loop)
+
     cmp_ = _command(sub, "compare", "one figure of several evaluations (e.g. base vs SFT vs aligned)")
     cmp_.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="evaluation folders (each with an eval.json)")
     cmp_.add_argument("--labels", nargs="+", default=None, help="one name per EVAL_DIR (default: each evaluation's "
@@ -619,7 +638,7 @@ def check_numbers(args) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     passed_on = {("label", "export"): None, ("label", "summary"): None, ("reward", "sweep"): cmd_reward_sweep,
-                 ("train",): cmd_train}
+                 ("train",): cmd_train, ("align", "loop"): cmd_align_loop}
     words = next((w for w in passed_on if tuple(argv[:len(w)]) == w), None)
     try:
         if words == ("label", "export"):

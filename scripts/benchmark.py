@@ -525,6 +525,92 @@ def rollout_speed(q) -> dict:
     return out
 
 
+class StandStill:
+    """A policy that costs nothing: every env presses no button. Through the same engine, it measures the game alone
+    (same episodes, resets and transport as the agent's rollouts)."""
+
+    def reset(self, envs=None, infos=None, seeds=None) -> None:
+        pass
+
+    def act(self, frames, infos=None):
+        return np.tile(NOOP_IDS, (len(frames), 1)), np.zeros(len(frames), np.float32)
+
+
+def rollouts_against_the_game(q) -> dict:
+    """The game alone (a policy that costs nothing) and the cpu-preset agent acting, side by side through the same
+    engine and games, at batch 16 and 64 and at 64 and 128 px; and frames piped or in shared memory (batch 16,
+    64 px). Per core: env steps/s divided by the CPU count. Target: rollouts >= 60% of the game alone."""
+    from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.games.jumppads.env import make_jumppads
+    from hf_agents.rollout.engine import rollout
+
+    cores = os.cpu_count() or 1
+    out = {"cores": cores, "episode_steps": q["scaling_episode_steps"], "target_share_of_game": 0.6}
+
+    def run(venv, policy, B, rep):
+        done = rollout(venv, policy, q["rollout_rounds"] * B, seed=100 * rep, keep_frames=False, progress=False)
+        return done.steps_per_second
+
+    for size in q["rollout_sizes"]:
+        model = AgentModel(AgentConfig.from_preset("cpu", image_size=size)).eval()
+        for B in q["rollout_batches"]:
+            env_fn = functools.partial(make_jumppads, frame_size=size, max_steps=q["scaling_episode_steps"])
+            transports = ("shared", "pipe") if (B, size) == (q["rollout_batches"][0], q["rollout_sizes"][0]) \
+                else ("shared",)
+            for transport in transports:
+                with BatchedEnv(env_fn, B, shared_memory=transport == "shared") as venv:
+                    game, agent = [], []
+                    for rep in range(q["reps_rollout"]):  # interleaved, so both see the same machine
+                        game.append(run(venv, StandStill(), B, rep))
+                        agent.append(run(venv, AgentPolicy(model, B, seed=rep), B, rep))
+                g, a = statistics.median(game), statistics.median(agent)
+                out[f"{size}px, batch {B}, {transport}"] = {
+                    "game_alone_steps_per_s": stats(game), "rollout_steps_per_s": stats(agent),
+                    "game_alone_per_core": g / cores, "rollout_per_core": a / cores,
+                    "share_of_game": a / g, "times_real_time_10hz": a / 10}
+    return out
+
+
+def sample_factory_peer(q) -> dict:
+    """The peer: Sample Factory 2's APPO on its ViZDoom throughput scenario (`doom_benchmark`: battle at 160x120
+    resized to 128x72, frameskip 4, conv + GRU policy) on this machine's CPU, acting and learning at once. It counts
+    frames; agent decisions are frames / 4. Runs in its own environment (scripts/setup_sample_factory.sh)."""
+    import re
+    import subprocess
+
+    python = ROOT / ".venv-sample-factory" / "bin" / "python"
+    if q["quick"]:
+        return {"skipped": "not in a quick run"}
+    if not python.exists():
+        return {"skipped": "no .venv-sample-factory here: run `bash scripts/setup_sample_factory.sh` first"}
+    cores, seconds = os.cpu_count() or 1, 150
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(python), "-m", "sf_examples.vizdoom.train_vizdoom", "--env=doom_benchmark", "--algo=APPO",
+               "--env_frameskip=4", "--use_rnn=True", f"--num_workers={2 * cores}", "--num_envs_per_worker=8",
+               "--num_policies=1", "--batch_size=1024", "--wide_aspect_ratio=False", "--device=cpu",
+               "--benchmark=True", "--save_every_sec=100000", f"--train_dir={tmp}", "--experiment=peer"]
+        with open(Path(tmp) / "log.txt", "w") as log_file:  # it logs a 10-second frame rate every 5 seconds
+            run = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+            try:
+                run.wait(seconds)
+            except subprocess.TimeoutExpired:  # still running, as it should be: stop it and its workers
+                os.killpg(run.pid, 9)
+                run.wait()
+        log = (Path(tmp) / "log.txt").read_text(errors="replace")
+    # its reports: "[date hh:mm:ss,ms][pid] Fps is (...). Total num frames: N."; frames counted in whole batches
+    reports = [(3600 * int(h) + 60 * int(m) + float(sec.replace(",", ".")), int(n)) for h, m, sec, n in
+               re.findall(r"(\d\d):(\d\d):(\d\d,\d+)\]\[\d+\] Fps is .*?Total num frames: (\d+)", log)]
+    reports = [r for r in reports if r[1] > 0]
+    if len(reports) < 4:
+        return {"error": f"exit {run.returncode}, {len(reports)} frame-count reports: {log[-1500:]}"}
+    (t0, n0), (t1, n1) = reports[len(reports) // 2], reports[-1]  # the second half: workers started, learner warm
+    steady = (n1 - n0) / (t1 - t0)
+    return {"command": " ".join(cmd[1:-2]), "seconds": seconds, "cores": cores, "steady_frames_per_s": steady,
+            "measured_over_s": t1 - t0, "decisions_per_s": steady / 4, "decisions_per_s_per_core": steady / 4 / cores,
+            "published": "50k+ frames/s on a 10-core CPU (its ViZDoom docs): about 1.25k decisions/s per core"}
+
+
 def align_update(q) -> dict:
     """One alignment update of 16 episodes with the cpu-preset agent, a LoRA adapter and a random-encoder reward
     model, split into its parts (rollouts, reward scoring, the reference's log-probs for the KL term, re-scoring
@@ -535,7 +621,8 @@ def align_update(q) -> dict:
 
     updates = 1 if q["quick"] else 5
     # quick: fewer, shorter episodes on fewer games (full: AlignConfig's defaults, 16 episodes of up to 100 steps)
-    sizes = dict(episodes_per_update=4, num_envs=2, max_episode_steps=20) if q["quick"] else dict(num_envs=8)
+    sizes = dict(episodes_per_update=4, max_episode_steps=20) if q["quick"] else {}
+    games = (2,) if q["quick"] else (8, 16)  # 16: the align recipe's, one episode per game
     out = {"episodes_per_update": sizes.get("episodes_per_update", 16), "updates": updates}
     with tempfile.TemporaryDirectory() as tmp:
         agent = AgentModel(AgentConfig.from_preset("cpu", game=GameSpec.of(None, frame_size=64).to_dict()))
@@ -543,11 +630,13 @@ def align_update(q) -> dict:
         reward = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=64, reward_min=-1.0,
                                                               reward_max=1.0))
         reward.save_pretrained(Path(tmp) / "reward")
-        for name, kl in (("kl_coef=0", 0.0), ("kl_coef=0.05", 0.05)):
+        runs = [(n, kl) for n in games for kl in (0.0, 0.05)]
+        for n, kl in runs:
+            name = f"{n} games, kl_coef={kl:g}"
             config = AlignConfig(agent=str(Path(tmp) / "agent"), output_dir=str(Path(tmp) / name), target="left",
                                  reward_source="model", reward_model=str(Path(tmp) / "reward"), algorithm="rloo",
                                  trainable="lora", kl_coef=kl, num_updates=updates, save_steps=10**6,
-                                 report_to=["none"], **sizes)
+                                 report_to=["none"], num_envs=n, **sizes)
             trainer = AlignTrainer(config)
             trainer.train()
             logs = trainer.log_history[1:] or trainer.log_history  # the first update warms up
@@ -720,7 +809,9 @@ def main():
              scaling_contexts=(8,) if quick else (8, 16, 32, 64), scaling_sizes=(32,) if quick else (32, 64, 128),
              loading_sizes=(64,) if quick else (64, 128), loading_reps=1 if quick else 2,
              pretrain_batch=2 if quick else None, pretrain_context=8 if quick else None,
-             embed_trajectories=1 if quick else 4, rollout_batch=4 if quick else 16, rollout_rounds=1 if quick else 4)
+             embed_trajectories=1 if quick else 4, rollout_batch=4 if quick else 16, rollout_rounds=1 if quick else 4,
+             rollout_batches=(4,) if quick else (16, 64), rollout_sizes=(32,) if quick else (64, 128),
+             scaling_episode_steps=10 if quick else 60, reps_rollout=1 if quick else 3)
     want = set(args.sections.split(",")) if args.sections != "all" else None
     report = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -741,6 +832,8 @@ def main():
         ("end_to_end_pretraining", lambda: end_to_end_pretraining(q)),
         ("env", lambda: env_speed(q)),
         ("rollout", lambda: rollout_speed(q)),
+        ("rollouts_against_the_game", lambda: rollouts_against_the_game(q)),
+        ("sample_factory", lambda: sample_factory_peer(q)),
         ("data_generation", lambda: data_generation(q)),
         ("reward_model", lambda: reward_model_speed(q, peak)),
         ("align_update", lambda: align_update(q)),
@@ -847,6 +940,41 @@ def write_markdown(report: dict, out: Path) -> None:
         lines.append("\nthreads: torch's CPU threads while acting; groups=2: each half of the envs acts while the other "
                      "half's games step (shares are of the acting process's wall time; with two groups, env step is the "
                      "wait for games that had not finished).\n")
+    if "rollouts_against_the_game" in report:
+        r = report["rollouts_against_the_game"]
+        lines.append(f"\n| {r['episode_steps']}-step episodes, {r['cores']} cores | game alone: steps/s | per core | "
+                     f"agent acting (cpu preset, one thread): steps/s | per core | share of the game alone (target >= "
+                     f"{r['target_share_of_game']:.0%}) | x real time |\n|---|---|---|---|---|---|---|")
+        for k, v in r.items():
+            if isinstance(v, dict):
+                lines.append(f"| {k} | {fmt(v['game_alone_steps_per_s'])} | {v['game_alone_per_core']:.0f} | "
+                             f"{fmt(v['rollout_steps_per_s'])} | {v['rollout_per_core']:.0f} | {v['share_of_game']:.0%} | "
+                             f"{v['times_real_time_10hz']:.0f}x |")
+        lines.append("\nThe game alone: the same engine, games and episodes with a policy that costs nothing. shared / "
+                     "pipe: frames through shared memory or pickled through the workers' pipes.\n")
+    if "sample_factory" in report:
+        p, ours = report["sample_factory"], report.get("rollouts_against_the_game", {}).get("64px, batch 16, shared")
+        if "steady_frames_per_s" in p:
+            lines.append(f"| agent decisions per second per core ({p['cores']} cores) | decisions/s | per core |\n"
+                         "|---|---|---|")
+            lines.append(f"| Sample Factory 2 APPO, doom_benchmark 128x72, frameskip 4, conv+GRU, acting and learning "
+                         f"| {p['decisions_per_s']:.0f} | {p['decisions_per_s_per_core']:.0f} |")
+            if ours:
+                lines.append(f"| hf-agents rollouts, JumpPads 64 px, cpu-preset agent (ConvNeXt + GPT2, KV cache) at "
+                             f"batch 16, acting only | {ours['rollout_steps_per_s']['median']:.0f} | "
+                             f"{ours['rollout_per_core']:.0f} |")
+            lines.append(f"| Sample Factory, published | | {p['published']} |\n")
+        else:
+            lines.append(f"\nSample Factory: {p.get('skipped') or p.get('error')}\n")
+    if "align_update" in report:
+        a = report["align_update"]
+        lines.append(f"| one alignment update ({a['episodes_per_update']} episodes, cpu preset, LoRA, RLOO) | seconds | "
+                     "rollouts | reward model | KL reference | re-scoring + backward |\n|---|---|---|---|---|---|")
+        for k, v in a.items():
+            if isinstance(v, dict):
+                lines.append(f"| {k} | {v['seconds']:.2f} | {v['share_rollout']:.0%} | {v['share_reward']:.0%} | "
+                             f"{v['share_reference']:.0%} | {v['share_learn']:.0%} |")
+        lines.append("")
     if "data_generation" in report:
         g = report["data_generation"]
         lines.append(f"Data generation: {g['frames_per_s']:.0f} frames/s ({g['frames']} frames in {g['seconds']:.0f}s, "

@@ -1,5 +1,6 @@
 import functools
 from collections import Counter
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -141,6 +142,28 @@ def test_batched_env_recovers_crashed_and_hung_workers():
         assert venv.restarts == 2
         obs, infos = venv.reset()  # restarted workers play again
         assert obs.shape == (3, 32, 32, 3)
+
+
+def test_frames_through_shared_memory_equal_piped_frames_and_leave_no_file():
+    env_fn = functools.partial(make_jumppads, fault_injection=True, frame_size=32, max_steps=30)
+    seen = {}
+    for shared in (True, False):
+        with BatchedEnv(env_fn, 2, step_timeout=5, shared_memory=shared) as venv:
+            assert (venv.shared is not None) == shared
+            path = venv.shared.path if shared else None
+            venv.action_space.seed(0)
+            moves = [[venv.action_space.sample() for _ in range(2)] for _ in range(3)]
+            frames = [venv.reset(seeds=[1, 2], options=[{"spawn": 0}, {"spawn": 3, "crash_at": 3}])[0]]
+            first = frames[0].copy()
+            for actions in moves:  # env 1's worker dies at its 3rd step and is replaced
+                frames.append(venv.step(actions)[0])
+            frames.append(venv.reset(seeds=[5, 6])[0])  # the fresh worker writes its own slot
+            assert venv.restarts == 1
+            np.testing.assert_array_equal(frames[0], first)  # an answer is a copy, not a view of the slot
+        seen[shared] = frames
+        assert path is None or not Path(path).exists()
+    for a, b in zip(seen[True], seen[False], strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_rollout_drops_and_counts_failed_episodes():

@@ -6,6 +6,7 @@ import json
 import pytest
 import yaml
 
+from hf_agents.cli import main as cli
 from hf_agents.data import load_trajectories
 from hf_agents.data.labels import LabelStore
 from hf_agents.locations import RECIPES
@@ -21,19 +22,27 @@ TINY = {"max_episode_steps": 12, "num_envs": 2, "rollouts_per_round": 8, "eval_e
         "align_overrides": ["num_updates=1", "episodes_per_update=4", "rloo_k=2", "save_steps=1"]}
 
 
-def loop(tmp_path, *overrides):
+def loop(tmp_path, *overrides, command=launch.main):
     """The shipped loop recipe at toy size on the Corridor game, with a tiny untrained agent."""
     if not (tmp_path / "sft").exists():
         make_tiny_agent().save_pretrained(tmp_path / "sft")
     recipe = {**yaml.safe_load((RECIPES / "align_loop.yaml").read_text()), **TINY}
     (tmp_path / "loop.yaml").write_text(yaml.safe_dump(recipe))
-    return launch.main([str(tmp_path / "loop.yaml"), f"agent={tmp_path / 'sft'}", f"env={CORRIDOR_ID}",
-                        "target=goal", f"output_dir={tmp_path / 'loop'}", *overrides])
+    return command([str(tmp_path / "loop.yaml"), f"agent={tmp_path / 'sft'}", f"env={CORRIDOR_ID}",
+                    "target=goal", f"output_dir={tmp_path / 'loop'}", *overrides])
+
+
+def align_loop_command(args) -> int:
+    """`hf-agents align loop ...`."""
+    try:
+        return cli(["align", "loop", *args])
+    except SystemExit as stop:
+        return stop.code
 
 
 @pytest.mark.slow
 def test_three_oracle_rounds_each_retrain_on_all_rollouts_and_go_on_from_the_last_adapter(tmp_path):
-    assert loop(tmp_path, "rounds=3") == 0
+    assert loop(tmp_path, "rounds=3", command=align_loop_command) == 0
     history = json.loads((tmp_path / "loop" / "history.json").read_text())
     assert [h["round"] for h in history] == [1, 2, 3]
     assert all("success_goal" in h and h["comparisons"] > 0 for h in history)
@@ -66,4 +75,8 @@ def test_a_round_waits_for_the_designers_labels_and_goes_on_when_they_are_there(
 
 def test_a_target_the_game_does_not_report_is_refused_before_any_work(tmp_path, capsys):
     assert loop(tmp_path, "target=treasure") == 2
+    assert "not an outcome of this game" in capsys.readouterr().err and not (tmp_path / "loop").exists()
+    # `hf-agents align loop` without a recipe takes the shipped one, and checks the same way
+    assert align_loop_command([f"agent={tmp_path / 'sft'}", f"env={CORRIDOR_ID}", "target=treasure",
+                               f"output_dir={tmp_path / 'loop'}"]) == 2
     assert "not an outcome of this game" in capsys.readouterr().err and not (tmp_path / "loop").exists()

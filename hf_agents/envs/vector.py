@@ -3,17 +3,22 @@
 A worker that dies, hangs past `step_timeout` or raises is replaced by a fresh one; its episode is
 reported as ended with `info["error"]` set, so callers drop it (paper C.4) and nothing else is lost.
 Resets are explicit (`reset(indices)`): the rollout engine decides when an env starts a new episode.
+Image observations travel through shared memory (`shared_memory=True`): a worker writes its frame into its own
+slot of one file in /dev/shm and pipes only the reward, flags and info.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
 import signal
 import sys
+import tempfile
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -33,6 +38,7 @@ def _worker(conn, env_fn):
         env, broken = env_fn(), None
     except Exception:
         env, broken = None, "creating the env failed:\n" + traceback.format_exc(limit=5)
+    slot = None  # this worker's frame in shared memory, once the parent sent "share"
     while True:
         try:
             cmd, data = conn.recv()
@@ -43,9 +49,13 @@ def _worker(conn, env_fn):
             continue
         try:
             if cmd == "step":
-                conn.send(("ok", env.step(data)))
+                conn.send(("ok", _in_slot(env.step(data), slot)))
             elif cmd == "reset":
-                conn.send(("ok", env.reset(**data)))
+                conn.send(("ok", _in_slot(env.reset(**data), slot)))
+            elif cmd == "share":
+                path, index, shape, dtype = data
+                slot = np.memmap(path, dtype=dtype, mode="r+", shape=(index + 1, *shape))[index]
+                conn.send(("ok", None))
             elif cmd == "spaces":
                 conn.send(("ok", (env.observation_space, env.action_space, _picklable(env.metadata))))
             elif cmd == "close":
@@ -55,6 +65,43 @@ def _worker(conn, env_fn):
         except Exception:
             conn.send(("error", traceback.format_exc(limit=5)))
     conn.close()
+
+
+def _in_slot(answer: tuple, slot) -> tuple:
+    """A step's or reset's answer with its observation written to shared memory and replaced by None."""
+    obs = answer[0]
+    if slot is None or not isinstance(obs, np.ndarray) or obs.shape != slot.shape or obs.dtype != slot.dtype:
+        return answer  # not shared, or an observation the slot cannot hold: it goes through the pipe
+    slot[...] = obs
+    return (None, *answer[1:])
+
+
+class SharedFrames:
+    """One file in shared memory (/dev/shm where there is one) holding every env's latest observation."""
+
+    def __init__(self, num_envs: int, shape: tuple, dtype):
+        folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        fd, self.path = tempfile.mkstemp(prefix="hf-agents-frames-", dir=folder)
+        os.close(fd)
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.frames = np.memmap(self.path, dtype=self.dtype, mode="w+", shape=(num_envs, *self.shape))
+        self._remove = weakref.finalize(self, _remove_file, self.path)
+
+    def share_args(self, i: int) -> tuple:
+        return self.path, i, self.shape, self.dtype.str
+
+    def read(self, i: int) -> np.ndarray:
+        return np.array(self.frames[i])  # a copy: the worker writes its next frame here
+
+    def close(self) -> None:
+        self._remove()
+
+
+def _remove_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _picklable(metadata) -> dict:
@@ -89,7 +136,7 @@ class BatchedEnv:
     """`num_envs` copies of `env_fn()` stepping in parallel, one process each; `metadata` is the env's."""
 
     def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int, step_timeout: float = 30.0,
-                 reset_timeout: float = 60.0):
+                 reset_timeout: float = 60.0, shared_memory: bool = True):
         if num_envs < 1:
             raise ValueError(f"num_envs={num_envs}: a batch needs at least 1 game process")
         self.env_fn, self.num_envs = env_fn, num_envs
@@ -98,10 +145,16 @@ class BatchedEnv:
         self.ctx.set_forkserver_preload(_preload_modules(env_fn))
         self.workers: list = [None] * num_envs
         self.restarts = 0
+        self.shared: SharedFrames | None = None
         for i in range(num_envs):
             self._start(i)
         self.observation_space, self.action_space, self.metadata = self._call(0, "spaces", None, reset_timeout)
-        self._last_obs = [np.zeros(self.observation_space.shape, self.observation_space.dtype)] * num_envs
+        space = self.observation_space
+        self._last_obs = [np.zeros(space.shape, space.dtype)] * num_envs
+        if shared_memory and isinstance(space, gym.spaces.Box) and len(space.shape) == 3:
+            self.shared = SharedFrames(num_envs, space.shape, space.dtype)
+            for i in range(num_envs):
+                self._share(i)
 
     # -- worker management -------------------------------------------------------------------------
     def _start(self, i: int) -> None:
@@ -110,6 +163,22 @@ class BatchedEnv:
         proc.start()
         child.close()
         self.workers[i] = (proc, parent)
+        if self.shared is not None:
+            self._share(i)
+
+    def _share(self, i: int) -> None:
+        """Tell worker i its slot of the shared frames. A worker that cannot take it keeps piping its frames (a
+        broken one answers its next command with why)."""
+        proc, conn = self.workers[i]
+        try:
+            conn.send(("share", self.shared.share_args(i)))
+            if conn.poll(self.reset_timeout):
+                conn.recv()
+                return
+        except (EOFError, ConnectionError, OSError):
+            return  # its next command finds it dead and restarts it
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # hung while starting: a late answer must not
+            os.killpg(proc.pid, signal.SIGKILL)  # be taken for its next command's; that command restarts it
 
     def _restart(self, i: int) -> None:
         proc, conn = self.workers[i]
@@ -182,8 +251,9 @@ class BatchedEnv:
             status, payload = self._receive(i, self.reset_timeout)
             if status == "error":  # one retry on a fresh worker
                 payload = self._call(i, "reset", {"seed": s, "options": o}, self.reset_timeout)
-            self._last_obs[i] = payload[0]
-            obs.append(payload[0])
+            o = self._frame(i, payload[0])
+            self._last_obs[i] = o
+            obs.append(o)
             infos.append(payload[1])
         return np.stack(obs), infos
 
@@ -206,7 +276,7 @@ class BatchedEnv:
                 self._restart(i)
             if status == "ok":
                 o, r, te, tr, info = payload
-                self._last_obs[i] = o
+                o = self._last_obs[i] = self._frame(i, o)
             else:
                 o, r, te, tr, info = self._last_obs[i], 0.0, True, False, {"error": payload}
             info["step_seconds"] = time.monotonic() - start
@@ -216,6 +286,10 @@ class BatchedEnv:
             truncated.append(tr)
             infos.append(info)
         return np.stack(obs), np.asarray(rewards, np.float32), np.asarray(terminated), np.asarray(truncated), infos
+
+    def _frame(self, i: int, obs):
+        """Worker i's observation: from its shared-memory slot where it sent None instead."""
+        return self.shared.read(i) if obs is None and self.shared is not None else obs
 
     def close(self) -> None:
         for i, (proc, conn) in enumerate(self.workers):
@@ -229,6 +303,8 @@ class BatchedEnv:
                 proc.kill()
             proc.join(timeout=5)
             conn.close()
+        if self.shared is not None:
+            self.shared.close()
 
     def __enter__(self):
         return self
