@@ -126,8 +126,35 @@ def train_flops(model, frames, actions) -> int:
     return counter.get_total_flops()
 
 
+def training_step_speed(q, peak, preset: str, size: int, dtype: str, B: int) -> dict:
+    """frames/s and achieved FLOP/s of one AdamW training step on B windows of 32 steps."""
+    torch.manual_seed(0)
+    model = AgentModel(AgentConfig.from_preset(preset, image_size=size)).to(device()).train()
+    frames, actions = batch(B, 32, size)
+    flops = train_flops(model, frames, actions)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ctx = (lambda: torch.autocast(device().type, dtype=torch.bfloat16)) if dtype == "bf16" else (
+        lambda: torch.autocast(device().type, enabled=False))
+
+    def step():
+        with ctx():
+            loss = model(frames, actions).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+
+    s = timed(step, q["reps"])
+    achieved = [flops / t / 1e9 for t in s]
+    return {"frames_per_s": stats([B * 32 / t for t in s]), "gflops": stats(achieved),
+            "share_of_matmul_peak": statistics.median(achieved) / peak[dtype]["gflops"]["median"],
+            "params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+            "peak_rss_mb": peak_rss_mb()}
+
+
 def training_throughput(q, peak) -> dict:
-    """Training frames/s and achieved FLOP/s as a share of the matmul peak, per preset, size and dtype."""
+    """Training frames/s and achieved FLOP/s as a share of the matmul peak, per preset, size and dtype (batch 8);
+    on a CPU also the cpu and 4m presets at 64 px with larger batches (16, 32: the recipes' sizes)."""
     out = {}
     presets = ["tiny", "cpu", "4m"] if not torch.cuda.is_available() else ["cpu", "4m", "25m", "paper-103m"]
     if q["quick"]:
@@ -140,33 +167,13 @@ def training_throughput(q, peak) -> dict:
                     out[f"{preset}/{size}px/bf16"] = {"skipped": "no fast bf16 matmul on this device "
                                                                  "(see matmul_peak)"}
                     continue
-                torch.manual_seed(0)
-                model = AgentModel(AgentConfig.from_preset(preset, image_size=size)).to(device()).train()
-                B = q["batch"]
-                frames, actions = batch(B, 32, size)
-                flops = train_flops(model, frames, actions)
-                opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-                ctx = (lambda: torch.autocast(device().type, dtype=torch.bfloat16)) if dtype == "bf16" else (
-                    lambda: torch.autocast(device().type, enabled=False))
-
-                def step(model=model, opt=opt, frames=frames, actions=actions, ctx=ctx):
-                    with ctx():
-                        loss = model(frames, actions).loss
-                    loss.backward()
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    sync()
-
-                s = timed(step, q["reps"])
-                fps = [B * 32 / t for t in s]
-                achieved = [flops / t / 1e9 for t in s]
-                key = f"{preset}/{size}px/{dtype}"
-                out[key] = {"frames_per_s": stats(fps), "gflops": stats(achieved),
-                            "share_of_matmul_peak": statistics.median(achieved) / peak[dtype]["gflops"]["median"],
-                            "params_m": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
-                            "peak_rss_mb": peak_rss_mb()}
+                out[f"{preset}/{size}px/{dtype}"] = training_step_speed(q, peak, preset, size, dtype, q["batch"])
                 if q["quick"]:
                     break
+    if not q["quick"] and not torch.cuda.is_available():
+        for preset in ("cpu", "4m"):
+            for B in (16, 32):
+                out[f"{preset}/64px/fp32/batch {B}"] = training_step_speed(q, peak, preset, 64, "fp32", B)
     return out
 
 

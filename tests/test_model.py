@@ -131,6 +131,18 @@ def test_incremental_acting_equals_full_forward(num_envs, keep):
     assert rebuilt  # the window slid past H at least once
 
 
+def test_acting_appends_to_the_kv_cache_in_place():
+    """Each step writes its 2 tokens into the cache's spare room instead of copying the whole cache."""
+    policy = AgentPolicy(make_tiny_agent(context_length=32), 2, seed=0)
+    obs = np.zeros((2, 32, 32, 3), np.uint8)
+    policy.act(obs)
+    layer = policy.cache.layers[0]
+    room = layer.keys.data_ptr()
+    for _ in range(5):
+        policy.act(obs)
+    assert layer.keys.shape[-2] == 12 and layer.keys.data_ptr() == room
+
+
 def test_greedy_matches_argmax_and_temperature():
     m = make_tiny_agent()
     policy = AgentPolicy(m, 2, greedy=True)

@@ -15,6 +15,7 @@ from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import nn
 from transformers import AutoConfig, AutoModel, GPT2Config, GPT2Model, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicLayer
 from transformers.utils import ModelOutput
 
 from hf_agents.actions import (
@@ -32,6 +33,36 @@ from hf_agents.models.configuration_agent import AgentConfig
 
 # transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`
 _CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters else "past_key_values"
+
+
+
+class AppendingLayer(DynamicLayer):
+    """A KV-cache layer that appends into spare room (doubling it when full) instead of copying the whole cache
+    at every step, as `DynamicLayer`'s torch.cat does: acting appends 2 tokens a step to caches of up to 4H.
+    `keys` / `values` are views of the first `length` slots, so in-place writes to them land in the cache."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        room = getattr(self, "_room", None)
+        n = self.get_seq_length()
+        ours = room is not None and n > 0 and self.keys.data_ptr() == room[0].data_ptr()
+        end = n + key_states.shape[-2]
+        if not ours or end > room[0].shape[-2] or room[0].shape[:-2] != key_states.shape[:-2]:
+            size = (*key_states.shape[:-2], max(2 * end, 16), key_states.shape[-1])
+            room = (key_states.new_empty(size), value_states.new_empty(size))
+            if n:
+                room[0][..., :n, :], room[1][..., :n, :] = self.keys, self.values
+            self._room = room
+        room[0][..., n:end, :], room[1][..., n:end, :] = key_states, value_states
+        self.keys, self.values = room[0][..., :end, :], room[1][..., :end, :]
+        return self.keys, self.values
+
+
+def appending_cache() -> Cache:
+    """An empty KV cache of `AppendingLayer`s (one per transformer block, made on first use)."""
+    return Cache(layer_class_to_replicate=AppendingLayer)
+
 
 # peft LoRA targets in the GPT2 backbone (Conv1D layers; use fan_in_fan_out=True).
 LORA_TARGET_MODULES = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
@@ -220,6 +251,8 @@ class AgentModel(AgentPreTrainedModel):
     def _transformer(self, tokens, attention_mask=None, position_ids=None, cache=None, use_cache=False, layer=None):
         """The GPT2 backbone on token embeddings -> (last hidden state (B, L, D), its KV cache or None).
         `layer` k: the hidden state after block k instead (0: the input tokens with positions)."""
+        if use_cache and cache is None:
+            cache = appending_cache()
         out = self.backbone(inputs_embeds=tokens, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=use_cache, output_hidden_states=layer is not None, **{_CACHE: cache})
         hidden = out.last_hidden_state if layer is None else out.hidden_states[layer]
