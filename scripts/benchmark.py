@@ -583,6 +583,7 @@ def sample_factory_peer(q) -> dict:
     resized to 128x72, frameskip 4, conv + GRU policy) on this machine's CPU, acting and learning at once. It counts
     frames; agent decisions are frames / 4. Runs in its own environment (scripts/setup_sample_factory.sh)."""
     import re
+    import signal
     import subprocess
 
     python = ROOT / ".venv-sample-factory" / "bin" / "python"
@@ -602,7 +603,7 @@ def sample_factory_peer(q) -> dict:
             try:
                 run.wait(seconds)
             except subprocess.TimeoutExpired:  # still running, as it should be: stop it and its workers
-                os.killpg(run.pid, 9)
+                os.killpg(run.pid, signal.SIGKILL)
                 run.wait()
         log = (Path(tmp) / "log.txt").read_text(errors="replace")
     # its reports: "[date hh:mm:ss,ms][pid] Fps is (...). Total num frames: N."; frames counted in whole batches

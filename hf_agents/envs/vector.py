@@ -20,6 +20,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -85,23 +86,13 @@ class SharedFrames:
         os.close(fd)
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.frames = np.memmap(self.path, dtype=self.dtype, mode="w+", shape=(num_envs, *self.shape))
-        self._remove = weakref.finalize(self, _remove_file, self.path)
+        self._remove = weakref.finalize(self, Path(self.path).unlink, missing_ok=True)
 
     def share_args(self, i: int) -> tuple:
         return self.path, i, self.shape, self.dtype.str
 
-    def read(self, i: int) -> np.ndarray:
-        return np.array(self.frames[i])  # a copy: the worker writes its next frame here
-
     def close(self) -> None:
         self._remove()
-
-
-def _remove_file(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _picklable(metadata) -> dict:
@@ -288,8 +279,9 @@ class BatchedEnv:
         return np.stack(obs), np.asarray(rewards, np.float32), np.asarray(terminated), np.asarray(truncated), infos
 
     def _frame(self, i: int, obs):
-        """Worker i's observation: from its shared-memory slot where it sent None instead."""
-        return self.shared.read(i) if obs is None and self.shared is not None else obs
+        """Worker i's observation: where it sent None, a view of its shared-memory slot, which holds that frame until
+        its next command (`reset_wait` / `step_wait` copy the frames once, into the batch they return)."""
+        return self.shared.frames[i] if obs is None and self.shared is not None else obs
 
     def close(self) -> None:
         for i, (proc, conn) in enumerate(self.workers):

@@ -35,7 +35,6 @@ from hf_agents.models.configuration_agent import AgentConfig
 _CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters else "past_key_values"
 
 
-
 class AppendingLayer(DynamicLayer):
     """A KV-cache layer that appends into spare room (doubling it when full) instead of copying the whole cache
     at every step, as `DynamicLayer`'s torch.cat does: acting appends 2 tokens a step to caches of up to 4H.
