@@ -66,6 +66,26 @@ def test_save_load_auto_classes_safetensors(tmp_path):
     torch.testing.assert_close(loaded.token_offsets, m.token_offsets)  # non-persistent buffer restored
 
 
+def test_an_agent_saved_before_the_activation_field_keeps_the_tanh_gelu_it_was_trained_with(tmp_path):
+    import json
+
+    legacy = make_tiny_agent(activation_function="gelu_pytorch_tanh").eval()
+    legacy.save_pretrained(tmp_path / "agent")
+    config = json.loads((tmp_path / "agent" / "config.json").read_text())
+    del config["activation_function"]  # as written before the field existed
+    (tmp_path / "agent" / "config.json").write_text(json.dumps(config))
+    loaded = AutoModel.from_pretrained(tmp_path / "agent").eval()
+    assert loaded.config.activation_function == "gelu_pytorch_tanh"
+    frames, actions = random_batch()
+    torch.testing.assert_close(loaded(frames, actions).logits, legacy(frames, actions).logits)
+    exact = make_tiny_agent().eval()  # new agents: exact GELU, a different function of the same weights
+    assert exact.config.activation_function == "gelu"
+    exact.load_state_dict(legacy.state_dict())
+    assert not torch.equal(exact(frames, actions).logits, legacy(frames, actions).logits)
+    with pytest.raises(ValueError, match="activation_function"):
+        AgentConfig(activation_function="relu")
+
+
 def test_bad_inputs_are_clear():
     m = make_tiny_agent()
     frames, actions = random_batch()
@@ -199,6 +219,32 @@ def test_lora_attach_save_reload_merge(tmp_path):
     merged = reloaded.merge_and_unload()
     torch.testing.assert_close(merged(frames, actions).logits, tuned, atol=1e-5, rtol=1e-4)
 
+
+
+def test_acting_with_the_adapter_merged_into_a_copy_is_the_same_policy():
+    from peft import LoraConfig, get_peft_model
+
+    from hf_agents.models.adapters import merged_for_acting
+
+    frames = np.random.default_rng(0).integers(0, 256, (24, 3, 32, 32, 3), dtype=np.uint8)  # (steps, envs, ...)
+
+    def act(model):
+        policy = AgentPolicy(model, 3, seed=7)
+        steps = [policy.act(f) for f in frames]
+        return np.stack([a for a, _ in steps]), np.stack([lp for _, lp in steps])
+
+    peft_model = get_peft_model(make_tiny_agent(), LoraConfig(r=4, target_modules=LORA_TARGET_MODULES,
+                                                              fan_in_fan_out=True, init_lora_weights=False))
+    merged = merged_for_acting(peft_model)
+    assert isinstance(merged, AgentModel) and not any("lora_" in n for n, _ in merged.named_parameters())
+    with_lora, without = act(peft_model.get_base_model()), act(merged)
+    np.testing.assert_array_equal(with_lora[0], without[0])
+    np.testing.assert_allclose(with_lora[1], without[1], atol=1e-4)
+    assert any("lora_" in n for n, _ in peft_model.named_parameters())  # the trained model keeps its adapter
+    with peft_model.disable_adapter():
+        assert not np.array_equal(act(peft_model.get_base_model())[1], without[1])  # the adapter is in the copy
+    plain = make_tiny_agent()
+    assert merged_for_acting(plain) is plain
 
 def test_tiny_model_overfits_tiny_dataset():
     m = make_tiny_agent().train()

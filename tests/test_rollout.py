@@ -17,7 +17,7 @@ from hf_agents.models import AgentPolicy
 from hf_agents.rollout.engine import rollout
 from hf_agents.rollout.evaluate import evaluate_policy, wilson
 from tests.conftest import make_tiny_agent
-from tests.toy_games import Corridor
+from tests.toy_games import FUSE_ID, Corridor
 
 
 def test_scripted_policy_evaluation_matches_intended_pad_and_writes_files(tmp_path):
@@ -265,3 +265,32 @@ def test_a_game_without_outcomes_is_judged_by_its_return_not_by_failures():
     summary = summarize(episodes, outcomes=())
     assert summary["failure_rate"] is None and summary["mean_return"] == 2.0 and summary["outcomes"] == ["none"]
     assert summarize(episodes, outcomes=("goal",))["failure_rate"] == 1.0  # with outcomes, none of them is a failure
+
+
+def test_envs_with_no_episode_left_leave_the_agents_batch_and_episodes_stay_the_same():
+    """Once the schedule has no episode for an env, the engine drops it from the agent's batch (`keep`): acting then
+    costs only the games still playing, and every episode is what the full batch plays."""
+
+    class FullBatch(AgentPolicy):
+        keep = None  # a policy without `keep`: it acts for every env to the end
+
+    class Counting(AgentPolicy):
+        batches: list[int] = []
+
+        def act(self, frames, infos=None):
+            self.batches.append(len(frames))
+            return super().act(frames, infos)
+
+    model = make_tiny_agent()
+    runs = []
+    for cls in (FullBatch, Counting):  # episodes of 2 to 7 steps: envs leave in no particular order
+        with BatchedEnv(functools.partial(make_gamepad_env, FUSE_ID, frame_size=32), 4) as venv:
+            runs.append(rollout(venv, cls(model, 4, seed=7), 9, seeds=[3, 0, 5, 1, 4, 2, 0, 3, 1], progress=False))
+    assert Counting.batches[0] == 4 and Counting.batches[-1] == 1  # the batch shrinks to the last env playing
+    full, kept = (sorted(r.episodes, key=lambda e: e.index) for r in runs)
+    assert [e.index for e in full] == [e.index for e in kept] == list(range(9))
+    for a, b in zip(full, kept):
+        assert (a.spawn, a.outcome, a.length) == (b.spawn, b.outcome, b.length)
+        assert np.array_equal(a.actions, b.actions) and np.array_equal(a.frames, b.frames)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=2e-3)
+        np.testing.assert_allclose(a.features, b.features, atol=1e-4)

@@ -119,6 +119,18 @@ def load_for_acting(path, adapters: dict[str, str] | None = None) -> tuple[nn.Mo
     return load_agent(path, adapters), str(path), adapters or {}
 
 
+def merged_for_acting(model: nn.Module, name: str | None = None) -> AgentModel:
+    """The agent to act with: a plain agent as it is; a peft model as a copy of its agent with adapter `name` (the
+    active one by default) merged into the weights, so that acting skips LoRA's extra matmuls at every step (the
+    same policy up to float rounding). The model itself is left as it was."""
+    import copy
+
+    if not hasattr(model, "merge_and_unload"):
+        return agent_of(model)
+    with peft_notes_silenced():
+        return copy.deepcopy(model).merge_and_unload(adapter_names=[name or model.active_adapter])
+
+
 @contextmanager
 def active_adapter(model: nn.Module, name: str | None):
     """Use adapter `name` of a multi-adapter model inside the block."""

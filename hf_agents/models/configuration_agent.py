@@ -20,6 +20,11 @@ PRESETS: dict[str, dict] = {
 # learnt positions, the windows and the attention beyond any machine (H = 100000 took 21 GB before the first step).
 MAX_CONTEXT_LENGTH = 512
 
+# The GPT2 blocks' activation. Exact GELU is the default: torch's tanh-approximated GELU (GPT-2's) runs 3-5x slower on
+# CPU, which made the whole training step 20-30% slower. Agents saved before the choice existed use the approximation.
+ACTIVATIONS = ("gelu", "gelu_pytorch_tanh")
+LEGACY_ACTIVATION = "gelu_pytorch_tanh"
+
 
 class AgentConfig(PretrainedConfig):
     r"""
@@ -33,6 +38,9 @@ class AgentConfig(PretrainedConfig):
             goes on (learnt positions cannot slide by one step); default H // 2. Acting, the reward model's
             embeddings and every re-scoring of a trajectory use this one schedule (`AgentModel.context_start`).
         head_hidden_size (`int`): hidden width of the MLP between the transformer and the 16 action heads.
+        activation_function (`str`): the GPT2 blocks' activation: "gelu" (exact GELU) or "gelu_pytorch_tanh"
+            (GPT-2's tanh approximation, 3-5x slower on CPU in torch 2.14; configs saved without this field used it
+            and still load with it).
         dropout (`float`): dropout in the backbone (attention, residual, embeddings).
         preset (`str`): name of the preset this config was made from, for cards and logs.
         game (`dict`): the game the agent plays (`hf_agents.envs.spec.GameSpec` as a dict), taken from its
@@ -44,7 +52,7 @@ class AgentConfig(PretrainedConfig):
     def __init__(self, image_size=64, encoder_stem_channels=16, encoder_depths=(1, 1, 1, 1), hidden_size=192,
                  num_layers=3, num_heads=4, intermediate_size=768, context_length=32, keep_steps=None,
                  head_hidden_size=192, dropout=0.0, layer_norm_epsilon=1e-5, initializer_range=0.02, preset=None, game=None,
-                 **kwargs):
+                 activation_function="gelu", **kwargs):
         self.image_size = image_size
         self.encoder_stem_channels = encoder_stem_channels
         self.encoder_depths = list(encoder_depths)
@@ -62,12 +70,21 @@ class AgentConfig(PretrainedConfig):
         if not 1 <= self.keep_steps < max(context_length, 2):
             raise ValueError(f"keep_steps={self.keep_steps} must be in 1..context_length-1 (H={context_length})")
         self.head_hidden_size = head_hidden_size
+        if activation_function not in ACTIVATIONS:
+            raise ValueError(f"activation_function={activation_function!r}: choose one of {ACTIVATIONS}")
+        self.activation_function = activation_function
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.initializer_range = initializer_range
         self.preset = preset
         self.game = dict(game) if game else None
         super().__init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """A saved config without `activation_function` predates the field: its agent was trained with GPT-2's tanh
+        GELU, which it keeps."""
+        return super().from_dict({"activation_function": LEGACY_ACTIVATION, **config_dict}, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> AgentConfig:

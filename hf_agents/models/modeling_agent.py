@@ -209,7 +209,7 @@ class AgentModel(AgentPreTrainedModel):
             n_head=config.num_heads, n_inner=config.intermediate_size, resid_pdrop=config.dropout,
             embd_pdrop=config.dropout, attn_pdrop=config.dropout, layer_norm_epsilon=config.layer_norm_epsilon,
             initializer_range=config.initializer_range, bos_token_id=None, eos_token_id=None,
-            activation_function="gelu_pytorch_tanh",  # GPT2's tanh GELU as one fused op (gelu_new: 5 ops)
+            activation_function=config.activation_function,
         )
         gpt2._attn_implementation = config._attn_implementation
         self.backbone = GPT2Model(gpt2)
@@ -280,9 +280,21 @@ class AgentModel(AgentPreTrainedModel):
         if slot_mask is None:
             slot_mask = n.new_zeros(len(n), 0)
         slot_mask = torch.cat([slot_mask, torch.stack([pending.long(), torch.ones_like(n)], 1)], 1)
-        hidden, cache = self._transformer(tokens, slot_mask, positions, cache, use_cache=True)
+        hidden, cache = self._transformer(tokens, self._step_mask(slot_mask), positions, cache, use_cache=True)
         hidden = hidden[:, -1]
         return self.action_logits(hidden), hidden, cache, slot_mask
+
+    def _step_mask(self, slot_mask: torch.Tensor) -> torch.Tensor:
+        """The mask of a step's two tokens over the cache slots (N, L): with SDPA, the 4D boolean mask itself (N, 1, 2,
+        L), which transformers takes as it is instead of building one (a tenth of a step's time at batch 16): the
+        action token sees the valid slots before the observation's, and itself (its output is never read, and a row
+        that sees nothing would fill the cache with NaN); the observation token sees every valid slot."""
+        if self.config._attn_implementation != "sdpa":
+            return slot_mask
+        mask = slot_mask.bool()[:, None, None, :].repeat(1, 1, 2, 1)
+        mask[:, :, 0, -1] = False
+        mask[:, :, 0, -2] = True
+        return mask
 
     def encode_window(self, obs: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor):
         """A fresh cache holding complete steps: obs (N, K, D), actions (N, K, 16), valid (N, K) with

@@ -70,6 +70,20 @@ class AgentPolicy:
         self.action_cached[idx] = False  # True: the last action is already in the cache (after a re-encode)
         self.slot_mask[idx] = 0  # forget its old cache slots
 
+    def keep(self, rows) -> None:
+        """Forget every env but these rows, in this order (the rollout engine's call when envs have no episode left):
+        acting then costs only the envs still playing. Each kept env's context, cache and random stream go on."""
+        rows = list(rows)
+        idx = torch.as_tensor(rows, device=self.device, dtype=torch.long)
+        self.num_envs = len(rows)
+        self.rows = torch.arange(self.num_envs, device=self.device)
+        self.env_generators = [self.env_generators[i] for i in rows]
+        self.obs_buf, self.act_buf = self.obs_buf[idx], self.act_buf[idx]
+        self.n, self.action_cached, self.slot_mask = self.n[idx], self.action_cached[idx], self.slot_mask[idx]
+        for layer in self.cache.layers if self.cache is not None else ():
+            layer.keys, layer.values = layer.keys[idx], layer.values[idx]
+            layer._room = None  # the next step appends into fresh room of the new batch size
+
     def split(self, sizes: list[int]) -> list[AgentPolicy]:
         """Policies for consecutive groups of this policy's envs (same model, sampling and seed), each with its own
         cache: the rollout engine lets one group act while the others' games step. An episode's actions depend only

@@ -5,6 +5,9 @@ A policy has `reset(indices, infos)` and `act(observations (N, H, W, 3) uint8, i
 log-probs (N,))`, optionally a `metadata` dict that rollout datasets record (`info["policy"]`), and optionally
 `features` (N, D): each env's features of the last `act` (the agent's frame embeddings), kept with the frames.
 `observations` is one array the engine updates in place: a policy that keeps frames copies them.
+A policy may also have `keep(rows)`: forget every env but these rows, in this order. The engine calls it when envs
+have no episode left to play, and from then on passes only the envs it still holds, so acting costs only the games
+still playing (the tail of every run, and most of an alignment update, whose episodes end at different steps).
 The agent (`AgentPolicy`) ignores `infos`; scripted players read their privileged state from it.
 The engine reads only the documented `info` keys of `hf_agents.envs` (outcome, state, spawn, variant, error)
 and the env's reward. Episodes come back in the trajectory dataset's terms and can stream straight into a
@@ -183,6 +186,7 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawn
                 rate = f"{bar.n / max(time.monotonic() - t0, 1e-9):.1f}"
                 bar.set_postfix(eps_per_s=rate, dropped=result.dropped, refresh=False)
             part.start(venv, schedule, [i for i, _ in finished])
+            part.retire()
             part.act(venv)
     bar.close()
     result.seconds = time.monotonic() - t0
@@ -212,6 +216,7 @@ class _Group:
         self.infos: list[dict] = [{} for _ in slots]
         self.buffers: list[EpisodeBuffer | None] = [None] * self.size
         self.active: list[int] = []  # slots whose actions were sent
+        self.held = list(range(self.size))  # slots the policy holds, its rows in this order (see `retire`)
         self.sent: list[bool] = []
         self.resetting: list[tuple] = []  # (slot, episode id, seed, options, buffer) of resets sent
 
@@ -239,19 +244,36 @@ class _Group:
             self.buffers[i] = buffers[j]
         # Each episode's own random stream (its reset seed and id): results do not depend on num_envs or groups, and
         # episodes that share a reset seed (an RLOO group: same spawn) still act differently.
-        self.policy.reset(local, self.infos, seeds=[episode_stream(s, k) for s, k in zip(seeds, ks)])
+        self.policy.reset([self.held.index(i) for i in local], self.held_infos(),
+                          seeds=[episode_stream(s, k) for s, k in zip(seeds, ks)])
+
+    def held_infos(self) -> list[dict]:
+        """The infos of the slots the policy holds, by its rows."""
+        return self.infos if len(self.held) == self.size else [self.infos[i] for i in self.held]
+
+    def retire(self) -> None:
+        """A policy with `keep` forgets the slots with no episode left (nothing playing, nothing resetting)."""
+        if getattr(self.policy, "keep", None) is None:
+            return
+        resetting = {r[0] for r in self.resetting}
+        held = [i for i in self.held if self.buffers[i] is not None or i in resetting]
+        if len(held) < len(self.held):
+            self.policy.keep([self.held.index(i) for i in held])
+            self.held = held
 
     def act(self, venv) -> None:
         """One action for every slot with an episode, sent to its env (which steps while others act)."""
         self.active = [i for i, b in enumerate(self.buffers) if b is not None]
         if not self.active:
             return
-        actions, logprobs = self.policy.act(self.obs, self.infos)
+        obs = self.obs if len(self.held) == self.size else self.obs[self.held]
+        actions, logprobs = self.policy.act(obs, self.held_infos())
         features = getattr(self.policy, "features", None)
-        for i in self.active:
-            self.buffers[i].record(self.obs[i], actions[i], logprobs[i], self.infos[i],
-                                   None if features is None else features[i])
-        self.sent = venv.step_async([actions[i] for i in self.active], [self.slots[i] for i in self.active])
+        rows = [self.held.index(i) for i in self.active]
+        for i, r in zip(self.active, rows):
+            self.buffers[i].record(self.obs[i], actions[r], logprobs[r], self.infos[i],
+                                   None if features is None else features[r])
+        self.sent = venv.step_async([actions[r] for r in rows], [self.slots[i] for i in self.active])
 
     def receive(self, venv, result: RolloutResult) -> list[tuple[int, dict]]:
         """The envs' answers to the sent actions; returns (slot, last info) of the episodes that ended."""

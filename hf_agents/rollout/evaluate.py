@@ -167,7 +167,7 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
         raise ValueError(f"--episodes {episodes}: an evaluation needs at least 1 episode")
     check_sampling(num_envs, temperature)
     from hf_agents.models import AgentPolicy
-    from hf_agents.models.adapters import active_adapter, agent_of, load_for_acting
+    from hf_agents.models.adapters import agent_of, load_for_acting, merged_for_acting
 
     folder = Path(model_path)  # the saved model whose card shows this evaluation (when out_dir lies inside it)
     model, model_path, adapters = load_for_acting(model_path, adapters)
@@ -178,7 +178,7 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     env_fn = game.env_fn(max_steps=max_steps)
 
     def run(out, name):
-        policy = AgentPolicy(agent, num_envs, temperature=temperature, seed=seed)
+        policy = AgentPolicy(merged_for_acting(model, name), num_envs, temperature=temperature, seed=seed)
         policy.checkpoint = str(adapters[name]) if name else str(model_path)
         main = launch_state().is_main_process  # a second evaluation into `out` fails at once
         with output_lock(out) if main else contextlib.nullcontext():
@@ -192,8 +192,7 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
     else:
         summaries = {}
         for name in adapters:
-            with active_adapter(model, name):
-                summaries[name] = run(Path(out_dir) / name if len(adapters) > 1 else out_dir, name)
+            summaries[name] = run(Path(out_dir) / name if len(adapters) > 1 else out_dir, name)
         summary = summaries[name] if len(adapters) == 1 else summaries
     if summary and folder.resolve() in Path(out_dir).resolve().parents:
         write_model_card(folder)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from hf_agents.data.schema import NO_OUTCOME
 from hf_agents.files import atomic_dir, atomic_write_json, saving, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, get_action_and_logprob, load_checked
+from hf_agents.models.adapters import merged_for_acting
 from hf_agents.processes import launch_state
 from hf_agents.training.common import (
     PolicyArguments,
@@ -142,7 +143,9 @@ class AlignTrainer:
         groups = np.repeat(np.arange(c.episodes_per_update // k), k)
         seeds = [base_seed + int(g) for g in groups]  # one reset seed (so one spawn) per RLOO group
         mine = self.ranks.share(groups)  # whole groups per rank: the leave-one-out baseline stays local
-        policy = AgentPolicy(self.policy.agent, venv.num_envs, temperature=c.temperature, seed=base_seed)
+        # LoRA merged into a copy of the weights: the same policy, without the adapter's extra matmuls at every step
+        agent = merged_for_acting(self.policy.model)
+        policy = AgentPolicy(agent, venv.num_envs, temperature=c.temperature, seed=base_seed)
         result = rollout(venv, policy, len(mine), seeds=seeds, episode_ids=mine, options=self.reset_options(update),
                          progress=False, keep_frames=True)
         result.episodes.sort(key=lambda e: e.index)  # completion order depends on timing; the update must not

@@ -20,6 +20,7 @@ from transformers import set_seed
 from hf_agents.data import TrajectoryWriter, load_trajectories
 from hf_agents.files import atomic_write_json, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, load_checked
+from hf_agents.models.adapters import merged_for_acting
 from hf_agents.processes import is_main_process, launch_state
 from hf_agents.training.augment import AugmentedWindows
 from hf_agents.training.common import PolicyArguments, RolloutArguments, check_output_dir
@@ -126,7 +127,8 @@ def run(config: PreferenceFTConfig) -> dict:
     for it in range(start + 1, config.iterations + 1):
         it_dir = out / f"iteration-{it}"
         source = out / f"iteration-{it - 1}" / "model" if it > 1 else config.agent
-        data, scores = main_rank_rollouts(base, config, reward_fn, it_dir / "rollouts", it, source)
+        data, scores = main_rank_rollouts(merged_for_acting(policy.model), config, reward_fn, it_dir / "rollouts", it,
+                                          source)
         keep = max(1, int(round(config.top_fraction * len(scores))))
         cutoff = np.sort(scores)[::-1][keep - 1]
         top = {m["episode_id"] for m, s in sorted(zip(data.episodes, scores), key=lambda p: -p[1])[:keep]}
