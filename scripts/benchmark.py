@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from hf_agents.actions import NOOP_IDS  # noqa: E402
 from hf_agents.frames import to_model  # noqa: E402
-from hf_agents.models import AgentConfig, AgentModel, AgentPolicy  # noqa: E402
+from hf_agents.models import LORA_TARGET_MODULES, AgentConfig, AgentModel, AgentPolicy  # noqa: E402
 
 
 def stats(samples) -> dict:
@@ -270,6 +270,73 @@ def acting(q) -> dict:
                              "reencode_ms_per_step": stats(r),
                              "speedup": statistics.median(r) / statistics.median(c)}
     out["threads"] = torch.get_num_threads()
+    return out
+
+
+def acting_choices(q) -> dict:
+    """Side by side, interleaved: the backbone's GELU (GPT-2's tanh approximation against exact) on a cpu-preset
+    training step (batch 8) and on acting (batch 16, one thread); acting through a LoRA adapter against the adapter
+    merged into a copy; and an alignment-sized rollout (16 episodes of up to 100 steps on 16 games) with envs leaving
+    the agent's batch when they have no episode left (`keep`) against acting for all 16 to the end."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.games.jumppads.env import make_jumppads
+    from hf_agents.models.adapters import merged_for_acting
+    from hf_agents.rollout.engine import rollout
+
+    size, B, steps = q["act_size"] or 64, q["rollout_batch"], q["act_steps"]
+    frames = torch.randint(0, 256, (B, size, size, 3), dtype=torch.uint8).numpy()
+    out = {"training_batch": q["batch"], "acting_batch": B, "episodes": B}
+
+    def acting_ms(model, reps):
+        policy = AgentPolicy(model, B, seed=0)
+        for _ in range(steps):
+            policy.act(frames)
+        return [t / steps * 1e3 for t in timed(lambda: [policy.act(frames) for _ in range(steps)], reps, warmup=0)]
+
+    models = {act: AgentModel(AgentConfig.from_preset("cpu", image_size=size, activation_function=act))
+              for act in ("gelu_pytorch_tanh", "gelu")}
+    train, acts = {k: [] for k in models}, {k: [] for k in models}
+    tokens = batch(q["batch"], 32, size)
+    for _ in range(q["reps"]):  # interleaved, so both see the same machine
+        for act, model in models.items():
+            model.train()
+
+            def step(model=model):
+                model(*tokens).loss.backward()
+                model.zero_grad(set_to_none=True)
+            train[act] += timed(step, 1)
+            acts[act] += acting_ms(model.eval(), 1)
+    out["gelu"] = {act: {"training_step_ms": stats([t * 1e3 for t in train[act]]), "acting_ms": stats(acts[act])}
+                   for act in models}
+    out["gelu"]["exact_speedup"] = {k: statistics.median(v["gelu_pytorch_tanh"]) / statistics.median(v["gelu"])
+                                    for k, v in (("training_step", train), ("acting", acts))}
+
+    lora = get_peft_model(copy.deepcopy(models["gelu"]).eval(), LoraConfig(
+        r=8, lora_alpha=16, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True, init_lora_weights=False))
+    variants = {"adapter": lora.get_base_model(), "merged": merged_for_acting(lora)}
+    ms = {k: [] for k in variants}
+    for _ in range(q["reps"]):
+        for k, model in variants.items():
+            ms[k] += acting_ms(model, 1)
+    out["lora_acting_ms"] = {k: stats(v) for k, v in ms.items()}
+    out["lora_acting_ms"]["merged_speedup"] = statistics.median(ms["adapter"]) / statistics.median(ms["merged"])
+
+    class AllToTheEnd(AgentPolicy):
+        keep = None  # acts for every env until the last episode ends
+
+    seconds = {"keep": [], "all to the end": []}
+    with BatchedEnv(functools.partial(make_jumppads, frame_size=size, max_steps=20 if q["quick"] else 100), B) as venv:
+        for rep in range(1 if q["quick"] else 3):
+            for name, cls in (("keep", AgentPolicy), ("all to the end", AllToTheEnd)):
+                seconds[name].append(rollout(venv, cls(models["gelu"].eval(), B, seed=rep), B, seed=100 * rep,
+                                             keep_frames=False, progress=False).seconds)
+    out["rollout_of_an_update_s"] = {k: stats(v) for k, v in seconds.items()}
+    out["rollout_of_an_update_s"]["keep_speedup"] = (statistics.median(seconds["all to the end"])
+                                                     / statistics.median(seconds["keep"]))
     return out
 
 
@@ -833,6 +900,7 @@ def main():
         ("batch_sweep", lambda: batch_sweep(q, peak)),
         ("trainer_vs_bare_loop", lambda: trainer_vs_bare_loop(q)),
         ("acting", lambda: acting(q)),
+        ("acting_choices", lambda: acting_choices(q)),
         ("context_and_frame_scaling", lambda: context_scaling(q)),
         ("data_loading", lambda: data_loading(q, {
             int(k.split("/")[1][:-2]): v["frames_per_s"]["median"] for k, v in report.get("training", {}).items()
@@ -898,6 +966,21 @@ def write_markdown(report: dict, out: Path) -> None:
             one = fmt(v["kv_cache_one_thread_ms_per_step"]) if "kv_cache_one_thread_ms_per_step" in v else ""
             lines.append(f"| {k} | {fmt(v['kv_cache_ms_per_step'])} | {fmt(v['reencode_ms_per_step'])} | "
                          f"{v['speedup']:.1f}x | {one} |")
+    if "acting_choices" in report:
+        c = report["acting_choices"]
+        g, lora, roll = c["gelu"], c["lora_acting_ms"], c["rollout_of_an_update_s"]
+        lines.append("\n| side by side (cpu preset) | before | after | speed-up |\n|---|---|---|---|")
+        lines.append(f"| training step ms (batch {c['training_batch']}): tanh GELU -> exact GELU | "
+                     f"{fmt(g['gelu_pytorch_tanh']['training_step_ms'])} | {fmt(g['gelu']['training_step_ms'])} | "
+                     f"{g['exact_speedup']['training_step']:.2f}x |")
+        lines.append(f"| acting ms (batch {c['acting_batch']}, one thread): tanh GELU -> exact GELU | "
+                     f"{fmt(g['gelu_pytorch_tanh']['acting_ms'])} | {fmt(g['gelu']['acting_ms'])} | "
+                     f"{g['exact_speedup']['acting']:.2f}x |")
+        lines.append(f"| acting ms: through the LoRA adapter -> adapter merged into a copy | {fmt(lora['adapter'])} | "
+                     f"{fmt(lora['merged'])} | {lora['merged_speedup']:.2f}x |")
+        lines.append(f"| rollout of an update ({c['episodes']} episodes of up to 100 steps, as many games) s: every env acts to the end "
+                     f"-> envs leave the batch (`keep`) | {fmt(roll['all to the end'])} | {fmt(roll['keep'])} | "
+                     f"{roll['keep_speedup']:.2f}x |")
     if "context_and_frame_scaling" in report:
         lines.append("\n| scaling (cpu preset, fwd+bwd, batch 8) | ms/step | frames/s |\n|---|---|---|")
         for k, v in report["context_and_frame_scaling"].items():
