@@ -323,7 +323,8 @@ def test_alignment_on_two_ranks_matches_one_rank(tmp_path, algorithm):
     one, two = (load_file(tmp_path / f"ranks-{n}" / "adapter_model.safetensors") for n in (1, 2))
     assert one.keys() == two.keys() and len(one) > 0
     for k in one:
-        torch.testing.assert_close(one[k], two[k], atol=5e-5, rtol=1e-3)  # Adam on float-order gradient noise
+        # Adam divides by each gradient's own size: float-order noise in a near-zero gradient moves its weight visibly
+        torch.testing.assert_close(one[k], two[k], atol=1e-4, rtol=1e-3)
     logs = [json.loads((tmp_path / f"ranks-{n}" / "train_results.json").read_text())["log_history"] for n in (1, 2)]
     for a, b in zip(*logs):
         assert a["episodes"] == b["episodes"] == 4
