@@ -20,8 +20,8 @@ PRESETS: dict[str, dict] = {
 # learnt positions, the windows and the attention beyond any machine (H = 100000 took 21 GB before the first step).
 MAX_CONTEXT_LENGTH = 512
 
-# The GPT2 blocks' activation. Exact GELU is the default: torch's tanh-approximated GELU (GPT-2's) runs 3-5x slower on
-# CPU, which made the whole training step 20-30% slower. Agents saved before the choice existed use the approximation.
+# The GPT2 blocks' activation. Exact GELU is the default: torch's kernel for the tanh approximation (GPT-2's) runs 3-4x
+# slower on CPU (a training step 1.02x, BENCHMARKS.md). Agents saved before the choice existed use the approximation.
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh")
 LEGACY_ACTIVATION = "gelu_pytorch_tanh"
 
@@ -39,7 +39,7 @@ class AgentConfig(PretrainedConfig):
             embeddings and every re-scoring of a trajectory use this one schedule (`AgentModel.context_start`).
         head_hidden_size (`int`): hidden width of the MLP between the transformer and the 16 action heads.
         activation_function (`str`): the GPT2 blocks' activation: "gelu" (exact GELU) or "gelu_pytorch_tanh"
-            (GPT-2's tanh approximation, 3-5x slower on CPU in torch 2.14; configs saved without this field used it
+            (GPT-2's tanh approximation, whose kernel is 3-4x slower on CPU; configs saved without this field used it
             and still load with it).
         dropout (`float`): dropout in the backbone (attention, residual, embeddings).
         preset (`str`): name of the preset this config was made from, for cards and logs.
