@@ -323,8 +323,11 @@ def test_alignment_on_two_ranks_matches_one_rank(tmp_path, algorithm):
     one, two = (load_file(tmp_path / f"ranks-{n}" / "adapter_model.safetensors") for n in (1, 2))
     assert one.keys() == two.keys() and len(one) > 0
     for k in one:
-        # Adam divides by each gradient's own size: float-order noise in a near-zero gradient moves its weight visibly
-        torch.testing.assert_close(one[k], two[k], atol=1e-4, rtol=1e-3)
+        # Adam divides by each gradient's own size: float-order noise in a near-zero gradient can move that one weight
+        # by up to the learning rate, so the tensors are compared as a whole (and most elements one by one)
+        gap = float(torch.linalg.norm(one[k] - two[k]) / torch.linalg.norm(one[k]))
+        assert gap < 1e-3, (k, gap)
+        assert float(torch.isclose(one[k], two[k], atol=5e-5, rtol=1e-3).float().mean()) > 0.99, k
     logs = [json.loads((tmp_path / f"ranks-{n}" / "train_results.json").read_text())["log_history"] for n in (1, 2)]
     for a, b in zip(*logs):
         assert a["episodes"] == b["episodes"] == 4
