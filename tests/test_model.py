@@ -220,7 +220,6 @@ def test_lora_attach_save_reload_merge(tmp_path):
     torch.testing.assert_close(merged(frames, actions).logits, tuned, atol=1e-5, rtol=1e-4)
 
 
-
 def test_acting_with_the_adapter_merged_into_a_copy_is_the_same_policy():
     from peft import LoraConfig, get_peft_model
 
@@ -245,6 +244,7 @@ def test_acting_with_the_adapter_merged_into_a_copy_is_the_same_policy():
         assert not np.array_equal(act(peft_model.get_base_model())[1], without[1])  # the adapter is in the copy
     plain = make_tiny_agent()
     assert merged_for_acting(plain) is plain
+
 
 def test_tiny_model_overfits_tiny_dataset():
     m = make_tiny_agent().train()

@@ -244,8 +244,12 @@ class _Group:
             self.buffers[i] = buffers[j]
         # Each episode's own random stream (its reset seed and id): results do not depend on num_envs or groups, and
         # episodes that share a reset seed (an RLOO group: same spawn) still act differently.
-        self.policy.reset([self.held.index(i) for i in local], self.held_infos(),
+        self.policy.reset(self.rows(local), self.held_infos(),
                           seeds=[episode_stream(s, k) for s, k in zip(seeds, ks)])
+
+    def rows(self, slots) -> list[int]:
+        """The policy's rows of these slots."""
+        return [self.held.index(i) for i in slots]
 
     def held_infos(self) -> list[dict]:
         """The infos of the slots the policy holds, by its rows."""
@@ -258,7 +262,7 @@ class _Group:
         resetting = {r[0] for r in self.resetting}
         held = [i for i in self.held if self.buffers[i] is not None or i in resetting]
         if len(held) < len(self.held):
-            self.policy.keep([self.held.index(i) for i in held])
+            self.policy.keep(self.rows(held))
             self.held = held
 
     def act(self, venv) -> None:
@@ -269,7 +273,7 @@ class _Group:
         obs = self.obs if len(self.held) == self.size else self.obs[self.held]
         actions, logprobs = self.policy.act(obs, self.held_infos())
         features = getattr(self.policy, "features", None)
-        rows = [self.held.index(i) for i in self.active]
+        rows = self.rows(self.active)
         for i, r in zip(self.active, rows):
             self.buffers[i].record(self.obs[i], actions[r], logprobs[r], self.infos[i],
                                    None if features is None else features[r])
