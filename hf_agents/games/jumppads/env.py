@@ -99,7 +99,8 @@ class JumpPadsEnv(gym.Env):
         game = vzd.DoomGame()
         game.set_doom_game_path(os.path.join(os.path.dirname(vzd.__file__), "freedoom2.wad"))
         game.set_doom_scenario_path(str(wad_path(pads_look_alike)))  # look-alike pads: only place tells them apart
-        game.set_doom_map(map_name(variant, spawn or 0))
+        self._map = map_name(variant, spawn or 0)
+        game.set_doom_map(self._map)
         big = max(self.frame_size) > 64
         game.set_screen_resolution(vzd.ScreenResolution.RES_320X240 if big else vzd.ScreenResolution.RES_160X120)
         game.set_screen_format(vzd.ScreenFormat.RGB24)
@@ -135,11 +136,14 @@ class JumpPadsEnv(gym.Env):
         if not isinstance(spawn, (int, np.integer)) or not 0 <= spawn < NUM_SPAWNS:
             raise ValueError(f"reset(options={{'spawn': {spawn!r}}}): spawn must be in 0..{NUM_SPAWNS - 1} or None")
         self._variant, self._spawn = variant, int(spawn)
-        self.game.set_doom_map(map_name(variant, self._spawn))
         # The engine's own random numbers (ViZDoom draws each episode's from a generator seeded at random when the
         # game starts) come from the episode's seed: otherwise frames depended on what the process played before.
         self.game.set_seed(int(self.np_random.integers(2**31)))
-        self.game.new_episode()
+        if map_name(variant, self._spawn) == self._map:
+            self.game.new_episode()
+        else:  # a running game starts a new episode on a map as it is set (`new_episode` would load it twice)
+            self._map = map_name(variant, self._spawn)
+            self.game.set_doom_map(self._map)
         if self._color != VARIANTS[variant].player_color:
             self._color = VARIANTS[variant].player_color
             self.game.send_game_command(f'color "{self._color}"')
