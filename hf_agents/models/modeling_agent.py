@@ -280,17 +280,31 @@ class AgentModel(AgentPreTrainedModel):
         if slot_mask is None:
             slot_mask = n.new_zeros(len(n), 0)
         slot_mask = torch.cat([slot_mask, torch.stack([pending.long(), torch.ones_like(n)], 1)], 1)
-        hidden, cache = self._transformer(tokens, self._step_mask(slot_mask), positions, cache, use_cache=True)
+        hidden, cache = self._cached_blocks(tokens, positions, self._step_mask(slot_mask), cache)
         hidden = hidden[:, -1]
         return self.action_logits(hidden), hidden, cache, slot_mask
 
+    def _cached_blocks(self, tokens, positions, mask, cache):
+        """The backbone's blocks on a step's tokens (N, T, D) with the KV cache, inference only: the blocks' own layers
+        in GPT2's order, without the per-call set-up of `GPT2Model.forward` (acting 1.05x faster at batch 16, 1.11x at
+        batch 1; the same log-probs). Equals `_transformer` (the cached == full-forward tests check it)."""
+        gpt, cache = self.backbone, cache if cache is not None else appending_cache()
+        h = gpt.drop(tokens + gpt.wpe(positions))
+        N, T, _ = h.shape
+        for i, block in enumerate(gpt.h):
+            attn = block.attn
+            q, k, v = attn.c_attn(block.ln_1(h)).split(attn.split_size, dim=2)
+            q, k, v = (x.view(N, T, attn.num_heads, attn.head_dim).transpose(1, 2) for x in (q, k, v))
+            k, v = cache.update(k, v, i)
+            a = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
+            h = h + attn.resid_dropout(attn.c_proj(a.transpose(1, 2).reshape(N, T, -1)))
+            h = h + block.mlp(block.ln_2(h))
+        return gpt.ln_f(h), cache
+
     def _step_mask(self, slot_mask: torch.Tensor) -> torch.Tensor:
-        """The mask of a step's two tokens over the cache slots (N, L): with SDPA, the 4D boolean mask itself (N, 1, 2,
-        L), which transformers takes as it is instead of building one (a tenth of a step's time at batch 16): the
-        action token sees the valid slots before the observation's, and itself (its output is never read, and a row
-        that sees nothing would fill the cache with NaN); the observation token sees every valid slot."""
-        if self.config._attn_implementation != "sdpa":
-            return slot_mask
+        """The boolean mask of a step's two tokens over the cache slots (N, L) -> (N, 1, 2, L): the action token sees
+        the valid slots before the observation's, and itself (its output is never read, and a row that sees nothing
+        would fill the cache with NaN); the observation token sees every valid slot."""
         mask = slot_mask.bool()[:, None, None, :].repeat(1, 1, 2, 1)
         mask[:, :, 0, -1] = False
         mask[:, :, 0, -2] = True
