@@ -116,6 +116,21 @@ def test_population_is_middle_biased_with_right_from_right_imbalance(env):
     assert by_spawn[3]["right"] < 0.5 * by_spawn[0]["left"]
 
 
+def test_an_episode_does_not_depend_on_the_map_played_before(env):
+    """A reset loads its map once, whether the previous episode was on the same map or another: the episode's frames
+    depend only on its seed, spawn and variant."""
+    actions = [np.asarray(NOOP_IDS) + np.eye(16, dtype=np.int64)[k % 4] for k in range(12)]  # press some buttons
+
+    def frames(seed, spawn, variant="ninja"):
+        obs, _ = env.reset(seed=seed, options={"spawn": spawn, "variant": variant})
+        return np.stack([obs] + [env.step(a)[0] for a in actions])
+
+    first = frames(5, 1)
+    for before in ((1, "ninja"), (2, "ninja"), (1, "robot")):  # the same map, another spawn's, another variant's
+        frames(9, *before)
+        np.testing.assert_array_equal(frames(5, 1), first)
+
+
 def test_continue_after_pad_launches_to_main_island():
     env = JumpPadsEnv(continue_after_pad=True, max_steps=80)
     info = play(env, ScriptedPlayer(np.random.default_rng(0), pad="middle", persona=EXPERT), spawn=1)
