@@ -139,11 +139,12 @@ class JumpPadsEnv(gym.Env):
         # The engine's own random numbers (ViZDoom draws each episode's from a generator seeded at random when the
         # game starts) come from the episode's seed: otherwise frames depended on what the process played before.
         self.game.set_seed(int(self.np_random.integers(2**31)))
-        if map_name(variant, self._spawn) == self._map:
+        wanted = map_name(variant, self._spawn)
+        if wanted == self._map:
             self.game.new_episode()
         else:  # a running game starts a new episode on a map as it is set (`new_episode` would load it twice)
-            self._map = map_name(variant, self._spawn)
-            self.game.set_doom_map(self._map)
+            self._map = wanted
+            self.game.set_doom_map(wanted)
         if self._color != VARIANTS[variant].player_color:
             self._color = VARIANTS[variant].player_color
             self.game.send_game_command(f'color "{self._color}"')
