@@ -59,3 +59,41 @@ def test_a_policy_that_trains_its_frame_encoder_refuses_recorded_embeddings():
     frames, actions = random_batch()
     with pytest.raises(ValueError, match="trains the frame encoder"):
         policy.logits(frames, actions, embeddings=policy.agent.embed_frames(frames))
+
+
+@pytest.mark.parametrize("layer,side", [("last", "right"), ("frames", "right"), ("last", "left")])
+def test_an_agent_encoder_reward_model_scores_recorded_embeddings_as_it_scores_frames(tmp_path, layer, side):
+    import functools
+
+    from hf_agents.envs.vector import BatchedEnv
+    from hf_agents.games.jumppads import make_jumppads
+    from hf_agents.models import TrajectoryRewardModel
+    from hf_agents.training.align import AlignTrainer, pad_features
+    from hf_agents.training.rewards import stack_episodes
+
+    sft = make_tiny_agent()
+    with torch.no_grad():  # non-zero biases, as after training: a black frame then embeds to a non-zero vector
+        for p in sft.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    sft.save_pretrained(tmp_path / "sft")
+    TrajectoryRewardModel.from_agent(sft, agent_layer=layer, padding_side=side, max_steps=40, reward_min=-1.0,
+                                     reward_max=1.0).save_pretrained(tmp_path / "reward")
+    config = _align_config(tmp_path, trainable="lora", algorithm="rloo", rloo_k=2, max_episode_steps=30,
+                           episodes_per_update=4, reward_source="model", reward_model=str(tmp_path / "reward"))
+    trainer = AlignTrainer(config, env_fn=functools.partial(make_jumppads, frame_size=32, max_steps=30))
+    assert trainer.reward_fn.uses_acting_embeddings  # the reward model's encoder is the policy's frozen one
+    with BatchedEnv(trainer.env_fn, 2) as venv:
+        episodes = trainer.rollout(venv, 0)[0].episodes
+    assert len({e.length for e in episodes}) > 1  # ragged: the padding's black frames are embedded too
+    model = trainer.reward_fn.model
+    frames, actions, mask = stack_episodes(episodes, max_steps=model.config.max_steps)
+    known = torch.as_tensor(pad_features(episodes))
+    torch.testing.assert_close(model.embed(frames, actions, mask.sum(1), frame_embeddings=known),
+                               model.embed(frames, actions, mask.sum(1)), atol=1e-4, rtol=1e-4)
+    recorded = trainer.reward_fn(episodes)
+    for e in episodes:
+        e.features = None  # the reward model encodes the frames itself
+    np.testing.assert_allclose(trainer.reward_fn(episodes), recorded, atol=1e-5)
+
+    other = make_tiny_agent(seed=1)  # another frame encoder: its embeddings cannot stand for the reward model's
+    assert not trainer.reward_fn.use_acting_embeddings(other)

@@ -123,12 +123,16 @@ class TrajectoryRewardModel(PreTrainedModel):
 
     @torch.no_grad()
     def embed(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
-              lengths: torch.Tensor | None = None) -> torch.Tensor:
+              lengths: torch.Tensor | None = None, frame_embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """frames (B, T, 3, H, W) uint8, actions (B, T, 16) ids, lengths (B,) -> embeddings (B, max_steps, D),
-        padded on the config's `padding_side`."""
+        padded on the config's `padding_side`. frame_embeddings (B, T, D): with the agent encoder, the frames'
+        embeddings by this agent's frame encoder when they are already known (recorded while acting by a policy with the
+        same frozen encoder, `shares_frame_encoder`); the frames are then not encoded again."""
         padded, actions, lengths = self.pad(frames, actions, lengths)  # after the end, as the agent saw it
         if self.config.encoder == "random":
             embeddings = self.projection(scale_pixels(padded.flatten(2), self.projection.weight.dtype))
+        elif frame_embeddings is not None:
+            embeddings = self._agent_embeddings(None, actions, self._pad_embeddings(frame_embeddings, padded, lengths))
         else:
             embeddings = self._agent_embeddings(padded, actions)
         if self.config.padding_side == "left":
@@ -176,12 +180,33 @@ class TrajectoryRewardModel(PreTrainedModel):
                              "learning_rate or more labelled pairs")
         return model.eval()
 
-    def _agent_embeddings(self, frames, actions):
+    def _agent_embeddings(self, frames, actions, frame_embeddings=None):
         # Each step with the context the agent had when it acted (its sliding window).
         layer = self.config.agent_layer
         if layer == "frames":
-            return self.agent.embed_frames(frames)
-        return self.agent.sliding_hidden(frames, actions, None if layer == "last" else int(layer.split("-")[1]))
+            return self.agent.embed_frames(frames) if frame_embeddings is None else frame_embeddings
+        return self.agent.sliding_hidden(frames, actions, None if layer == "last" else int(layer.split("-")[1]),
+                                         embeddings=frame_embeddings)
+
+    def _pad_embeddings(self, frame_embeddings, padded, lengths):
+        """The real steps' frame embeddings (B, T, D), and the embedding of the padding's black frame after them:
+        what `embed_frames` gives for the padded frames (B, max_steps, ...)."""
+        B, N = padded.shape[:2]
+        black = self.agent.embed_frames(padded.new_zeros(1, *padded.shape[2:]))[0]
+        out = black.expand(B, N, -1).clone()
+        keep = real_steps(lengths, N)[:, :frame_embeddings.shape[1]]
+        out[:, :keep.shape[1]][keep] = frame_embeddings[:, :keep.shape[1]][keep].to(out.dtype)
+        return out
+
+    def shares_frame_encoder(self, agent) -> bool:
+        """Whether `agent`'s frame encoder is this reward model's own (same weights), so that its frame embeddings
+        can stand for the frames in `embed`."""
+        if self.config.encoder != "agent":
+            return False
+        ours, theirs = self.agent.encoder.state_dict(), agent.encoder.state_dict()
+        return ours.keys() == theirs.keys() and all(
+            ours[k].shape == theirs[k].shape and torch.equal(ours[k].to(theirs[k].device, theirs[k].dtype), theirs[k])
+            for k in ours)
 
     # -- the reward ----------------------------------------------------------------------------
     def forward(self, embeddings: torch.Tensor | None = None, frames: torch.Tensor | None = None,

@@ -127,6 +127,8 @@ class AlignTrainer:
         torch.manual_seed(config.seed)
         reference = bool(config.kl_coef) or config.algorithm == "online_dpo"
         self.policy = config.make_policy(base.to(self.device), reference=reference)
+        if self.policy.frozen_encoder:  # an agent-encoder reward model on the same frozen encoder: no second encoding
+            self.reward_fn.use_acting_embeddings(self.policy.agent)
         self.model, self.params = self.policy.model, self.policy.parameters()
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
         self.update, self.log_history = 0, []

@@ -67,6 +67,13 @@ class RewardFunction:
             raise ValueError(f"target '{target}' is not an outcome of this game; choose one of {list(outcomes)}")
         if source == "model":
             self.model = TrajectoryRewardModel.load_trained(reward_model, frame_size, game).to(device)
+        self.uses_acting_embeddings = False  # see `use_acting_embeddings`
+
+    def use_acting_embeddings(self, agent) -> bool:
+        """Score episodes from the frame embeddings recorded while acting (`Episode.features`) instead of encoding
+        their frames again, where the reward model's agent encoder is `agent`'s frozen frame encoder (same weights)."""
+        self.uses_acting_embeddings = self.source == "model" and self.model.shares_frame_encoder(agent)
+        return self.uses_acting_embeddings
 
     @torch.no_grad()
     def __call__(self, episodes) -> np.ndarray:
@@ -80,6 +87,12 @@ class RewardFunction:
         for start in range(0, len(episodes), self.batch_size):
             chunk = episodes[start:start + self.batch_size]
             frames, actions, mask = stack_episodes(chunk, self.device, self.model.config.max_steps)
-            raw = self.model(frames=frames, actions=actions, lengths=mask.sum(1)).logits[:, 0]
+            known = None
+            if self.uses_acting_embeddings and all(e.features is not None for e in chunk):
+                T = mask.shape[1]
+                known = torch.as_tensor(pad_steps([e.features[:T] for e in chunk], [e.actions[:T] for e in chunk])[0],
+                                        device=self.device)
+            embeddings = self.model.embed(frames, actions, mask.sum(1), frame_embeddings=known)
+            raw = self.model(embeddings=embeddings).logits[:, 0]
             out.append(self.model.normalized_reward(raw).float().cpu().numpy())
         return np.concatenate(out)
