@@ -191,11 +191,11 @@ class TrajectoryRewardModel(PreTrainedModel):
     def _pad_embeddings(self, frame_embeddings, padded, lengths):
         """The real steps' frame embeddings (B, T, D), and the embedding of the padding's black frame after them:
         what `embed_frames` gives for the padded frames (B, max_steps, ...)."""
-        B, N = padded.shape[:2]
+        (B, N), T = padded.shape[:2], frame_embeddings.shape[1]
         black = self.agent.embed_frames(padded.new_zeros(1, *padded.shape[2:]))[0]
         out = black.expand(B, N, -1).clone()
-        keep = real_steps(lengths, N)[:, :frame_embeddings.shape[1]]
-        out[:, :keep.shape[1]][keep] = frame_embeddings[:, :keep.shape[1]][keep].to(out.dtype)
+        keep = real_steps(lengths, N)[:, :T]
+        out[:, :T][keep] = frame_embeddings[keep].to(out.dtype)
         return out
 
     def shares_frame_encoder(self, agent) -> bool:

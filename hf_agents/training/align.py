@@ -41,7 +41,7 @@ from hf_agents.training.common import (
     clear_checkpoints,
 )
 from hf_agents.training.dpo import pair_margins
-from hf_agents.training.rewards import RewardFunction, RewardSourceArguments, stack_episodes
+from hf_agents.training.rewards import RewardFunction, RewardSourceArguments, pad_features, stack_episodes
 
 ALGORITHMS = ("reinforce", "rloo", "online_dpo")
 
@@ -447,15 +447,6 @@ def _declared_outcomes(env_fn) -> tuple[str, ...]:
         return tuple(env.metadata.get("outcomes", ()))
     finally:
         env.close()
-
-
-def pad_features(episodes) -> np.ndarray:
-    """The episodes' recorded `features` (T_i, D) -> (B, max T_i, D), zero-padded."""
-    T, D = max(e.length for e in episodes), episodes[0].features.shape[1]
-    out = np.zeros((len(episodes), T, D), np.float32)
-    for i, e in enumerate(episodes):
-        out[i, :e.length] = e.features
-    return out
 
 
 def stack_logprobs(episodes) -> np.ndarray:

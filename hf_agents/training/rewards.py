@@ -44,6 +44,15 @@ def stack_episodes(episodes, device=None, max_steps: int | None = None):
     return to_model(frames, device), torch.as_tensor(actions, device=device), mask
 
 
+def pad_features(episodes) -> np.ndarray:
+    """The episodes' recorded `features` (T_i, D) -> (B, max T_i, D), zero-padded."""
+    T, D = max(e.length for e in episodes), episodes[0].features.shape[1]
+    out = np.zeros((len(episodes), T, D), np.float32)
+    for i, e in enumerate(episodes):
+        out[i, :e.length] = e.features
+    return out
+
+
 def oracle_reward(episode, target: str, max_steps: int) -> float:
     if episode.outcome != target:
         return 0.0
@@ -89,9 +98,7 @@ class RewardFunction:
             frames, actions, mask = stack_episodes(chunk, self.device, self.model.config.max_steps)
             known = None
             if self.uses_acting_embeddings and all(e.features is not None for e in chunk):
-                T = mask.shape[1]
-                known = torch.as_tensor(pad_steps([e.features[:T] for e in chunk], [e.actions[:T] for e in chunk])[0],
-                                        device=self.device)
+                known = torch.as_tensor(pad_features(chunk)[:, :mask.shape[1]], device=self.device)
             embeddings = self.model.embed(frames, actions, mask.sum(1), frame_embeddings=known)
             raw = self.model(embeddings=embeddings).logits[:, 0]
             out.append(self.model.normalized_reward(raw).float().cpu().numpy())
