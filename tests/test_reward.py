@@ -15,6 +15,7 @@ from hf_agents.data import DatasetFormatError, TrajectoryWriter, load_trajectori
 from hf_agents.data.preferences import read_preferences, synthetic_preferences, write_preferences
 from hf_agents.frames import to_model
 from hf_agents.models import AgentConfig, AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel
+from hf_agents.models.modeling_reward import padding_to_front
 from hf_agents.training.common import RecipeError, parse_recipe
 from hf_agents.training.launch import main
 from tests.conftest import make_tiny_agent
@@ -96,6 +97,39 @@ def test_agent_embeddings_use_the_acting_context_and_padding():
         assert torch.allclose(in_front[i, :100 - length], emb[i, length:], atol=1e-5)
     with pytest.raises(ValueError, match="padding_side"):
         TrajectoryRewardModel.from_agent(agent, padding_side="middle")
+
+
+@pytest.mark.parametrize("encoder,layer,side", [("random", None, "right"), ("random", None, "left"),
+                                                 ("agent", "frames", "right"), ("agent", "last", "left")])
+def test_embeddings_equal_encoding_every_padded_frame(encoder, layer, side):
+    """Only the real frames and one black frame are encoded: the embeddings are those of encoding each of the
+    max_steps frames, black after each trajectory's end."""
+    torch.manual_seed(0)
+    if encoder == "agent":
+        agent = make_tiny_agent(context_length=32)
+        with torch.no_grad():  # non-zero biases, as after training: a black frame then embeds to a non-zero vector
+            for p in agent.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        model = TrajectoryRewardModel.from_agent(agent, agent_layer=layer, padding_side=side, max_steps=60).eval()
+    else:
+        model = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=32, padding_side=side,
+                                                             max_steps=60)).eval()
+    frames = torch.randint(0, 256, (3, 40, 3, 32, 32), dtype=torch.uint8)
+    actions = torch.randint(0, 2, (3, 40, 16))
+    lengths = torch.tensor([40, 25, 7])
+    padded = torch.zeros(3, 60, 3, 32, 32, dtype=torch.uint8)
+    for i, n in enumerate(lengths.tolist()):
+        padded[i, :n] = frames[i, :n]
+    with torch.no_grad():
+        if encoder == "random":
+            every = model.projection(padded.flatten(2).float() / 255)
+        elif layer == "frames":
+            every = agent.embed_frames(padded)
+        else:
+            every = agent.sliding_hidden(padded, model.pad_actions(frames, actions, lengths)[0])
+    if side == "left":
+        every = padding_to_front(every, lengths)
+    torch.testing.assert_close(model.embed(frames, actions, lengths), every, atol=1e-5, rtol=1e-4)
 
 
 def test_agent_layer_picks_the_representation_that_embeds_each_step():

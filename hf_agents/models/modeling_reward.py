@@ -103,23 +103,20 @@ class TrajectoryRewardModel(PreTrainedModel):
         return model
 
     # -- embeddings (frozen) -------------------------------------------------------------------
-    def pad(self, frames: torch.Tensor, actions: torch.Tensor | None, lengths: torch.Tensor | None):
-        """Pad (B, T, ...) to (B, max_steps, ...): black frames and no-op actions after each trajectory's end.
-        Returns the padded frames and actions and the lengths (B,) (T for every trajectory when None)."""
+    def pad_actions(self, frames: torch.Tensor, actions: torch.Tensor | None, lengths: torch.Tensor | None):
+        """Check (B, T, ...) trajectories against max_steps. Returns their actions padded to (B, max_steps, 16) with
+        no-ops after each trajectory's end, and the lengths (B,) (T for every trajectory when None)."""
         B, T = frames.shape[:2]
         N = self.config.max_steps
         if T > N:
             raise ValueError(f"trajectories of {T} steps exceed the reward model's max_steps={N}; cut them first")
         lengths = torch.full((B,), T, device=frames.device) if lengths is None else lengths.to(frames.device)
-        keep = real_steps(lengths, N)
-        out_frames = frames.new_zeros(B, N, *frames.shape[2:])
-        out_frames[:, :T] = frames
-        out_frames[~keep] = 0
         out_actions = torch.zeros(B, N, NUM_COMPONENTS, dtype=torch.long, device=frames.device)
         out_actions[..., NUM_BUTTONS:] = CENTRE_BUCKET  # padded steps are no-ops
         if actions is not None:
-            out_actions[:, :T] = torch.where(keep[:, :T, None], actions.long(), out_actions[:, :T])
-        return out_frames, out_actions, lengths
+            keep = real_steps(lengths, N)[:, :T]
+            out_actions[:, :T] = torch.where(keep[..., None], actions.long(), out_actions[:, :T])
+        return out_actions, lengths
 
     @torch.no_grad()
     def embed(self, frames: torch.Tensor, actions: torch.Tensor | None = None,
@@ -128,13 +125,10 @@ class TrajectoryRewardModel(PreTrainedModel):
         padded on the config's `padding_side`. frame_embeddings (B, T, D): with the agent encoder, the frames'
         embeddings by this agent's frame encoder when they are already known (recorded while acting by a policy with the
         same frozen encoder, `shares_frame_encoder`); the frames are then not encoded again."""
-        padded, actions, lengths = self.pad(frames, actions, lengths)  # after the end, as the agent saw it
-        if self.config.encoder == "random":
-            embeddings = self.projection(scale_pixels(padded.flatten(2), self.projection.weight.dtype))
-        elif frame_embeddings is not None:
-            embeddings = self._agent_embeddings(None, actions, self._pad_embeddings(frame_embeddings, padded, lengths))
-        else:
-            embeddings = self._agent_embeddings(padded, actions)
+        actions, lengths = self.pad_actions(frames, actions, lengths)  # after the end: no-ops, and black frames
+        embeddings = self._frame_embeddings(frames, lengths, frame_embeddings)
+        if self.config.encoder == "agent":
+            embeddings = self._agent_embeddings(actions, embeddings)
         if self.config.padding_side == "left":
             embeddings = padding_to_front(embeddings, lengths.clamp(max=self.config.max_steps))
         return embeddings
@@ -180,22 +174,30 @@ class TrajectoryRewardModel(PreTrainedModel):
                              "learning_rate or more labelled pairs")
         return model.eval()
 
-    def _agent_embeddings(self, frames, actions, frame_embeddings=None):
+    def _agent_embeddings(self, actions, frame_embeddings):
         # Each step with the context the agent had when it acted (its sliding window).
         layer = self.config.agent_layer
         if layer == "frames":
-            return self.agent.embed_frames(frames) if frame_embeddings is None else frame_embeddings
-        return self.agent.sliding_hidden(frames, actions, None if layer == "last" else int(layer.split("-")[1]),
+            return frame_embeddings
+        return self.agent.sliding_hidden(None, actions, None if layer == "last" else int(layer.split("-")[1]),
                                          embeddings=frame_embeddings)
 
-    def _pad_embeddings(self, frame_embeddings, padded, lengths):
-        """The real steps' frame embeddings (B, T, D), and the embedding of the padding's black frame after them:
-        what `embed_frames` gives for the padded frames (B, max_steps, ...)."""
-        (B, N), T = padded.shape[:2], frame_embeddings.shape[1]
-        black = self.agent.embed_frames(padded.new_zeros(1, *padded.shape[2:]))[0]
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder: frames (K, 3, H, W) -> (K, D)."""
+        if self.config.encoder == "random":
+            return self.projection(scale_pixels(frames.flatten(1), self.projection.weight.dtype))
+        return self.agent.embed_frames(frames)
+
+    def _frame_embeddings(self, frames, lengths, known=None):
+        """(B, max_steps, D): each real step's frame embedding, then the padding's black frame's, as if every padded
+        frame were encoded. Only the real frames (and one black frame) are encoded, or none where `known` (B, T, D)
+        holds their embeddings already (recorded while acting)."""
+        (B, T), N = frames.shape[:2], self.config.max_steps
+        black = self._encode(frames.new_zeros(1, *frames.shape[2:]))[0]
         out = black.expand(B, N, -1).clone()
         keep = real_steps(lengths, N)[:, :T]
-        out[:, :T][keep] = frame_embeddings[keep].to(out.dtype)
+        if bool(keep.any()):
+            out[:, :T][keep] = (known[keep] if known is not None else self._encode(frames[keep])).to(out.dtype)
         return out
 
     def shares_frame_encoder(self, agent) -> bool:
