@@ -25,7 +25,7 @@ SCALES = {  # data, steps (None: the recipe's), evaluation size, reward-model ep
     # rollouts and steps, alignment updates and episodes; "cpu": the README's demo (10 reward epochs: as
     # accurate as 30 there)
     "cpu": dict(pretrain_episodes=400, per_pad=80, pretrain_steps=None, sft_steps=None, eval_episodes=300,
-                reward_epochs=10, pft_rollouts=200, pft_steps=None, align_updates=None, align_episodes=16),
+                reward_epochs=10, pft_rollouts=200, pft_steps=None, align_updates=None, align_episodes=32),
     # smoke: only checks that the chain runs. Its pretraining and SFT sizes decide whether the SFT agent reaches a
     # pad in its 8 evaluation episodes (the preferences, reward models and alignment need one): kept as they are;
     # the later stages at their fewest (one reward epoch, one preference fine-tuning step, one alignment update)
@@ -189,7 +189,7 @@ def align_left(out: Path, s: dict, num_envs: int, stage: Stages, encoder: str = 
     start = [f"agent={out / 'sft'}", f"init_adapter={pft}"] if is_adapter(pft) else [f"agent={pft}"]
     stage(f"align ({PREFERRED_PAD} adapter)", target / "train_results.json", lambda: _train(
         recipe, [f"target={PREFERRED_PAD}", *start, f"reward_model={reward_model}", f"output_dir={target}",
-                 "overwrite=true", f"episodes_per_update={s['align_episodes']}"]  # the recipe's games: one an episode
+                 "overwrite=true", f"episodes_per_update={s['align_episodes']}"]  # on the recipe's 16 games
         + ([f"num_updates={s['align_updates']}"] if s["align_updates"] else [])),
         inputs=[out / "sft", pft, reward_model, recipe], updates=s["align_updates"],
         episodes=s["align_episodes"])
