@@ -51,7 +51,7 @@ def test_stage_help_shows_its_own_fields_only(capsys):
     assert "Any field of transformers.TrainingArguments can be set as key=value too" in out
     assert "--adam_beta1" not in out and "adam_beta1" not in out  # not the Trainer's hundred-odd fields
     code, align, _ = run(capsys, "train", RECIPES / "align.yaml", "-h")  # a path works too
-    assert code == 0 and "episodes_per_update (int; default: 16; recipe: 16 # paper: 16)" in align
+    assert code == 0 and "episodes_per_update (int; default: 16; recipe: 32 # paper: 16" in align
     assert "TrainingArguments" not in align  # the align stage has its own loop, not the Trainer's
     assert run(capsys, "train", "stage=dpo", "--help")[0] == 0
     code, _, err = run(capsys, "train", "no-such.yaml", "--help")
