@@ -68,8 +68,8 @@ def test_an_agent_encoder_reward_model_scores_recorded_embeddings_as_it_scores_f
     from hf_agents.envs.vector import BatchedEnv
     from hf_agents.games.jumppads import make_jumppads
     from hf_agents.models import TrajectoryRewardModel
-    from hf_agents.training.align import AlignTrainer, pad_features
-    from hf_agents.training.rewards import stack_episodes
+    from hf_agents.training.align import AlignTrainer
+    from hf_agents.training.rewards import pad_features, stack_episodes
 
     sft = make_tiny_agent()
     with torch.no_grad():  # non-zero biases, as after training: a black frame then embeds to a non-zero vector
