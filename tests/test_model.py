@@ -151,16 +151,21 @@ def test_incremental_acting_equals_full_forward(num_envs, keep):
     assert rebuilt  # the window slid past H at least once
 
 
-def test_acting_appends_to_the_kv_cache_in_place():
-    """Each step writes its 2 tokens into the cache's spare room instead of copying the whole cache."""
-    policy = AgentPolicy(make_tiny_agent(context_length=32), 2, seed=0)
+def test_acting_writes_into_a_fixed_cache_in_place():
+    """Each step writes its 2 tokens into the slots of their window positions: through slides past H steps and a
+    reset, the cache keeps its 2H + 1 slots and its storage (it neither grows nor gets compacted)."""
+    H = 8
+    policy = AgentPolicy(make_tiny_agent(context_length=H), 2, seed=0)
     obs = np.zeros((2, 32, 32, 3), np.uint8)
-    policy.act(obs)
-    layer = policy.cache.layers[0]
-    room = layer.keys.data_ptr()
-    for _ in range(5):
+    keys = policy.cache.keys[0]
+    storage = keys.data_ptr()
+    for t in range(3 * H):
+        if t == 5:
+            policy.reset([1])
         policy.act(obs)
-    assert layer.keys.shape[-2] == 12 and layer.keys.data_ptr() == room
+    assert max(policy.context_lengths()) <= H  # both slid (24 and 19 steps played)
+    assert policy.cache.keys[0].shape == keys.shape and keys.shape[-2] == 2 * H + 1
+    assert policy.cache.keys[0].data_ptr() == storage
 
 
 def test_greedy_matches_argmax_and_temperature():

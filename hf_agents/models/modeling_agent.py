@@ -15,7 +15,6 @@ from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import nn
 from transformers import AutoConfig, AutoModel, GPT2Config, GPT2Model, PreTrainedModel
-from transformers.cache_utils import Cache, DynamicLayer
 from transformers.utils import ModelOutput
 
 from hf_agents.actions import (
@@ -35,32 +34,22 @@ from hf_agents.models.configuration_agent import AgentConfig
 _CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters else "past_key_values"
 
 
-class AppendingLayer(DynamicLayer):
-    """A KV-cache layer that appends into spare room (doubling it when full) instead of copying the whole cache
-    at every step, as `DynamicLayer`'s torch.cat does: acting appends 2 tokens a step to caches of up to 4H.
-    `keys` / `values` are views of the first `length` slots, so in-place writes to them land in the cache."""
+@dataclass
+class WindowCache:
+    """Acting's KV cache: per transformer block, keys and values (N, heads, 2H + 1, head_dim) of N sequences. A token
+    goes to the slot of its position in its window, so the cache never grows and needs no compaction; slot 2H is
+    scratch for tokens nothing attends to (an action the slots already hold). `AgentModel.window_cache` makes one."""
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        room = getattr(self, "_room", None)
-        n = self.get_seq_length()
-        ours = room is not None and n > 0 and self.keys.data_ptr() == room[0].data_ptr()
-        end = n + key_states.shape[-2]
-        if not ours or end > room[0].shape[-2] or room[0].shape[:-2] != key_states.shape[:-2]:
-            size = (*key_states.shape[:-2], max(2 * end, 16), key_states.shape[-1])
-            room = (key_states.new_empty(size), value_states.new_empty(size))
-            if n:
-                room[0][..., :n, :], room[1][..., :n, :] = self.keys, self.values
-            self._room = room
-        room[0][..., n:end, :], room[1][..., n:end, :] = key_states, value_states
-        self.keys, self.values = room[0][..., :end, :], room[1][..., :end, :]
-        return self.keys, self.values
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
 
+    @property
+    def scratch(self) -> int:
+        return self.keys[0].shape[-2] - 1
 
-def appending_cache() -> Cache:
-    """An empty KV cache of `AppendingLayer`s (one per transformer block, made on first use)."""
-    return Cache(layer_class_to_replicate=AppendingLayer)
+    def select(self, rows: torch.Tensor) -> WindowCache:
+        """The cache of these sequences only, in this order."""
+        return WindowCache([k[rows] for k in self.keys], [v[rows] for v in self.values])
 
 
 # peft LoRA targets in the GPT2 backbone (Conv1D layers; use fan_in_fan_out=True).
@@ -250,8 +239,6 @@ class AgentModel(AgentPreTrainedModel):
     def _transformer(self, tokens, attention_mask=None, position_ids=None, cache=None, use_cache=False, layer=None):
         """The GPT2 backbone on token embeddings -> (last hidden state (B, L, D), its KV cache or None).
         `layer` k: the hidden state after block k instead (0: the input tokens with positions)."""
-        if use_cache and cache is None:
-            cache = appending_cache()
         out = self.backbone(inputs_embeds=tokens, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=use_cache, output_hidden_states=layer is not None, **{_CACHE: cache})
         hidden = out.last_hidden_state if layer is None else out.hidden_states[layer]
@@ -266,59 +253,66 @@ class AgentModel(AgentPreTrainedModel):
         period = self.config.context_length - self.config.keep_steps
         return period * max(0, (step - self.config.keep_steps) // period)
 
-    def step(self, obs: torch.Tensor, prev_actions: torch.Tensor, n: torch.Tensor, pending: torch.Tensor,
-             cache=None, slot_mask: torch.Tensor | None = None):
-        """One cache-aware step per sequence: append [previous action, observation] and return the logits.
+    def window_cache(self, num_sequences: int) -> WindowCache:
+        """An empty acting cache for `num_sequences` sequences (see `WindowCache`)."""
+        attn, p = self.backbone.h[0].attn, next(self.parameters())
+        shape = (num_sequences, attn.num_heads, 2 * self.config.context_length + 1, attn.head_dim)
+        layers = range(len(self.backbone.h))
+        return WindowCache([p.new_zeros(shape) for _ in layers], [p.new_zeros(shape) for _ in layers])
 
-        obs (N, D) observation embeddings; prev_actions (N, 16) the action of step n-1; n (N,) the step's
-        index in its window; pending (N,) bool: the previous action is not in the cache yet (False at a
-        window start). slot_mask (N, L): which cached slots each sequence attends to.
-        Returns (logits (N, 68), hidden (N, D), cache, slot_mask (N, L + 2)).
+    def step(self, obs: torch.Tensor, prev_actions: torch.Tensor, n: torch.Tensor, pending: torch.Tensor,
+             cache: WindowCache) -> tuple[torch.Tensor, torch.Tensor]:
+        """One cache-aware step per sequence: [previous action, observation] at positions 2n - 1, 2n of its window.
+
+        obs (N, D) observation embeddings; prev_actions (N, 16) the action of step n-1; n (N,) the step's index in
+        its window (< H); pending (N,) bool: the previous action is not in the cache yet (False at a window start,
+        and after `encode_window` re-encoded it). The cache's slots past 2n are ignored, whatever they hold.
+        Returns (logits (N, 68), hidden (N, D)); the step's tokens are written into `cache`.
         """
         tokens = torch.stack([self.embed_actions(prev_actions), obs], dim=1)
         positions = torch.stack([(2 * n - 1).clamp(min=0), 2 * n], dim=1)
-        if slot_mask is None:
-            slot_mask = n.new_zeros(len(n), 0)
-        slot_mask = torch.cat([slot_mask, torch.stack([pending.long(), torch.ones_like(n)], 1)], 1)
-        hidden, cache = self._cached_blocks(tokens, positions, self._step_mask(slot_mask), cache)
-        hidden = hidden[:, -1]
-        return self.action_logits(hidden), hidden, cache, slot_mask
+        slots = torch.stack([torch.where(pending, 2 * n - 1, cache.scratch), 2 * n], dim=1)
+        seen = torch.arange(cache.scratch + 1, device=n.device)
+        # the observation sees its window up to itself; a pending action sees the slots before it, one already held
+        # sees only its scratch slot (its output is never read, and a row that sees nothing would give NaN)
+        obs_mask = seen[None] <= 2 * n[:, None]
+        act_mask = torch.where(pending[:, None], seen[None] < 2 * n[:, None], seen[None] == cache.scratch)
+        mask = torch.stack([act_mask, obs_mask], dim=1)[:, None]  # (N, 1, 2, 2H + 1)
+        hidden = self._cached_blocks(tokens, positions, slots, mask, cache)[:, -1]
+        return self.action_logits(hidden), hidden
 
-    def _cached_blocks(self, tokens, positions, mask, cache):
-        """The backbone's blocks on a step's tokens (N, T, D) with the KV cache, inference only: the blocks' own layers
-        in GPT2's order, without the per-call set-up of `GPT2Model.forward` (acting 1.05x faster at batch 16, 1.11x at
-        batch 1; the same log-probs). Equals `_transformer` (the cached == full-forward tests check it)."""
-        gpt, cache = self.backbone, cache if cache is not None else appending_cache()
+    def encode_window(self, obs: torch.Tensor, actions: torch.Tensor, rows: torch.Tensor, cache: WindowCache) -> None:
+        """Write complete steps into the cache's first slots of the given sequences: obs (R, K, D) and actions
+        (R, K, 16) become the tokens at positions 0..2K-1 of their windows (acting's slide, `AgentPolicy`)."""
+        K = obs.shape[1]
+        tokens = self.interleave(obs, self.embed_actions(actions))
+        positions = torch.arange(2 * K, device=obs.device).expand(len(rows), -1)
+        seen = torch.arange(cache.scratch + 1, device=obs.device)
+        mask = (seen[None] <= positions[0][:, None])[None, None]  # causal over the new tokens, blind past them
+        sub = cache.select(rows)
+        self._cached_blocks(tokens, positions, positions, mask, sub)
+        for layer, new in enumerate(sub.keys):
+            cache.keys[layer][rows], cache.values[layer][rows] = new, sub.values[layer]
+
+    def _cached_blocks(self, tokens, positions, slots, mask, cache: WindowCache) -> torch.Tensor:
+        """The backbone's blocks on tokens (N, T, D) at `positions`, inference only, through the acting cache: each
+        token's keys and values go to its slot (N, T), then it attends to the slots `mask` (N or 1, 1, T, slots)
+        lets it see. The blocks' own layers in GPT2's order, without the per-call set-up of `GPT2Model.forward`.
+        Equals `_transformer` (the cached == full-forward tests check it)."""
+        gpt = self.backbone
         h = gpt.drop(tokens + gpt.wpe(positions))
         N, T, _ = h.shape
+        rows = torch.arange(N, device=h.device)[:, None]
         for i, block in enumerate(gpt.h):
             attn = block.attn
             q, k, v = attn.c_attn(block.ln_1(h)).split(attn.split_size, dim=2)
-            q, k, v = (x.view(N, T, attn.num_heads, attn.head_dim).transpose(1, 2) for x in (q, k, v))
-            k, v = cache.update(k, v, i)
-            a = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
+            q, k, v = (x.view(N, T, attn.num_heads, attn.head_dim) for x in (q, k, v))
+            cache.keys[i][rows, :, slots], cache.values[i][rows, :, slots] = k, v
+            a = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), cache.keys[i], cache.values[i],
+                                                           attn_mask=mask, scale=attn.scaling)
             h = h + attn.resid_dropout(attn.c_proj(a.transpose(1, 2).reshape(N, T, -1)))
             h = h + block.mlp(block.ln_2(h))
-        return gpt.ln_f(h), cache
-
-    def _step_mask(self, slot_mask: torch.Tensor) -> torch.Tensor:
-        """The boolean mask of a step's two tokens over the cache slots (N, L) -> (N, 1, 2, L): the action token sees
-        the valid slots before the observation's, and itself (its output is never read, and a row that sees nothing
-        would fill the cache with NaN); the observation token sees every valid slot."""
-        mask = slot_mask.bool()[:, None, None, :].repeat(1, 1, 2, 1)
-        mask[:, :, 0, -1] = False
-        mask[:, :, 0, -2] = True
-        return mask
-
-    def encode_window(self, obs: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor):
-        """A fresh cache holding complete steps: obs (N, K, D), actions (N, K, 16), valid (N, K) with
-        each sequence's steps right-aligned (left padding). Returns (cache, slot_mask (N, 2K))."""
-        steps = (valid.long().cumsum(1) - 1).clamp(min=0)
-        mask = valid.long().repeat_interleave(2, dim=1)
-        positions = torch.stack([2 * steps, 2 * steps + 1], 2).flatten(1) * mask
-        tokens = self.interleave(obs, self.embed_actions(actions))
-        _, cache = self._transformer(tokens, mask, positions, use_cache=True)
-        return cache, mask
+        return gpt.ln_f(h)
 
     def _check_frames(self, frames: torch.Tensor) -> None:
         size = self.config.image_size

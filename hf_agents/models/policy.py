@@ -1,10 +1,11 @@
 """Acting with the agent: one observation in, one action out per env, with the KV cache.
 
-The cache is batched across envs; each env has its own episode start (per-env reset), kept apart by a
-mask over cache slots. Learnt absolute positions cap an env's window at H steps: when it is full, that
-env alone keeps its last `config.keep_steps` steps, re-encoded from their stored embeddings (the CNN is
-not re-run), so every env acts on exactly the context `AgentModel.context_start` gives, whatever the other
-envs do. Training re-scores a trajectory with `AgentModel.sliding_forward` and gets the same log-probs.
+The cache is batched across envs (`WindowCache`): each env's tokens sit in the slots of their positions in its own
+window, so envs with different episode starts (per-env reset) share it without padding or compaction. Learnt
+absolute positions cap an env's window at H steps: when it is full, that env alone keeps its last
+`config.keep_steps` steps, re-encoded from their stored embeddings (the CNN is not re-run), so every env acts on
+exactly the context `AgentModel.context_start` gives, whatever the other envs do. Training re-scores a trajectory
+with `AgentModel.sliding_forward` and gets the same log-probs.
 """
 
 from __future__ import annotations
@@ -59,16 +60,14 @@ class AgentPolicy:
         if envs is None:
             self.n = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # steps in the window
             self.action_cached = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-            self.cache = None
-            self.slot_mask = torch.zeros(self.num_envs, 0, dtype=torch.long, device=self.device)
+            self.cache = self.model.window_cache(self.num_envs)
             return
         envs = np.flatnonzero(envs) if np.asarray(envs).dtype == bool else np.asarray(envs, dtype=np.int64)
         for j, i in enumerate(envs if seeds is not None else ()):
             self.env_generators[i].manual_seed(episode_stream(self.stream_seed, int(seeds[j])))
         idx = torch.as_tensor(envs, device=self.device, dtype=torch.long)
         self.n[idx] = 0
-        self.action_cached[idx] = False  # True: the last action is already in the cache (after a re-encode)
-        self.slot_mask[idx] = 0  # forget its old cache slots
+        self.action_cached[idx] = False  # True: the last action is already in the cache (after a slide)
 
     def keep(self, rows) -> None:
         """Forget every env but these rows, in this order (the rollout engine's call when envs have no episode left):
@@ -79,10 +78,7 @@ class AgentPolicy:
         self.rows = torch.arange(self.num_envs, device=self.device)
         self.env_generators = [self.env_generators[i] for i in rows]
         self.obs_buf, self.act_buf = self.obs_buf[idx], self.act_buf[idx]
-        self.n, self.action_cached, self.slot_mask = self.n[idx], self.action_cached[idx], self.slot_mask[idx]
-        for layer in self.cache.layers if self.cache is not None else ():
-            layer.keys, layer.values = layer.keys[idx], layer.values[idx]
-            layer._room = None  # the next step appends into fresh room of the new batch size
+        self.n, self.action_cached, self.cache = self.n[idx], self.action_cached[idx], self.cache.select(idx)
 
     def split(self, sizes: list[int]) -> list[AgentPolicy]:
         """Policies for consecutive groups of this policy's envs (same model, sampling and seed), each with its own
@@ -117,13 +113,11 @@ class AgentPolicy:
         full = self.n >= self.H
         if full.any():
             self._slide(full.nonzero()[:, 0])
-        if self.slot_mask.shape[1] >= 4 * self.H:
-            self._compact()
         obs = self.model.embed_frames(frames)  # (N, D)
         n = self.n
         prev = self.act_buf[self.rows, (n - 1).clamp(min=0)]
         pending = (n > 0) & ~self.action_cached
-        logits, _, self.cache, self.slot_mask = self.model.step(obs, prev, n, pending, self.cache, self.slot_mask)
+        logits, _ = self.model.step(obs, prev, n, pending, self.cache)
         self.last_logits = logits.float()
         uniforms = None if self.greedy else torch.stack(
             [torch.rand(NUM_COMPONENTS, generator=g) for g in self.env_generators])
@@ -137,32 +131,10 @@ class AgentPolicy:
         return sample.actions.cpu().numpy(), sample.logprob.cpu().numpy()
 
     def _slide(self, rows: torch.Tensor) -> None:
-        """Envs whose window is full keep their last `keep_steps` steps, re-encoded in their own cache slots."""
+        """Envs whose window is full keep their last `keep_steps` steps, re-encoded into their first cache slots."""
         H, keep = self.H, self.keep_steps
         self.obs_buf[rows, :keep] = self.obs_buf[rows, H - keep:H]
         self.act_buf[rows, :keep] = self.act_buf[rows, H - keep:H]
         self.n[rows] = keep
-        valid = torch.ones(len(rows), keep, dtype=torch.bool, device=self.device)
-        fresh, _ = self.model.encode_window(self.obs_buf[rows, :keep], self.act_buf[rows, :keep], valid)
-        # A full env owns at least the last 2H slots of the cache: its new 2 * keep tokens go there.
-        for layer, new in zip(self.cache.layers, fresh.layers):
-            layer.keys[rows, :, -2 * keep:] = new.keys
-            layer.values[rows, :, -2 * keep:] = new.values
-        self.slot_mask[rows] = 0
-        self.slot_mask[rows, -2 * keep:] = 1
+        self.model.encode_window(self.obs_buf[rows, :keep], self.act_buf[rows, :keep], rows, self.cache)
         self.action_cached[rows] = True
-
-    def _compact(self) -> None:
-        """Re-encode every env's current window (same steps, same positions) into a short, left-padded cache."""
-        K = int(self.n.max())
-        if K == 0:
-            self.cache, self.slot_mask = None, self.slot_mask[:, :0]
-            return
-        step = torch.arange(K, device=self.device)[None] - (K - self.n)[:, None]  # (N, K), < 0: padding
-        valid = step >= 0
-        step = step.clamp(min=0)
-        obs = self.obs_buf.gather(1, step[..., None].expand(-1, -1, self.obs_buf.shape[-1]))
-        act = self.act_buf.gather(1, step[..., None].expand(-1, -1, NUM_COMPONENTS))
-        self.cache, self.slot_mask = self.model.encode_window(obs, act, valid)
-        self.action_cached = self.n > 0
-
