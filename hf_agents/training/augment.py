@@ -54,10 +54,9 @@ def augment_frames(frames: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     x = (colour[:, None] @ x + offset[..., None, None]).clamp_(0, 255)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # output -> input sampling grid
     theta = torch.stack([torch.stack([cos, -sin, -2 * shift_x], -1), torch.stack([sin, cos, -2 * shift_y], -1)], -2)
-    theta = theta[:, None].expand(B, T, 2, 3).reshape(B * T, 2, 3)
-    flat = x.reshape(B * T, C, H, W)
-    grid = F.affine_grid(theta, [B * T, C, H, W], align_corners=False)
-    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # A window's T frames share one transform: sampled as one image of T * C channels, one grid per window
+    grid = F.affine_grid(theta, [B, T * C, H, W], align_corners=False)
+    out = F.grid_sample(x.reshape(B, T * C, H, W), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.reshape(B, T, C, H, W)
 
 
