@@ -253,4 +253,15 @@ def main(argv=None) -> int:
         print(f"hf-agents train: error: {error_message(e, _output_dir(recipe, argv))}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("eval_accuracy_") or k.endswith("mean")}))
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Once every rank has finished, close the ranks' process group: left to the interpreter's exit, gloo's threads
+    can abort a finished rank ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
