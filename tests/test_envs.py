@@ -181,6 +181,32 @@ def test_frames_through_shared_memory_equal_piped_frames_and_leave_no_file():
         np.testing.assert_array_equal(a, b)
 
 
+def test_the_frame_file_of_a_killed_process_is_removed_by_the_next_one():
+    """A process killed mid-run leaves its shared frame file; the next batch of envs removes it, not a live one's."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from hf_agents.envs.vector import SharedFrames
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    orphan = folder / f"{SharedFrames.PREFIX}{dead.pid}-test"
+    alive = folder / f"{SharedFrames.PREFIX}{os.getpid()}-test"
+    orphan.write_bytes(b"x")
+    alive.write_bytes(b"x")
+    try:
+        shared = SharedFrames(2, (4, 4, 3), np.uint8)
+        assert not orphan.exists() and alive.exists() and Path(shared.path).exists()
+        shared.close()
+        assert not Path(shared.path).exists()
+    finally:
+        orphan.unlink(missing_ok=True)
+        alive.unlink(missing_ok=True)
+
+
 def test_rollout_drops_and_counts_failed_episodes():
     env_fn = functools.partial(make_jumppads, fault_injection=True, frame_size=32, max_steps=20)
 

@@ -78,11 +78,15 @@ def _in_slot(answer: tuple, slot) -> tuple:
 
 
 class SharedFrames:
-    """One file in shared memory (/dev/shm where there is one) holding every env's latest observation."""
+    """One file in shared memory (/dev/shm where there is one) holding every env's latest observation. Its name holds
+    the creating process's id: a process that was killed cannot remove its file, so the next one removes it."""
+
+    PREFIX = "hf-agents-frames-"
 
     def __init__(self, num_envs: int, shape: tuple, dtype):
         folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-        fd, self.path = tempfile.mkstemp(prefix="hf-agents-frames-", dir=folder)
+        _remove_orphans(Path(folder or tempfile.gettempdir()), self.PREFIX)
+        fd, self.path = tempfile.mkstemp(prefix=f"{self.PREFIX}{os.getpid()}-", dir=folder)
         os.close(fd)
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.frames = np.memmap(self.path, dtype=self.dtype, mode="w+", shape=(num_envs, *self.shape))
@@ -93,6 +97,20 @@ class SharedFrames:
 
     def close(self) -> None:
         self._remove()
+
+
+def _remove_orphans(folder: Path, prefix: str) -> None:
+    """Remove the frame files of processes that no longer run (killed before they could remove their own)."""
+    for path in folder.glob(f"{prefix}*-*"):
+        pid = path.name[len(prefix):].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except PermissionError:  # another user's process, alive
+            pass
 
 
 def _picklable(metadata) -> dict:
