@@ -236,11 +236,11 @@ class AgentModel(AgentPreTrainedModel):
         """Observation and action embeddings (B, T, D) each -> tokens (B, 2T, D)."""
         return torch.stack([obs, act], dim=2).flatten(1, 2)
 
-    def _transformer(self, tokens, attention_mask=None, position_ids=None, cache=None, use_cache=False, layer=None):
+    def _transformer(self, tokens, attention_mask=None, use_cache=False, layer=None):
         """The GPT2 backbone on token embeddings -> (last hidden state (B, L, D), its KV cache or None).
         `layer` k: the hidden state after block k instead (0: the input tokens with positions)."""
-        out = self.backbone(inputs_embeds=tokens, attention_mask=attention_mask, position_ids=position_ids,
-                            use_cache=use_cache, output_hidden_states=layer is not None, **{_CACHE: cache})
+        out = self.backbone(inputs_embeds=tokens, attention_mask=attention_mask, use_cache=use_cache,
+                            output_hidden_states=layer is not None)
         hidden = out.last_hidden_state if layer is None else out.hidden_states[layer]
         return hidden, (out.get(_CACHE) if use_cache else None)
 
