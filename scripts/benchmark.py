@@ -29,7 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 from hf_agents.actions import NOOP_IDS  # noqa: E402
 from hf_agents.frames import to_model  # noqa: E402
-from hf_agents.models import LORA_TARGET_MODULES, AgentConfig, AgentModel, AgentPolicy  # noqa: E402
+from hf_agents.models import (  # noqa: E402
+    LORA_TARGET_MODULES,
+    AgentConfig,
+    AgentModel,
+    AgentPolicy,
+    modeling_agent,
+)
+from hf_agents.seeding import episode_stream  # noqa: E402
 
 
 def stats(samples) -> dict:
@@ -88,31 +95,48 @@ def sync():
 # -- sections ---------------------------------------------------------------------------------------
 class MatmulRate:
     """One dtype's square-matmul GFLOP/s, measured in ~0.3 s bursts: `matmul_peak` reports it, and a training step's
-    share of the peak divides by a burst measured right beside that step (the host's speed drifts with its load)."""
+    share of the peak divides by a burst measured right beside that step (the host's speed drifts with its load).
+    fp32 on a CPU goes two ways, torch's BLAS (`a @ b`) and oneDNN (the model's dense layers); the peak is the faster
+    (on AMD CPUs the BLAS reaches about half of what oneDNN does)."""
 
     def __init__(self, dtype: torch.dtype):
         self.n = 2048 if torch.cuda.is_available() else 1024
         self.a = torch.randn(self.n, self.n, device=device(), dtype=dtype)
         self.b = torch.randn(self.n, self.n, device=device(), dtype=dtype)
-        t = time.perf_counter()
-        self.a @ self.b
-        sync()
-        self.iters = max(1, min(50, int(0.3 / max(time.perf_counter() - t, 1e-6))))  # even where a dtype is slow
+        self.ways = {"torch": lambda: self.a @ self.b}
+        onednn = modeling_agent._ONEDNN_LINEAR
+        if device().type == "cpu" and dtype == torch.float32 and onednn is not None:
+            weight = self.b.t()  # a linear layer computes a @ weight^T
+            self.ways["onednn"] = lambda: onednn(self.a, weight, None, "none", [], "")
+        self.iters = {}
+        for way, fn in self.ways.items():
+            t = time.perf_counter()
+            fn()
+            sync()
+            self.iters[way] = max(1, min(50, int(0.3 / max(time.perf_counter() - t, 1e-6))))  # even where slow
+
+    def rates(self) -> dict[str, float]:
+        out = {}
+        for way, fn in self.ways.items():
+            t = time.perf_counter()
+            for _ in range(self.iters[way]):
+                fn()
+            sync()
+            out[way] = 2 * self.n**3 * self.iters[way] / (time.perf_counter() - t) / 1e9
+        return out
 
     def gflops(self) -> float:
-        t = time.perf_counter()
-        for _ in range(self.iters):
-            self.a @ self.b
-        sync()
-        return 2 * self.n**3 * self.iters / (time.perf_counter() - t) / 1e9
+        return max(self.rates().values())
 
 
 def matmul_peak(q) -> dict:
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         rate = MatmulRate(dtype)
-        rate.gflops()  # warm-up
-        out[name] = {"gflops": stats([rate.gflops() for _ in range(q["reps"])]), "size": rate.n}
+        rate.rates()  # warm-up
+        runs = [rate.rates() for _ in range(q["reps"])]
+        out[name] = {"gflops": stats([max(r.values()) for r in runs]), "size": rate.n,
+                     "ways": {way: stats([r[way] for r in runs]) for way in rate.ways}}
     return out
 
 
@@ -314,21 +338,39 @@ def acting_choices(q) -> dict:
 
     models = {act: AgentModel(AgentConfig.from_preset("cpu", image_size=size, activation_function=act))
               for act in ("gelu_pytorch_tanh", "gelu")}
-    train, acts = {k: [] for k in models}, {k: [] for k in models}
     tokens = batch(q["batch"], 32, size)
+
+    def training_ms(model):
+        model.train()
+
+        def step():
+            model(*tokens).loss.backward()
+            model.zero_grad(set_to_none=True)
+        return [t * 1e3 for t in timed(step, 1)]
+
+    train, acts = {k: [] for k in models}, {k: [] for k in models}
     for _ in range(q["reps"]):  # interleaved, so both see the same machine
         for act, model in models.items():
-            model.train()
-
-            def step(model=model):
-                model(*tokens).loss.backward()
-                model.zero_grad(set_to_none=True)
-            train[act] += timed(step, 1)
+            train[act] += training_ms(model)
             acts[act] += acting_ms(model.eval(), 1)
-    out["gelu"] = {act: {"training_step_ms": stats([t * 1e3 for t in train[act]]), "acting_ms": stats(acts[act])}
-                   for act in models}
+    out["gelu"] = {act: {"training_step_ms": stats(train[act]), "acting_ms": stats(acts[act])} for act in models}
     out["gelu"]["exact_speedup"] = {k: statistics.median(v["gelu_pytorch_tanh"]) / statistics.median(v["gelu"])
                                     for k, v in (("training_step", train), ("acting", acts))}
+
+    # the dense layers' products through torch's BLAS or through oneDNN (`modeling_agent.dense`)
+    ways, default = {"blas": False, "onednn": True}, modeling_agent.ONEDNN_LINEARS
+    train, acts = {k: [] for k in ways}, {k: [] for k in ways}
+    try:
+        for _ in range(q["reps"]):
+            for way, onednn in ways.items():
+                modeling_agent.ONEDNN_LINEARS = onednn
+                train[way] += training_ms(models["gelu"])
+                acts[way] += acting_ms(models["gelu"].eval(), 1)
+    finally:
+        modeling_agent.ONEDNN_LINEARS = default
+    out["dense_layers"] = {way: {"training_step_ms": stats(train[way]), "acting_ms": stats(acts[way])} for way in ways}
+    out["dense_layers"]["onednn_speedup"] = {k: statistics.median(v["blas"]) / statistics.median(v["onednn"])
+                                             for k, v in (("training_step", train), ("acting", acts))}
 
     lora = get_peft_model(copy.deepcopy(models["gelu"]).eval(), LoraConfig(
         r=8, lora_alpha=16, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True, init_lora_weights=False))
@@ -618,8 +660,8 @@ def rollout_speed(q) -> dict:
 
 
 class StandStill:
-    """A policy that costs nothing: every env presses no button. Through the same engine, it measures the game alone
-    (same episodes, resets and transport as the agent's rollouts)."""
+    """A policy that costs nothing: every env presses no button, so every episode runs to its step limit. Through the
+    same engine, it measures the game alone on episodes of its own (no move, no fall, fewer resets)."""
 
     def reset(self, envs=None, infos=None, seeds=None) -> None:
         pass
@@ -628,10 +670,36 @@ class StandStill:
         return np.tile(NOOP_IDS, (len(frames), 1)), np.zeros(len(frames), np.float32)
 
 
+class Replay:
+    """A policy that costs nothing and plays a rollout's recorded actions again, episode by episode: through the same
+    engine, the game alone doing the agent's work (the same episodes: moves, lengths, falls and resets). `seed`: the
+    rollout's; each env finds its episode from the stream seed the engine passes at its reset."""
+
+    def __init__(self, episodes, seed: int):
+        self.recorded = {episode_stream(seed + e.index, e.index): e.actions for e in episodes}
+        self.playing: dict[int, np.ndarray | None] = {}
+        self.steps: dict[int, int] = {}
+
+    def reset(self, envs=None, infos=None, seeds=None) -> None:
+        for row, stream in zip(envs if envs is not None else (), seeds if seeds is not None else ()):
+            self.playing[row], self.steps[row] = self.recorded.get(stream), 0
+
+    def act(self, frames, infos=None):
+        actions = np.tile(NOOP_IDS, (len(frames), 1))
+        for row in range(len(frames)):
+            played, t = self.playing.get(row), self.steps.get(row, 0)
+            if played is not None and t < len(played):
+                actions[row] = played[t]
+            self.steps[row] = t + 1
+        return actions, np.zeros(len(frames), np.float32)
+
+
 def rollouts_against_the_game(q) -> dict:
-    """The game alone (a policy that costs nothing) and the cpu-preset agent acting, side by side through the same
+    """The game alone (policies that cost nothing) and the cpu-preset agent acting, side by side through the same
     engine and games, at batch 16 and 64 and at 64 and 128 px; and frames piped or in shared memory (batch 16,
-    64 px). Per core: env steps/s divided by the CPU count. Target: rollouts >= 60% of the game alone."""
+    64 px). The game alone twice: replaying the agent's own episodes (`Replay`: the game's work in those rollouts)
+    and standing still (`StandStill`). Per core: env steps/s divided by the CPU count. Target: rollouts >= 60% of
+    the game alone."""
     from hf_agents.envs.vector import BatchedEnv
     from hf_agents.games.jumppads.env import make_jumppads
     from hf_agents.rollout.engine import rollout
@@ -640,8 +708,7 @@ def rollouts_against_the_game(q) -> dict:
     out = {"cores": cores, "episode_steps": q["scaling_episode_steps"], "target_share_of_game": 0.6}
 
     def run(venv, policy, B, rep):
-        done = rollout(venv, policy, q["rollout_rounds"] * B, seed=100 * rep, keep_frames=False, progress=False)
-        return done.steps_per_second
+        return rollout(venv, policy, q["rollout_rounds"] * B, seed=100 * rep, keep_frames=False, progress=False)
 
     for size in q["rollout_sizes"]:
         model = AgentModel(AgentConfig.from_preset("cpu", image_size=size)).eval()
@@ -651,15 +718,23 @@ def rollouts_against_the_game(q) -> dict:
                 else ("shared",)
             for transport in transports:
                 with BatchedEnv(env_fn, B, shared_memory=transport == "shared") as venv:
-                    game, agent = [], []
-                    for rep in range(q["reps_rollout"]):  # interleaved, so both see the same machine
-                        game.append(run(venv, StandStill(), B, rep))
-                        agent.append(run(venv, AgentPolicy(model, B, seed=rep), B, rep))
-                g, a = statistics.median(game), statistics.median(agent)
+                    replay, still, agent, same, lengths = [], [], [], 0, []
+                    for rep in range(q["reps_rollout"]):  # interleaved, so all see the same machine
+                        acted = run(venv, AgentPolicy(model, B, seed=rep), B, rep)
+                        replayed = run(venv, Replay(acted.episodes, 100 * rep), B, rep)
+                        agent.append(acted.steps_per_second)
+                        replay.append(replayed.steps_per_second)
+                        still.append(run(venv, StandStill(), B, rep).steps_per_second)
+                        by_index = {e.index: e.length for e in replayed.episodes}
+                        same += sum(by_index.get(e.index) == e.length for e in acted.episodes)
+                        lengths += [e.length for e in acted.episodes]
+                r, s_, a = statistics.median(replay), statistics.median(still), statistics.median(agent)
                 out[f"{size}px, batch {B}, {transport}"] = {
-                    "game_alone_steps_per_s": stats(game), "rollout_steps_per_s": stats(agent),
-                    "game_alone_per_core": g / cores, "rollout_per_core": a / cores,
-                    "share_of_game": a / g, "times_real_time_10hz": a / 10}
+                    "game_alone_steps_per_s": stats(replay), "game_standing_still_steps_per_s": stats(still),
+                    "rollout_steps_per_s": stats(agent), "game_alone_per_core": r / cores,
+                    "rollout_per_core": a / cores, "share_of_game": a / r, "share_of_game_standing_still": a / s_,
+                    "times_real_time_10hz": a / 10, "mean_episode_steps": float(np.mean(lengths)),
+                    "replayed_episodes_of_the_same_length": same / max(len(lengths), 1)}
     return out
 
 
@@ -971,7 +1046,10 @@ def write_markdown(report: dict, out: Path) -> None:
              "Regenerate with `python scripts/benchmark.py`.\n"]
     fmt = lambda s: f"{s['median']:.1f} [{s['min']:.1f}-{s['max']:.1f}]"  # noqa: E731
     p = report["matmul_peak"]
-    lines.append(f"Matmul peak: fp32 {fmt(p['fp32']['gflops'])} GFLOP/s, bf16 {fmt(p['bf16']['gflops'])} GFLOP/s.\n")
+    ways = p["fp32"].get("ways", {})
+    by_way = f" (torch's BLAS {fmt(ways['torch'])}, oneDNN {fmt(ways['onednn'])})" if "onednn" in ways else ""
+    lines.append(f"Matmul peak: fp32 {fmt(p['fp32']['gflops'])} GFLOP/s{by_way}, bf16 {fmt(p['bf16']['gflops'])} "
+                 "GFLOP/s. A share of the peak divides by the faster way, measured beside each step.\n")
     if "training" in report:
         lines.append("| training (batch 8, H=32) | params | frames/s | GFLOP/s | matmul peak beside it (GFLOP/s) | "
                      "share of that peak |\n|---|---|---|---|---|---|")
@@ -1007,6 +1085,13 @@ def write_markdown(report: dict, out: Path) -> None:
         lines.append(f"| acting ms (batch {c['acting_batch']}, one thread): tanh GELU -> exact GELU | "
                      f"{fmt(g['gelu_pytorch_tanh']['acting_ms'])} | {fmt(g['gelu']['acting_ms'])} | "
                      f"{g['exact_speedup']['acting']:.2f}x |")
+        if "dense_layers" in c:
+            d = c["dense_layers"]
+            for what, key, setting in (("training step ms", "training_step", f"batch {c['training_batch']}"),
+                                       ("acting ms", "acting", f"batch {c['acting_batch']}, one thread")):
+                lines.append(f"| {what} ({setting}): dense layers through torch's BLAS -> oneDNN | "
+                             f"{fmt(d['blas'][key + '_ms'])} | {fmt(d['onednn'][key + '_ms'])} | "
+                             f"{d['onednn_speedup'][key]:.2f}x |")
         lines.append(f"| acting ms: through the LoRA adapter -> adapter merged into a copy | {fmt(lora['adapter'])} | "
                      f"{fmt(lora['merged'])} | {lora['merged_speedup']:.2f}x |")
         lines.append(f"| rollout of an update ({c['episodes']} episodes of up to 100 steps, as many games) s: every env acts to the end "
@@ -1064,16 +1149,24 @@ def write_markdown(report: dict, out: Path) -> None:
                      "wait for games that had not finished).\n")
     if "rollouts_against_the_game" in report:
         r = report["rollouts_against_the_game"]
-        lines.append(f"\n| {r['episode_steps']}-step episodes, {r['cores']} cores | game alone: steps/s | per core | "
-                     f"agent acting (cpu preset, one thread): steps/s | per core | share of the game alone (target >= "
-                     f"{r['target_share_of_game']:.0%}) | x real time |\n|---|---|---|---|---|---|---|")
+        lines.append(f"\n| {r['episode_steps']}-step episodes, {r['cores']} cores | game alone, the agent's episodes: "
+                     f"steps/s | per core | agent acting (cpu preset, one thread): steps/s | per core | share of the game "
+                     f"alone (target >= {r['target_share_of_game']:.0%}) | x real time | game standing still: steps/s "
+                     "| share of it |\n|---|---|---|---|---|---|---|---|---|")
         for k, v in r.items():
             if isinstance(v, dict):
                 lines.append(f"| {k} | {fmt(v['game_alone_steps_per_s'])} | {v['game_alone_per_core']:.0f} | "
                              f"{fmt(v['rollout_steps_per_s'])} | {v['rollout_per_core']:.0f} | {v['share_of_game']:.0%} | "
-                             f"{v['times_real_time_10hz']:.0f}x |")
-        lines.append("\nThe game alone: the same engine, games and episodes with a policy that costs nothing. shared / "
-                     "pipe: frames through shared memory or pickled through the workers' pipes.\n")
+                             f"{v['times_real_time_10hz']:.0f}x | {fmt(v['game_standing_still_steps_per_s'])} | "
+                             f"{v['share_of_game_standing_still']:.0%} |")
+        lengths = [v for v in r.values() if isinstance(v, dict)]
+        lines.append("\nThe game alone: the same engine and games with a policy that costs nothing, replaying the "
+                     "agent's recorded actions (its episodes: moves, falls, resets; "
+                     f"{min(v['replayed_episodes_of_the_same_length'] for v in lengths):.0%} of the replayed episodes "
+                     "ended at the step the agent's did, in the row with the fewest; the untrained agent's episodes average "
+                     f"{np.mean([v['mean_episode_steps'] for v in lengths]):.0f} steps), or standing still (every "
+                     "episode runs to its step limit). shared / pipe: frames through shared memory or pickled through "
+                     "the workers' pipes.\n")
     if "sample_factory" in report:
         p, ours = report["sample_factory"], report.get("rollouts_against_the_game", {}).get("64px, batch 16, shared")
         if "steady_frames_per_s" in p:

@@ -195,6 +195,29 @@ def test_gradient_checkpointing_same_gradients():
         torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-5)
 
 
+def test_dense_layers_through_onednn_give_torchs_outputs_and_gradients(monkeypatch):
+    from transformers.pytorch_utils import Conv1D
+
+    from hf_agents.models import modeling_agent
+
+    m = make_tiny_agent(dropout=0.0).train()
+    layers = [x for x in m.modules() if isinstance(x, (torch.nn.Linear, Conv1D))]
+    assert layers and all(type(x) in (modeling_agent.DenseLinear, modeling_agent.DenseConv1D) for x in layers)
+    assert set(m.state_dict()) == set(AgentModel(m.config).state_dict())  # the checkpoint's keys are unchanged
+    frames, actions = random_batch()
+    runs = []
+    for onednn in (False, True):
+        monkeypatch.setattr(modeling_agent, "ONEDNN_LINEARS", onednn)
+        m.zero_grad(set_to_none=True)
+        out = m(frames, actions)
+        out.loss.backward()
+        runs.append((out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(runs[1][0], runs[0][0], atol=1e-5, rtol=1e-4)
+    assert runs[0][1].keys() == runs[1][1].keys() and len(runs[0][1]) > 20
+    for n in runs[0][1]:
+        torch.testing.assert_close(runs[1][1][n], runs[0][1][n], atol=1e-5, rtol=1e-4, msg=n)
+
+
 def test_bf16_autocast_runs():
     m = make_tiny_agent()
     frames, actions = random_batch()

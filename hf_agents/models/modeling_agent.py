@@ -8,6 +8,7 @@ output at o_t (which has seen o_1..o_t and a_1..a_{t-1}) predicts a_t: LayerNorm
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import nn
 from transformers import AutoConfig, AutoModel, GPT2Config, GPT2Model, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 from transformers.utils import ModelOutput
 
 from hf_agents.actions import (
@@ -32,6 +34,72 @@ from hf_agents.models.configuration_agent import AgentConfig
 
 # transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`
 _CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters else "past_key_values"
+
+
+# -- dense layers on a CPU ---------------------------------------------------------------------------------------------
+# torch sends fp32 matmuls to its BLAS (MKL), which on AMD CPUs runs at about half the speed oneDNN reaches there
+# (BENCHMARKS.md: 211 against 497 GFLOP/s on a 2-core AMD EPYC). The model's Linear and Conv1D layers send their
+# forward product and its input gradient through oneDNN (full fp32); the weight gradient, where oneDNN was slower
+# at the encoder's shapes, stays with torch. HF_AGENTS_ONEDNN_LINEARS=0: torch's own path.
+def _onednn_linear_op():
+    try:
+        return torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_LINEAR = _onednn_linear_op()
+ONEDNN_LINEARS = os.environ.get("HF_AGENTS_ONEDNN_LINEARS", "1") != "0"
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """y = x W^T + b for x (M, in), W (out, in) of any strides."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = _ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "") if ctx.needs_input_grad[0] else None
+        grad_weight = grad.t() @ x if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
+def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`nn.functional.linear` (weight (out, in)), through oneDNN for fp32 on a CPU (see above)."""
+    if (not ONEDNN_LINEARS or _ONEDNN_LINEAR is None or x.device.type != "cpu" or x.dtype != torch.float32
+            or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
+        return nn.functional.linear(x, weight, bias)
+    return _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
+
+
+class DenseLinear(nn.Linear):
+    """nn.Linear through `dense`: same parameters and state dict."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dense(x, self.weight, self.bias)
+
+
+class DenseConv1D(Conv1D):
+    """GPT2's Conv1D (weight (in, out)) through `dense`: same parameters and state dict; peft's LoRA still wraps it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dense(x, self.weight.t(), self.bias)
+
+
+def use_dense_layers(module: nn.Module) -> nn.Module:
+    """Route every nn.Linear and Conv1D inside `module` through `dense`, in place (their class only changes)."""
+    for m in module.modules():
+        if type(m) is nn.Linear:
+            m.__class__ = DenseLinear
+        elif type(m) is Conv1D:
+            m.__class__ = DenseConv1D
+    return module
 
 
 @dataclass
@@ -211,6 +279,7 @@ class AgentModel(AgentPreTrainedModel):
             nn.Linear(config.head_hidden_size, VOCAB_SIZE),
         )
         self.register_buffer("token_offsets", torch.as_tensor(TOKEN_OFFSETS), persistent=False)
+        use_dense_layers(self)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
