@@ -26,7 +26,7 @@ from hf_agents.frames import check_frame_size, scale_pixels, to_model
 from hf_agents.models.configuration_agent import AgentConfig
 from hf_agents.models.configuration_reward import TrajectoryRewardConfig
 from hf_agents.models.loading import load_checked
-from hf_agents.models.modeling_agent import AgentModel
+from hf_agents.models.modeling_agent import AgentModel, use_dense_layers
 
 
 def real_steps(lengths: torch.Tensor, max_steps: int, padding_side: str = "right") -> torch.Tensor:
@@ -72,6 +72,7 @@ class TrajectoryRewardModel(PreTrainedModel):
             nn.Linear(config.max_steps * config.step_output_size, config.hidden_size), nn.GELU(),
             nn.Linear(config.hidden_size, 1),
         )
+        use_dense_layers(self)
         self.post_init()
 
     def _init_weights(self, module):
