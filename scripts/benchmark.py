@@ -104,7 +104,7 @@ class MatmulRate:
         self.a = torch.randn(self.n, self.n, device=device(), dtype=dtype)
         self.b = torch.randn(self.n, self.n, device=device(), dtype=dtype)
         self.ways = {"torch": lambda: self.a @ self.b}
-        onednn = modeling_agent._ONEDNN_LINEAR
+        onednn = getattr(modeling_agent, "_ONEDNN_LINEAR", None)  # None in commits before it (before/after runs)
         if device().type == "cpu" and dtype == torch.float32 and onednn is not None:
             weight = self.b.t()  # a linear layer computes a @ weight^T
             self.ways["onednn"] = lambda: onednn(self.a, weight, None, "none", [], "")
