@@ -207,6 +207,35 @@ def test_the_frame_file_of_a_killed_process_is_removed_by_the_next_one():
         alive.unlink(missing_ok=True)
 
 
+ENGINE_CRASH = """
+import contextlib, os, signal, time
+from hf_agents.games.jumppads.env import JumpPadsEnv
+env = JumpPadsEnv()
+env.reset(seed=0)
+me = os.getpid()
+engine = [int(c) for t in os.listdir(f"/proc/{me}/task") for c in open(f"/proc/{me}/task/{t}/children").read().split()]
+os.kill(engine[0], signal.SIGSEGV)
+log = os.path.join(env._scratch, "engine.log")
+for _ in range(100):  # the engine's crash handler writes its report, then ends the process
+    time.sleep(0.1)
+    if "Fatal Error" in open(log).read():
+        break
+print("crash report in the game's log:", "Fatal Error" in open(log).read())
+with contextlib.suppress(Exception):
+    env.close()
+"""
+
+
+def test_the_engines_crash_report_goes_to_the_games_log_not_the_console():
+    """ViZDoom's process can crash while it quits; its report lands in the game's scratch log, off the console."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", ENGINE_CRASH], capture_output=True, text=True, timeout=120)
+    assert "crash report in the game's log: True" in proc.stdout, proc.stdout + proc.stderr
+    assert "Fatal Error" not in proc.stdout + proc.stderr
+
+
 def test_rollout_drops_and_counts_failed_episodes():
     env_fn = functools.partial(make_jumppads, fault_injection=True, frame_size=32, max_steps=20)
 

@@ -25,7 +25,7 @@ import tempfile
 import gymnasium as gym
 import numpy as np
 
-from hf_agents.games.engine import close_engine, in_dir
+from hf_agents.games.engine import close_engine, start_engine
 
 SCENARIO = "health_gathering.cfg"
 OUTCOMES = ("left", "right")
@@ -75,8 +75,7 @@ class HealthGatheringEnv(gym.Env):
                                            vzd.GameVariable.ANGLE, vzd.GameVariable.HEALTH])
         game.set_objects_info_enabled(True)  # where the medkits lie: the side of the one taken
         game.set_mode(vzd.Mode.PLAYER)
-        with in_dir(self._scratch):
-            game.init()
+        start_engine(game, self._scratch)
         self.game = game
         self._frame = np.zeros(self.observation_space.shape, np.uint8)
         self._vars = (CENTRE_Y, CENTRE_Y, 0.0, 100.0)

@@ -28,7 +28,7 @@ import numpy as np
 from hf_agents.actions import NUM_BUTTONS, STICK_CENTRES, action_space
 from hf_agents.files import atomic_path
 from hf_agents.frames import resize
-from hf_agents.games.engine import close_engine, in_dir
+from hf_agents.games.engine import close_engine, start_engine
 from hf_agents.games.jumppads.map import (
     DEFAULT_VARIANT,
     FALL_Z,
@@ -115,8 +115,7 @@ class JumpPadsEnv(gym.Env):
         game.set_episode_timeout(0)
         game.set_mode(vzd.Mode.PLAYER)
         game.add_game_args("+sv_cheats 1 +freelook 1 +sv_nomonsters 1")
-        with in_dir(self._scratch):
-            game.init()
+        start_engine(game, self._scratch)
         game.send_game_command("chase")  # third-person camera behind the player
         self.game = game
         self._steps = 0
