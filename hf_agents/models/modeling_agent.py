@@ -37,10 +37,10 @@ _CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters e
 
 
 # -- dense layers on a CPU ---------------------------------------------------------------------------------------------
-# torch sends fp32 matmuls to its BLAS (MKL), which on AMD CPUs runs at about half the speed oneDNN reaches there
-# (BENCHMARKS.md: 211 against 497 GFLOP/s on a 2-core AMD EPYC). The model's Linear and Conv1D layers send their
-# forward product and its input gradient through oneDNN (full fp32); the weight gradient, where oneDNN was slower
-# at the encoder's shapes, stays with torch. HF_AGENTS_ONEDNN_LINEARS=0: torch's own path.
+# torch sends fp32 matmuls to its BLAS (MKL), which on the 2-core AMD EPYC of BENCHMARKS.md reaches 219 GFLOP/s
+# against 468 through oneDNN. The model's Linear and Conv1D layers send their forward product and its input gradient
+# through oneDNN (full fp32); the weight gradient, where oneDNN was slower at the encoder's shapes, stays with torch.
+# HF_AGENTS_ONEDNN_LINEARS=0: torch's own path.
 def _onednn_linear_op():
     try:
         return torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
