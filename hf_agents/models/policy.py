@@ -23,9 +23,6 @@ class AgentPolicy:
     def __init__(self, model: AgentModel, num_envs: int, temperature: float = 1.0, greedy: bool = False,
                  seed: int | None = None, threads: int | None = None):
         self.model = model.eval()
-        # The frame encoder's convolution weights in the channels-last layout of its inputs (the same values): oneDNN
-        # otherwise lays them out again at every call, a fixed cost of each acting step.
-        model.encoder.to(memory_format=torch.channels_last)
         self.num_envs, self.temperature, self.greedy, self.seed = num_envs, temperature, greedy, seed
         self.checkpoint = str(getattr(model, "name_or_path", "") or "")  # recorded with rollouts
         self.H, self.keep_steps = model.config.context_length, model.config.keep_steps
