@@ -97,7 +97,7 @@ class MatmulRate:
     """One dtype's square-matmul GFLOP/s, measured in ~0.3 s bursts: `matmul_peak` reports it, and a training step's
     share of the peak divides by a burst measured right beside that step (the host's speed drifts with its load).
     fp32 on a CPU goes two ways, torch's BLAS (`a @ b`) and oneDNN (the model's dense layers); the peak is the faster
-    (on AMD CPUs the BLAS reaches about half of what oneDNN does)."""
+    (on the AMD EPYC of BENCHMARKS.md the BLAS reached less than half of oneDNN's rate)."""
 
     def __init__(self, dtype: torch.dtype):
         self.n = 2048 if torch.cuda.is_available() else 1024
@@ -312,6 +312,24 @@ def acting(q) -> dict:
     return out
 
 
+def dense_layers_side_by_side(q, model, training_ms, acting_ms) -> dict:
+    """Training step and acting ms with the dense layers' products through torch's BLAS and through oneDNN."""
+    ways, default = {"blas": False, "onednn": True}, modeling_agent.ONEDNN_LINEARS
+    train, acts = {k: [] for k in ways}, {k: [] for k in ways}
+    try:
+        for _ in range(q["reps"]):  # interleaved, so both see the same machine
+            for way, onednn in ways.items():
+                modeling_agent.ONEDNN_LINEARS = onednn
+                train[way] += training_ms(model)
+                acts[way] += acting_ms(model.eval(), 1)
+    finally:
+        modeling_agent.ONEDNN_LINEARS = default
+    out = {way: {"training_step_ms": stats(train[way]), "acting_ms": stats(acts[way])} for way in ways}
+    out["onednn_speedup"] = {k: statistics.median(v["blas"]) / statistics.median(v["onednn"])
+                             for k, v in (("training_step", train), ("acting", acts))}
+    return out
+
+
 def acting_choices(q) -> dict:
     """Side by side, interleaved: the backbone's GELU (GPT-2's tanh approximation against exact) on a cpu-preset
     training step (batch 8) and on acting (batch 16, one thread); acting through a LoRA adapter against the adapter
@@ -357,20 +375,10 @@ def acting_choices(q) -> dict:
     out["gelu"]["exact_speedup"] = {k: statistics.median(v["gelu_pytorch_tanh"]) / statistics.median(v["gelu"])
                                     for k, v in (("training_step", train), ("acting", acts))}
 
-    # the dense layers' products through torch's BLAS or through oneDNN (`modeling_agent.dense`)
-    ways, default = {"blas": False, "onednn": True}, modeling_agent.ONEDNN_LINEARS
-    train, acts = {k: [] for k in ways}, {k: [] for k in ways}
-    try:
-        for _ in range(q["reps"]):
-            for way, onednn in ways.items():
-                modeling_agent.ONEDNN_LINEARS = onednn
-                train[way] += training_ms(models["gelu"])
-                acts[way] += acting_ms(models["gelu"].eval(), 1)
-    finally:
-        modeling_agent.ONEDNN_LINEARS = default
-    out["dense_layers"] = {way: {"training_step_ms": stats(train[way]), "acting_ms": stats(acts[way])} for way in ways}
-    out["dense_layers"]["onednn_speedup"] = {k: statistics.median(v["blas"]) / statistics.median(v["onednn"])
-                                             for k, v in (("training_step", train), ("acting", acts))}
+    # the dense layers' products through torch's BLAS or through oneDNN (`modeling_agent.dense`); not where there is
+    # no oneDNN linear (or in a commit before it)
+    if getattr(modeling_agent, "_ONEDNN_LINEAR", None) is not None:
+        out["dense_layers"] = dense_layers_side_by_side(q, models["gelu"], training_ms, acting_ms)
 
     lora = get_peft_model(copy.deepcopy(models["gelu"]).eval(), LoraConfig(
         r=8, lora_alpha=16, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True, init_lora_weights=False))
@@ -672,11 +680,11 @@ class StandStill:
 
 class Replay:
     """A policy that costs nothing and plays a rollout's recorded actions again, episode by episode: through the same
-    engine, the game alone doing the agent's work (the same episodes: moves, lengths, falls and resets). `seed`: the
-    rollout's; each env finds its episode from the stream seed the engine passes at its reset."""
+    engine, the game alone doing the agent's work (the same episodes: moves, lengths, falls and resets). Each env finds
+    its episode from the stream seed the engine passes at its reset (its reset seed and episode id)."""
 
-    def __init__(self, episodes, seed: int):
-        self.recorded = {episode_stream(seed + e.index, e.index): e.actions for e in episodes}
+    def __init__(self, episodes):
+        self.recorded = {episode_stream(e.seed, e.index): e.actions for e in episodes}
         self.playing: dict[int, np.ndarray | None] = {}
         self.steps: dict[int, int] = {}
 
@@ -721,7 +729,7 @@ def rollouts_against_the_game(q) -> dict:
                     replay, still, agent, same, lengths = [], [], [], 0, []
                     for rep in range(q["reps_rollout"]):  # interleaved, so all see the same machine
                         acted = run(venv, AgentPolicy(model, B, seed=rep), B, rep)
-                        replayed = run(venv, Replay(acted.episodes, 100 * rep), B, rep)
+                        replayed = run(venv, Replay(acted.episodes), B, rep)
                         agent.append(acted.steps_per_second)
                         replay.append(replayed.steps_per_second)
                         still.append(run(venv, StandStill(), B, rep).steps_per_second)

@@ -236,6 +236,14 @@ def test_the_engines_crash_report_goes_to_the_games_log_not_the_console():
     assert "Fatal Error" not in proc.stdout + proc.stderr
 
 
+def test_an_engine_that_does_not_start_names_its_log(monkeypatch, tmp_path):
+    import hf_agents.games.jumppads.env as jumppads
+
+    monkeypatch.setattr(jumppads, "wad_path", lambda pads_look_alike=False: tmp_path / "missing.wad")
+    with pytest.raises(RuntimeError, match=r"did not start: .*missing\.wad(.|\n)*engine\.log"):
+        JumpPadsEnv()
+
+
 def test_rollout_drops_and_counts_failed_episodes():
     env_fn = functools.partial(make_jumppads, fault_injection=True, frame_size=32, max_steps=20)
 

@@ -195,7 +195,20 @@ def test_gradient_checkpointing_same_gradients():
         torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-5)
 
 
-def test_dense_layers_through_onednn_give_torchs_outputs_and_gradients(monkeypatch):
+@pytest.fixture
+def onednn_calls(monkeypatch):
+    """Counts the oneDNN products the dense layers make (skips where torch has no oneDNN linear)."""
+    from hf_agents.models import modeling_agent
+
+    if modeling_agent._ONEDNN_LINEAR is None:
+        pytest.skip("no oneDNN linear in this torch build or on this CPU")
+    calls = []
+    op = modeling_agent._ONEDNN_LINEAR
+    monkeypatch.setattr(modeling_agent, "_ONEDNN_LINEAR", lambda *args: calls.append(1) or op(*args))
+    return calls
+
+
+def test_dense_layers_through_onednn_give_torchs_outputs_and_gradients(monkeypatch, onednn_calls):
     from transformers.pytorch_utils import Conv1D
 
     from hf_agents.models import modeling_agent
@@ -203,19 +216,40 @@ def test_dense_layers_through_onednn_give_torchs_outputs_and_gradients(monkeypat
     m = make_tiny_agent(dropout=0.0).train()
     layers = [x for x in m.modules() if isinstance(x, (torch.nn.Linear, Conv1D))]
     assert layers and all(type(x) in (modeling_agent.DenseLinear, modeling_agent.DenseConv1D) for x in layers)
-    assert set(m.state_dict()) == set(AgentModel(m.config).state_dict())  # the checkpoint's keys are unchanged
     frames, actions = random_batch()
     runs = []
     for onednn in (False, True):
         monkeypatch.setattr(modeling_agent, "ONEDNN_LINEARS", onednn)
+        onednn_calls.clear()
         m.zero_grad(set_to_none=True)
         out = m(frames, actions)
         out.loss.backward()
+        assert bool(onednn_calls) == onednn
         runs.append((out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
     torch.testing.assert_close(runs[1][0], runs[0][0], atol=1e-5, rtol=1e-4)
     assert runs[0][1].keys() == runs[1][1].keys() and len(runs[0][1]) > 20
     for n in runs[0][1]:
         torch.testing.assert_close(runs[1][1][n], runs[0][1][n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("case", ["bias", "no bias", "one vector", "frozen weight", "transposed weight"])
+def test_dense_matches_torchs_linear_and_its_gradients(onednn_calls, case):
+    from hf_agents.models.modeling_agent import dense
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5 if case == "one vector" else (2, 3, 5), generator=g, requires_grad=True)
+    weight = torch.randn(5, 4, generator=g).t() if case == "transposed weight" else torch.randn(4, 5, generator=g)
+    weight.requires_grad_(case != "frozen weight")
+    bias = None if case == "no bias" else torch.randn(4, generator=g, requires_grad=True)
+    grads = []
+    for fn in (torch.nn.functional.linear, dense):
+        out = fn(x, weight, bias)
+        wanted = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
+        grads.append((out.detach(), torch.autograd.grad((out * torch.arange(4.0)).sum(), wanted)))
+    assert onednn_calls
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for ours, torchs in zip(grads[1][1], grads[0][1]):
+        torch.testing.assert_close(ours, torchs)
 
 
 def test_bf16_autocast_runs():

@@ -34,23 +34,30 @@ def _output_to(log: Path):
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    saved = [os.dup(1), os.dup(2)]
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
+    with contextlib.ExitStack() as stack:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        stack.callback(os.close, fd)
+        for target in (1, 2):
+            try:
+                saved = os.dup(target)
+            except OSError:  # no such descriptor here (a daemon): nothing to redirect
+                continue
+            stack.callback(os.close, saved)
+            stack.callback(os.dup2, saved, target)
+            os.dup2(fd, target)
         yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for f in (fd, *saved):
-            os.close(f)
 
 
 def start_engine(game, scratch) -> None:
-    """Start a configured ViZDoom game inside `scratch`, its process's output going to `scratch`/engine.log."""
-    with in_dir(scratch), _output_to(Path(scratch) / ENGINE_LOG):
-        game.init()
+    """Start a configured ViZDoom game inside `scratch`, its process's output going to `scratch`/engine.log (quoted
+    in the error when the engine does not start)."""
+    log = Path(scratch).resolve() / ENGINE_LOG
+    try:
+        with in_dir(scratch), _output_to(log):
+            game.init()
+    except Exception as e:
+        output = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise RuntimeError(f"the ViZDoom engine did not start: {e}\nits output ({log}):\n{output or '(none)'}") from e
 
 
 def close_engine(game, scratch) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import inspect
 import os
+import platform
 from dataclasses import dataclass
 
 import torch
 from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import nn
+from torch.autograd.function import once_differentiable
 from transformers import AutoConfig, AutoModel, GPT2Config, GPT2Model, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 from transformers.utils import ModelOutput
@@ -38,18 +40,28 @@ _CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters e
 
 # -- dense layers on a CPU ---------------------------------------------------------------------------------------------
 # torch sends fp32 matmuls to its BLAS (MKL), which on the 2-core AMD EPYC of BENCHMARKS.md reaches 219 GFLOP/s
-# against 468 through oneDNN. The model's Linear and Conv1D layers send their forward product and its input gradient
-# through oneDNN (full fp32); the weight gradient, where oneDNN was slower at the encoder's shapes, stays with torch.
-# HF_AGENTS_ONEDNN_LINEARS=0: torch's own path.
+# against 468 through oneDNN. On x86-64 the model's Linear and Conv1D layers send their forward product and its input
+# gradient through oneDNN (full fp32); the weight gradient, where oneDNN was slower at the encoder's shapes, stays with
+# torch. HF_AGENTS_ONEDNN_LINEARS=0: torch's own path.
 def _onednn_linear_op():
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return None
     try:
-        return torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
+        return torch.ops.mkldnn._linear_pointwise.default
     except (AttributeError, RuntimeError):
         return None
 
 
+def _onednn_linears_setting() -> bool:
+    value = os.environ.get("HF_AGENTS_ONEDNN_LINEARS", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"HF_AGENTS_ONEDNN_LINEARS={value!r}: set it to 1 (the dense layers' products through oneDNN "
+                         "on a CPU, the default) or 0 (torch's own path)")
+    return value == "1"
+
+
 _ONEDNN_LINEAR = _onednn_linear_op()
-ONEDNN_LINEARS = os.environ.get("HF_AGENTS_ONEDNN_LINEARS", "1") != "0"
+ONEDNN_LINEARS = _onednn_linears_setting()
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -57,11 +69,13 @@ class _OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
+        needs_x, needs_weight = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None)
         ctx.has_bias = bias is not None
         return _ONEDNN_LINEAR(x, weight, bias, "none", [], "")
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         grad_x = _ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "") if ctx.needs_input_grad[0] else None
@@ -71,7 +85,7 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`nn.functional.linear` (weight (out, in)), through oneDNN for fp32 on a CPU (see above)."""
+    """`nn.functional.linear` (weight (out, in)), through oneDNN for fp32 on an x86-64 CPU (see above)."""
     if (not ONEDNN_LINEARS or _ONEDNN_LINEAR is None or x.device.type != "cpu" or x.dtype != torch.float32
             or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
         return nn.functional.linear(x, weight, bias)
