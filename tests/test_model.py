@@ -197,7 +197,8 @@ def test_gradient_checkpointing_same_gradients():
 
 @pytest.fixture
 def onednn_calls(monkeypatch):
-    """Counts the oneDNN products the dense layers make (skips where torch has no oneDNN linear)."""
+    """Counts the oneDNN products the dense layers make, every product going there whatever its size (skips where
+    torch has no oneDNN linear)."""
     from hf_agents.models import modeling_agent
 
     if modeling_agent._ONEDNN_LINEAR is None:
@@ -205,7 +206,20 @@ def onednn_calls(monkeypatch):
     calls = []
     op = modeling_agent._ONEDNN_LINEAR
     monkeypatch.setattr(modeling_agent, "_ONEDNN_LINEAR", lambda *args: calls.append(1) or op(*args))
+    monkeypatch.setattr(modeling_agent, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
     return calls
+
+
+def test_only_large_products_go_through_onednn(onednn_calls, monkeypatch):
+    from hf_agents.models import modeling_agent
+    from hf_agents.models.modeling_agent import dense
+
+    monkeypatch.setattr(modeling_agent, "ONEDNN_MIN_MULTIPLY_ADDS", 1 << 21)  # the default
+    with torch.no_grad():
+        dense(torch.randn(2, 192), torch.randn(576, 192), None)  # acting at batch 1: 221k multiply-adds
+        assert not onednn_calls
+        dense(torch.randn(32, 192), torch.randn(768, 192), None)  # acting at batch 16: 4.7M
+        assert len(onednn_calls) == 1
 
 
 def test_dense_layers_through_onednn_give_torchs_outputs_and_gradients(monkeypatch, onednn_calls):

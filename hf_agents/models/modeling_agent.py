@@ -41,8 +41,9 @@ _CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters e
 # -- dense layers on a CPU ---------------------------------------------------------------------------------------------
 # torch sends fp32 matmuls to its BLAS (MKL), which on the 2-core AMD EPYC of BENCHMARKS.md reaches 219 GFLOP/s
 # against 468 through oneDNN. On x86-64 the model's Linear and Conv1D layers send their forward product and its input
-# gradient through oneDNN (full fp32); the weight gradient, where oneDNN was slower at the encoder's shapes, stays with
-# torch. HF_AGENTS_ONEDNN_LINEARS=0: torch's own path.
+# gradient through oneDNN (full fp32) when the product has at least 2^21 multiply-adds (below, oneDNN's fixed cost of
+# about 10 us a call made it slower there, e.g. acting at batch 1); the weight gradient, where oneDNN was slower at
+# the encoder's shapes, stays with torch. HF_AGENTS_ONEDNN_LINEARS=0: torch's own path.
 def _onednn_linear_op():
     if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
         return None
@@ -62,6 +63,7 @@ def _onednn_linears_setting() -> bool:
 
 _ONEDNN_LINEAR = _onednn_linear_op()
 ONEDNN_LINEARS = _onednn_linears_setting()
+ONEDNN_MIN_MULTIPLY_ADDS = 1 << 21
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -85,9 +87,10 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`nn.functional.linear` (weight (out, in)), through oneDNN for fp32 on an x86-64 CPU (see above)."""
+    """`nn.functional.linear` (weight (out, in)), through oneDNN for large fp32 products on an x86-64 CPU (see above)."""
     if (not ONEDNN_LINEARS or _ONEDNN_LINEAR is None or x.device.type != "cpu" or x.dtype != torch.float32
-            or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
+            or weight.dtype != torch.float32 or x.numel() * weight.shape[0] < ONEDNN_MIN_MULTIPLY_ADDS
+            or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
         return nn.functional.linear(x, weight, bias)
     return _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
 
