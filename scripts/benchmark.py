@@ -312,22 +312,19 @@ def acting(q) -> dict:
     return out
 
 
-def dense_layers_side_by_side(q, model, training_ms, acting_ms) -> dict:
-    """Training step and acting ms with the dense layers' products through torch's BLAS and through oneDNN."""
-    ways, default = {"blas": False, "onednn": True}, modeling_agent.ONEDNN_LINEARS
-    train, acts = {k: [] for k in ways}, {k: [] for k in ways}
-    try:
-        for _ in range(q["reps"]):  # interleaved, so both see the same machine
-            for way, onednn in ways.items():
-                modeling_agent.ONEDNN_LINEARS = onednn
-                train[way] += training_ms(model)
-                acts[way] += acting_ms(model.eval(), 1)
-    finally:
-        modeling_agent.ONEDNN_LINEARS = default
-    out = {way: {"training_step_ms": stats(train[way]), "acting_ms": stats(acts[way])} for way in ways}
-    out["onednn_speedup"] = {k: statistics.median(v["blas"]) / statistics.median(v["onednn"])
-                             for k, v in (("training_step", train), ("acting", acts))}
-    return out
+def training_and_acting_side_by_side(q, variants: dict, training_ms, acting_ms, before: str, after: str):
+    """Training step and acting ms of each variant (name -> a function that sets it up and returns its model),
+    interleaved so that all see the same machine; and `after`'s speed-up over `before` for each."""
+    train, acts = {k: [] for k in variants}, {k: [] for k in variants}
+    for _ in range(q["reps"]):
+        for name, setup in variants.items():
+            model = setup()
+            train[name] += training_ms(model)
+            acts[name] += acting_ms(model.eval(), 1)
+    out = {name: {"training_step_ms": stats(train[name]), "acting_ms": stats(acts[name])} for name in variants}
+    speedup = {k: statistics.median(v[before]) / statistics.median(v[after])
+               for k, v in (("training_step", train), ("acting", acts))}
+    return out, speedup
 
 
 def acting_choices(q) -> dict:
@@ -366,19 +363,24 @@ def acting_choices(q) -> dict:
             model.zero_grad(set_to_none=True)
         return [t * 1e3 for t in timed(step, 1)]
 
-    train, acts = {k: [] for k in models}, {k: [] for k in models}
-    for _ in range(q["reps"]):  # interleaved, so both see the same machine
-        for act, model in models.items():
-            train[act] += training_ms(model)
-            acts[act] += acting_ms(model.eval(), 1)
-    out["gelu"] = {act: {"training_step_ms": stats(train[act]), "acting_ms": stats(acts[act])} for act in models}
-    out["gelu"]["exact_speedup"] = {k: statistics.median(v["gelu_pytorch_tanh"]) / statistics.median(v["gelu"])
-                                    for k, v in (("training_step", train), ("acting", acts))}
+    out["gelu"], out["gelu"]["exact_speedup"] = training_and_acting_side_by_side(
+        q, {act: (lambda model=model: model) for act, model in models.items()}, training_ms, acting_ms,
+        before="gelu_pytorch_tanh", after="gelu")
 
     # the dense layers' products through torch's BLAS or through oneDNN (`modeling_agent.dense`); not where there is
     # no oneDNN linear (or in a commit before it)
     if getattr(modeling_agent, "_ONEDNN_LINEAR", None) is not None:
-        out["dense_layers"] = dense_layers_side_by_side(q, models["gelu"], training_ms, acting_ms)
+        default = modeling_agent.ONEDNN_LINEARS
+
+        def through(onednn):
+            modeling_agent.ONEDNN_LINEARS = onednn
+            return models["gelu"]
+        try:
+            out["dense_layers"], out["dense_layers"]["onednn_speedup"] = training_and_acting_side_by_side(
+                q, {"blas": lambda: through(False), "onednn": lambda: through(True)}, training_ms, acting_ms,
+                before="blas", after="onednn")
+        finally:
+            modeling_agent.ONEDNN_LINEARS = default
 
     lora = get_peft_model(copy.deepcopy(models["gelu"]).eval(), LoraConfig(
         r=8, lora_alpha=16, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True, init_lora_weights=False))
@@ -1167,12 +1169,12 @@ def write_markdown(report: dict, out: Path) -> None:
                              f"{fmt(v['rollout_steps_per_s'])} | {v['rollout_per_core']:.0f} | {v['share_of_game']:.0%} | "
                              f"{v['times_real_time_10hz']:.0f}x | {fmt(v['game_standing_still_steps_per_s'])} | "
                              f"{v['share_of_game_standing_still']:.0%} |")
-        lengths = [v for v in r.values() if isinstance(v, dict)]
+        rows = [v for v in r.values() if isinstance(v, dict)]
         lines.append("\nThe game alone: the same engine and games with a policy that costs nothing, replaying the "
                      "agent's recorded actions (its episodes: moves, falls, resets; "
-                     f"{min(v['replayed_episodes_of_the_same_length'] for v in lengths):.0%} of the replayed episodes "
+                     f"{min(v['replayed_episodes_of_the_same_length'] for v in rows):.0%} of the replayed episodes "
                      "ended at the step the agent's did, in the row with the fewest; the untrained agent's episodes average "
-                     f"{np.mean([v['mean_episode_steps'] for v in lengths]):.0f} steps), or standing still (every "
+                     f"{np.mean([v['mean_episode_steps'] for v in rows]):.0f} steps), or standing still (every "
                      "episode runs to its step limit). shared / pipe: frames through shared memory or pickled through "
                      "the workers' pipes.\n")
     if "sample_factory" in report:
