@@ -54,6 +54,23 @@ def timed(fn, reps: int, warmup: int = 1) -> list[float]:
     return out
 
 
+def busy_cores(fn, *args):
+    """(fn(*args), how many of the machine's cores were busy on average while it ran: all processes, from /proc/stat;
+    None where there is none)."""
+    def ticks():
+        with open("/proc/stat") as f:
+            values = [int(x) for x in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = ticks()
+    except OSError:
+        return fn(*args), None
+    result = fn(*args)
+    total1, idle1 = ticks()
+    return result, (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1))
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -639,9 +656,19 @@ def rollout_speed(q) -> dict:
                 spent[key] += time.perf_counter() - t
         return timed_call
 
+    full_batch_calls = []  # ms of each act with every env of its group
+
     class TimedPolicy(AgentPolicy):
-        def act(self, *args, **kwargs):
-            return timing(super().act, "act")(*args, **kwargs)
+        def __init__(self, model, num_envs, **kwargs):
+            super().__init__(model, num_envs, **kwargs)
+            self.group_size = num_envs
+
+        def act(self, frames, *args, **kwargs):
+            t = time.perf_counter()
+            out = timing(super().act, "act")(frames, *args, **kwargs)
+            if len(frames) == self.group_size:
+                full_batch_calls.append((time.perf_counter() - t) * 1e3)
+            return out
 
     out = {"batch": B, "target_times": 50}
     with BatchedEnv(functools.partial(make_jumppads, max_steps=20 if q["quick"] else 60), B) as venv:
@@ -652,14 +679,15 @@ def rollout_speed(q) -> dict:
         for rep in range(1 if q["quick"] else 3):
             for name, (threads, groups) in runs.items():  # interleaved, so all see the same machine
                 spent.update(act=0.0, env=0.0)
+                full_batch_calls.clear()
                 # several episodes per env, so that the batch stays full (the last episodes run at a smaller batch)
                 result = rollout(venv, TimedPolicy(model, B, seed=rep, threads=threads), q["rollout_rounds"] * B,
-                                 seed=100 * rep,
-                                 keep_frames=False, progress=False, groups=groups)
+                                 seed=100 * rep, keep_frames=False, progress=False, groups=groups)
                 samples[name].append(result.steps_per_second)
                 total = result.seconds
                 shares[name] = {"share_acting": spent["act"] / total, "share_env_step": spent["env"] / total,
-                                "share_other": 1 - (spent["act"] + spent["env"]) / total}
+                                "share_other": 1 - (spent["act"] + spent["env"]) / total,
+                                "acting_ms_full_batch": statistics.median(full_batch_calls or [float("nan")])}
     for name, xs in samples.items():
         out[name] = {"env_steps_per_s": stats(xs), "times_real_time_10hz": statistics.median(xs) / 10, **shares[name]}
     default = "threads=1, groups=1"
@@ -667,6 +695,11 @@ def rollout_speed(q) -> dict:
     out["speedup_vs_default"] = {k: statistics.median(xs) / statistics.median(samples[default])
                                  for k, xs in samples.items()}
     return out
+
+
+def _median_or_none(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
 
 
 class StandStill:
@@ -728,10 +761,12 @@ def rollouts_against_the_game(q) -> dict:
                 else ("shared",)
             for transport in transports:
                 with BatchedEnv(env_fn, B, shared_memory=transport == "shared") as venv:
-                    replay, still, agent, same, lengths = [], [], [], 0, []
+                    replay, still, agent, same, lengths, busy = [], [], [], 0, [], {"game": [], "agent": []}
                     for rep in range(q["reps_rollout"]):  # interleaved, so all see the same machine
-                        acted = run(venv, AgentPolicy(model, B, seed=rep), B, rep)
-                        replayed = run(venv, Replay(acted.episodes), B, rep)
+                        acted, cores_acting = busy_cores(run, venv, AgentPolicy(model, B, seed=rep), B, rep)
+                        replayed, cores_game = busy_cores(run, venv, Replay(acted.episodes), B, rep)
+                        busy["agent"].append(cores_acting)
+                        busy["game"].append(cores_game)
                         agent.append(acted.steps_per_second)
                         replay.append(replayed.steps_per_second)
                         still.append(run(venv, StandStill(), B, rep).steps_per_second)
@@ -744,7 +779,9 @@ def rollouts_against_the_game(q) -> dict:
                     "rollout_steps_per_s": stats(agent), "game_alone_per_core": r / cores,
                     "rollout_per_core": a / cores, "share_of_game": a / r, "share_of_game_standing_still": a / s_,
                     "times_real_time_10hz": a / 10, "mean_episode_steps": float(np.mean(lengths)),
-                    "replayed_episodes_of_the_same_length": same / max(len(lengths), 1)}
+                    "replayed_episodes_of_the_same_length": same / max(len(lengths), 1),
+                    "busy_cores_game_alone": _median_or_none(busy["game"]),
+                    "busy_cores_rollouts": _median_or_none(busy["agent"])}
     return out
 
 
@@ -1148,27 +1185,34 @@ def write_markdown(report: dict, out: Path) -> None:
     if "rollout" in report:
         r = report["rollout"]
         lines.append(f"\n| rollouts, agent at batch {r['batch']} | env steps/s | x real time (target >= {r['target_times']}x) | "
-                     "acting | env step (send, game, receive) | engine bookkeeping, resets |\n|---|---|---|---|---|---|")
+                     "acting | env step (send, game, receive) | engine bookkeeping, resets | acting, ms a call with "
+                     "every env of the group |\n|---|---|---|---|---|---|---|")
         for name, speedup in r["speedup_vs_default"].items():
             g = r[name]
             lines.append(f"| {name}{' (default)' if speedup == 1 else ''} | {fmt(g['env_steps_per_s'])} | "
                          f"{g['times_real_time_10hz']:.0f}x ({speedup:.2f}x the default) | "
-                         f"{g['share_acting']:.0%} | {g['share_env_step']:.0%} | {g['share_other']:.0%} |")
+                         f"{g['share_acting']:.0%} | {g['share_env_step']:.0%} | {g['share_other']:.0%} | "
+                         f"{g.get('acting_ms_full_batch', float('nan')):.1f} |")
+        hot = report.get("acting", {}).get(f"batch={r['batch']}", {}).get("kv_cache_one_thread_ms_per_step")
+        in_loop = f" (the same step in a loop of its own: {hot['median']:.1f} ms, the acting section)" if hot else ""
         lines.append("\nthreads: torch's CPU threads while acting; groups=2: each half of the envs acts while the other "
                      "half's games step (shares are of the acting process's wall time; with two groups, env step is the "
-                     "wait for games that had not finished).\n")
+                     "wait for games that had not finished). The last column: acting between game steps, at the "
+                     f"run's full batch{in_loop}.\n")
     if "rollouts_against_the_game" in report:
         r = report["rollouts_against_the_game"]
         lines.append(f"\n| {r['episode_steps']}-step episodes, {r['cores']} cores | game alone, the agent's episodes: "
                      f"steps/s | per core | agent acting (cpu preset, one thread): steps/s | per core | share of the game "
                      f"alone (target >= {r['target_share_of_game']:.0%}) | x real time | game standing still: steps/s "
-                     "| share of it |\n|---|---|---|---|---|---|---|---|---|")
+                     "| share of it | busy cores: game alone / rollouts |\n|---|---|---|---|---|---|---|---|---|---|")
+        cores = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
         for k, v in r.items():
             if isinstance(v, dict):
                 lines.append(f"| {k} | {fmt(v['game_alone_steps_per_s'])} | {v['game_alone_per_core']:.0f} | "
                              f"{fmt(v['rollout_steps_per_s'])} | {v['rollout_per_core']:.0f} | {v['share_of_game']:.0%} | "
                              f"{v['times_real_time_10hz']:.0f}x | {fmt(v['game_standing_still_steps_per_s'])} | "
-                             f"{v['share_of_game_standing_still']:.0%} |")
+                             f"{v['share_of_game_standing_still']:.0%} | {cores(v.get('busy_cores_game_alone'))} / "
+                             f"{cores(v.get('busy_cores_rollouts'))} |")
         rows = [v for v in r.values() if isinstance(v, dict)]
         lines.append("\nThe game alone: the same engine and games with a policy that costs nothing, replaying the "
                      "agent's recorded actions (its episodes: moves, falls, resets; "
@@ -1176,7 +1220,8 @@ def write_markdown(report: dict, out: Path) -> None:
                      "ended at the step the agent's did, in the row with the fewest; the untrained agent's episodes average "
                      f"{np.mean([v['mean_episode_steps'] for v in rows]):.0f} steps), or standing still (every "
                      "episode runs to its step limit). shared / pipe: frames through shared memory or pickled through "
-                     "the workers' pipes.\n")
+                     "the workers' pipes. Busy cores: the average number of the machine's cores at work (all processes) "
+                     "during the game alone replaying and during the rollouts.\n")
     if "sample_factory" in report:
         p, ours = report["sample_factory"], report.get("rollouts_against_the_game", {}).get("64px, batch 16, shared")
         if "steady_frames_per_s" in p:
