@@ -266,6 +266,31 @@ def test_dense_matches_torchs_linear_and_its_gradients(onednn_calls, case):
         torch.testing.assert_close(ours, torchs)
 
 
+@pytest.mark.parametrize("case", ["channels-last", "contiguous", "no bias", "frozen input", "frozen weight"])
+def test_depthwise_convolutions_train_with_torchs_gradients(case):
+    from hf_agents.models.modeling_agent import DepthwiseConv2d
+
+    m = make_tiny_agent()
+    swapped = [x for x in m.modules() if type(x) is DepthwiseConv2d]
+    assert swapped and all(x.groups == x.in_channels > 1 for x in swapped)
+    assert all(x.groups == 1 for x in m.modules() if type(x) is torch.nn.Conv2d)  # the stem, the downsamplings
+    g = torch.Generator().manual_seed(0)
+    conv = DepthwiseConv2d(6, 6, 7, padding=3, groups=6, bias=case != "no bias")
+    x = torch.randn(3, 6, 9, 5, generator=g)
+    x = x.contiguous(memory_format=torch.channels_last) if case != "contiguous" else x
+    x.requires_grad_(case != "frozen input")
+    conv.weight.requires_grad_(case != "frozen weight")
+    wanted = [t for t in (x, conv.weight, conv.bias) if t is not None and t.requires_grad]
+    upstream, runs = torch.randn(3, 6, 9, 5, generator=g), []
+    for forward in (lambda a: torch.nn.functional.conv2d(a, conv.weight, conv.bias, 1, 3, 1, 6), conv):
+        out = forward(x)
+        runs.append((out.detach(), torch.autograd.grad((out * upstream).sum(), wanted)))
+    torch.testing.assert_close(runs[1][0], runs[0][0])
+    assert len(runs[1][1]) == len(wanted) >= 1
+    for ours, torchs in zip(runs[1][1], runs[0][1]):
+        torch.testing.assert_close(ours, torchs)
+
+
 def test_bf16_autocast_runs():
     m = make_tiny_agent()
     frames, actions = random_batch()
