@@ -154,7 +154,18 @@ def matmul_peak(q) -> dict:
         runs = [rate.rates() for _ in range(q["reps"])]
         out[name] = {"gflops": stats([max(r.values()) for r in runs]), "size": rate.n,
                      "ways": {way: stats([r[way] for r in runs]) for way in rate.ways}}
+    out["memory_gb_s"] = memory_bandwidth(q)
     return out
+
+
+def memory_bandwidth(q) -> dict:
+    """GB/s read and written by a copy of 256 MB (far larger than the caches): with the fp32 peak, the FLOP per byte
+    below which a layer is bound by memory rather than arithmetic."""
+    a = torch.randn(64 << 20, device=device())
+    b = torch.empty_like(a)
+    b.copy_(a)
+    sync()
+    return stats([2 * a.numel() * 4 / t / 1e9 for t in timed(lambda: (b.copy_(a), sync()), q["reps"])])
 
 
 def batch(B, T, size, seed=0):
@@ -1095,8 +1106,12 @@ def write_markdown(report: dict, out: Path) -> None:
     p = report["matmul_peak"]
     ways = p["fp32"].get("ways", {})
     by_way = f" (torch's BLAS {fmt(ways['torch'])}, oneDNN {fmt(ways['onednn'])})" if "onednn" in ways else ""
+    memory = p.get("memory_gb_s")
+    ridge = (f" Memory: {fmt(memory)} GB/s (a copy of 256 MB), so a layer doing fewer than "
+             f"{p['fp32']['gflops']['median'] / memory['median']:.0f} FLOP per byte it reads and writes is bound by "
+             "memory at the fp32 peak.") if memory else ""
     lines.append(f"Matmul peak: fp32 {fmt(p['fp32']['gflops'])} GFLOP/s{by_way}, bf16 {fmt(p['bf16']['gflops'])} "
-                 "GFLOP/s. A share of the peak divides by the faster way, measured beside each step.\n")
+                 f"GFLOP/s. A share of the peak divides by the faster way, measured beside each step.{ridge}\n")
     if "training" in report:
         lines.append("| training (batch 8, H=32) | params | frames/s | GFLOP/s | matmul peak beside it (GFLOP/s) | "
                      "share of that peak |\n|---|---|---|---|---|---|")
