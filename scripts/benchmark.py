@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import platform
 import resource
@@ -175,10 +176,23 @@ def batch(B, T, size, seed=0):
     return frames.to(device()), actions.to(device())
 
 
-def train_flops(model, frames, actions) -> int:
+def _onednn_linear_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(x_shape) * weight_shape[0]
+
+
+def flop_counter():
+    """torch's FlopCounterMode, also counting the dense layers' oneDNN products (`modeling_agent.dense`), which it
+    has no formula for: without it a CPU step's forward products and input gradients went uncounted."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    mapping = {}
+    if getattr(modeling_agent, "_ONEDNN_LINEAR", None) is not None:
+        mapping[torch.ops.mkldnn._linear_pointwise] = _onednn_linear_flops
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def train_flops(model, frames, actions) -> int:
+    counter = flop_counter()
     with counter:
         model(frames, actions).loss.backward()
     model.zero_grad(set_to_none=True)
@@ -876,7 +890,6 @@ def reward_model_speed(q, peak) -> dict:
     """Reward-model training comparisons/s (the reward stage's Trainer on frozen embeddings, against a bare loop on the
     same model and data), its FLOP/s share of the matmul peak, and the one-off cost of embedding trajectories."""
     import datasets
-    from torch.utils.flop_counter import FlopCounterMode
 
     from hf_agents.models import TrajectoryRewardConfig, TrajectoryRewardModel
     from hf_agents.training.reward import RewardTrainingConfig, TrajectoryRewardTrainer
@@ -904,7 +917,7 @@ def reward_model_speed(q, peak) -> dict:
         model = fresh()
         embeddings = torch.randn(M, 100, model.config.embedding_size)
         model.to(device())
-        counter = FlopCounterMode(display=False)
+        counter = flop_counter()
         with counter:  # one step's forward + backward: chosen and rejected trajectories
             model(embeddings=embeddings[:2 * B].to(device())).logits.sum().backward()
         flops_per_step = counter.get_total_flops()

@@ -23,3 +23,21 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     assert report["data_loading"]["64px/bmp/workers=0"]["per_core_frames_per_s"] > 0
     assert report["labelling"]["lost"] == 0 and report["labelling"]["acknowledged"] == 400
     assert "Matmul peak" in (tmp_path / "BENCH.md").read_text()
+
+
+def test_training_flops_count_the_dense_layers_products_whichever_way_they_go(monkeypatch):
+    """The benchmark's share of the matmul peak divides counted FLOPs: the oneDNN products must count like torch's."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark
+
+    from hf_agents.models import modeling_agent
+    from tests.conftest import make_tiny_agent
+
+    model = make_tiny_agent().train()
+    frames, actions = benchmark.batch(2, 4, model.config.image_size)
+    monkeypatch.setattr(modeling_agent, "ONEDNN_MIN_MULTIPLY_ADDS", 0)  # every product through oneDNN where it runs
+    counts = []
+    for onednn in (False, True):
+        monkeypatch.setattr(modeling_agent, "ONEDNN_LINEARS", onednn)
+        counts.append(benchmark.train_flops(model, frames, actions))
+    assert counts[0] > 0 and counts[1] == counts[0]
