@@ -191,6 +191,12 @@ def flop_counter():
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
+def trainers_optimizer(params, **kwargs) -> torch.optim.AdamW:
+    """AdamW as the Trainer makes it by default (`optim="adamw_torch_fused"`, on a CPU too): a bare step measured
+    with torch's unfused default spent 4.6 ms against 1.0 on the cpu preset's parameters (CPU C)."""
+    return torch.optim.AdamW(params, lr=1e-4, fused=True, **kwargs)
+
+
 def train_flops(model, frames, actions) -> int:
     counter = flop_counter()
     with counter:
@@ -205,7 +211,7 @@ def training_step_speed(q, preset: str, size: int, dtype: str, B: int) -> dict:
     model = AgentModel(AgentConfig.from_preset(preset, image_size=size)).to(device()).train()
     frames, actions = batch(B, 32, size)
     flops = train_flops(model, frames, actions)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = trainers_optimizer(model.parameters())
     ctx = (lambda: torch.autocast(device().type, dtype=torch.bfloat16)) if dtype == "bf16" else (
         lambda: torch.autocast(device().type, enabled=False))
 
@@ -272,7 +278,7 @@ def batch_sweep(q, peak, preset="paper-103m", size=128, batches=(8, 32, 64, 128)
             flops = train_flops(model, frames, actions)
             torch._dynamo.reset()  # each batch size its own static-shape compile
             fn = torch.compile(model) if mode == "compiled" else model
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=torch.cuda.is_available())
+            opt = trainers_optimizer(model.parameters())
 
             def step(fn=fn, opt=opt, frames=frames, actions=actions):
                 with torch.autocast(device().type, dtype=torch.bfloat16):
@@ -472,7 +478,7 @@ def trainer_vs_bare_loop(q) -> dict:
         torch.manual_seed(0)
         model = AgentModel(AgentConfig.from_preset("cpu")).to(device())
         loader = torch.utils.data.DataLoader(windows, batch_size=B, shuffle=True, collate_fn=collate)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        opt = trainers_optimizer(model.parameters())
         t = time.perf_counter()
         it = iter(loader)
         for _ in range(steps):
@@ -606,7 +612,7 @@ def end_to_end_pretraining(q) -> dict:
                                                **({"context_length": H} if q["quick"] else {}))).to(device()).train()
     torch._dynamo.reset()  # a fresh static-shape compile, not a dynamic graph left by earlier sections
     step_fn = torch.compile(model) if config.get("torch_compile") else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=torch.cuda.is_available())  # the Trainer's default
+    opt = trainers_optimizer(model.parameters())
     frames, actions = batch(B, H, size)
     dtype = torch.bfloat16 if config.get("bf16") else None
 
@@ -925,7 +931,7 @@ def reward_model_speed(q, peak) -> dict:
         for _ in range(reps):
             for dedup in (True, False):  # score each distinct trajectory of a batch once, or every slot
                 model = fresh().to(device())
-                opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1)
+                opt = trainers_optimizer([p for p in model.parameters() if p.requires_grad], weight_decay=0.1)
                 t = time.perf_counter()
                 for k in range(steps):
                     idx = torch.cat([chosen[k * B:(k + 1) * B], rejected[k * B:(k + 1) * B]])
