@@ -246,13 +246,14 @@ def test_dense_layers_through_onednn_give_torchs_outputs_and_gradients(monkeypat
         torch.testing.assert_close(runs[1][1][n], runs[0][1][n], atol=1e-5, rtol=1e-4, msg=n)
 
 
-@pytest.mark.parametrize("case", ["bias", "no bias", "one vector", "frozen weight", "transposed weight"])
+@pytest.mark.parametrize("case", ["bias", "no bias", "one vector", "frozen weight", "transposed weight", "wide input"])
 def test_dense_matches_torchs_linear_and_its_gradients(onednn_calls, case):
-    from hf_agents.models.modeling_agent import dense
+    from hf_agents.models.modeling_agent import ONEDNN_WEIGHT_GRAD_MIN_FEATURES, dense
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(5 if case == "one vector" else (2, 3, 5), generator=g, requires_grad=True)
-    weight = torch.randn(5, 4, generator=g).t() if case == "transposed weight" else torch.randn(4, 5, generator=g)
+    k = ONEDNN_WEIGHT_GRAD_MIN_FEATURES if case == "wide input" else 5  # the weight gradient through oneDNN or torch
+    x = torch.randn(k if case == "one vector" else (2, 3, k), generator=g, requires_grad=True)
+    weight = torch.randn(k, 4, generator=g).t() if case == "transposed weight" else torch.randn(4, k, generator=g)
     weight.requires_grad_(case != "frozen weight")
     bias = None if case == "no bias" else torch.randn(4, generator=g, requires_grad=True)
     grads = []
@@ -260,7 +261,8 @@ def test_dense_matches_torchs_linear_and_its_gradients(onednn_calls, case):
         out = fn(x, weight, bias)
         wanted = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
         grads.append((out.detach(), torch.autograd.grad((out * torch.arange(4.0)).sum(), wanted)))
-    assert onednn_calls
+    # forward and input gradient, and the weight gradient where the input is wide
+    assert len(onednn_calls) == 2 + (case == "wide input")
     torch.testing.assert_close(grads[1][0], grads[0][0])
     for ours, torchs in zip(grads[1][1], grads[0][1]):
         torch.testing.assert_close(ours, torchs)
