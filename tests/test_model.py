@@ -293,6 +293,31 @@ def test_depthwise_convolutions_train_with_torchs_gradients(case):
         torch.testing.assert_close(ours, torchs)
 
 
+def test_the_encoder_in_parts_on_a_cpu_gives_the_whole_batchs_outputs_and_gradients(monkeypatch):
+    from hf_agents.models import modeling_agent
+
+    m = make_tiny_agent().train()
+    frames, actions = random_batch()  # (B, T, 3, 32, 32)
+    parts = []
+    encode = modeling_agent.FrameEncoder._encode
+    monkeypatch.setattr(modeling_agent.FrameEncoder, "_encode", lambda self, x: parts.append(len(x)) or encode(self, x))
+    runs = []
+    for pixels in (1 << 40, 3 * 32 * 32):  # whole, then parts of 3 frames
+        monkeypatch.setattr(modeling_agent, "CPU_CHUNK_PIXELS", pixels)
+        parts.clear()
+        m.zero_grad(set_to_none=True)
+        out = m(frames, actions)
+        out.loss.backward()
+        runs.append((out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None},
+                     list(parts)))
+    n = frames.shape[0] * frames.shape[1]
+    assert runs[0][2] == [n] and runs[1][2] == [3] * (n // 3) + ([n % 3] if n % 3 else [])
+    torch.testing.assert_close(runs[1][0], runs[0][0])
+    assert runs[0][1].keys() == runs[1][1].keys() and any(k.startswith("encoder.") for k in runs[0][1])
+    for name in runs[0][1]:
+        torch.testing.assert_close(runs[1][1][name], runs[0][1][name], msg=name)
+
+
 def test_bf16_autocast_runs():
     m = make_tiny_agent()
     frames, actions = random_batch()
