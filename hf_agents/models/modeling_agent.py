@@ -39,8 +39,8 @@ _CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters e
 
 
 # -- dense layers on a CPU ---------------------------------------------------------------------------------------------
-# torch sends fp32 matmuls to its BLAS (MKL), which on the 2-core AMD EPYC of BENCHMARKS.md reaches 219 GFLOP/s
-# against 468 through oneDNN. On x86-64 the model's Linear and Conv1D layers send their forward product and its input
+# torch sends fp32 matmuls to its BLAS (MKL), which on the 2-core AMD EPYC of BENCHMARKS.md reaches 220 GFLOP/s
+# against 480 through oneDNN. On x86-64 the model's Linear and Conv1D layers send their forward product and its input
 # gradient through oneDNN (full fp32) when the product has at least 2^21 multiply-adds (below, oneDNN's fixed cost of
 # about 10 us a call made it slower there, e.g. acting at batch 1). The weight gradient goes through oneDNN when the
 # layer has at least 128 input features (1.2-2.1x faster at the backbone's shapes); with fewer (the encoder's first
