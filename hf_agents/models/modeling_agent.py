@@ -69,6 +69,12 @@ ONEDNN_MIN_MULTIPLY_ADDS = 1 << 21
 ONEDNN_WEIGHT_GRAD_MIN_FEATURES = 128
 
 
+def _eager_cpu_fp32(x: torch.Tensor) -> bool:
+    """x is an fp32 CPU tensor outside autocast and `torch.compile`: where the CPU paths below apply."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling())
+
+
 class _OneDNNLinear(torch.autograd.Function):
     """y = x W^T + b for x (M, in), W (out, in) of any strides."""
 
@@ -94,9 +100,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """`nn.functional.linear` (weight (out, in)), through oneDNN for large fp32 products on an x86-64 CPU (see above)."""
-    if (not ONEDNN_LINEARS or _ONEDNN_LINEAR is None or x.device.type != "cpu" or x.dtype != torch.float32
-            or weight.dtype != torch.float32 or x.numel() * weight.shape[0] < ONEDNN_MIN_MULTIPLY_ADDS
-            or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
+    if (not ONEDNN_LINEARS or _ONEDNN_LINEAR is None or not _eager_cpu_fp32(x) or weight.dtype != torch.float32
+            or x.numel() * weight.shape[0] < ONEDNN_MIN_MULTIPLY_ADDS):
         return nn.functional.linear(x, weight, bias)
     return _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
 
@@ -122,7 +127,7 @@ class _DepthwiseConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding):
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)  # x only for the weight gradient
         ctx.padding, ctx.has_bias = padding, bias is not None
         return nn.functional.conv2d(x, weight, bias, 1, padding, 1, weight.shape[0])
 
@@ -147,8 +152,7 @@ class DepthwiseConv2d(nn.Conv2d):
     CPU in fp32: same parameters and state dict."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or not torch.is_grad_enabled()
-                or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
+        if not torch.is_grad_enabled() or not _eager_cpu_fp32(x):
             return super().forward(x)
         return _DepthwiseConv.apply(x, self.weight, self.bias, list(self.padding))
 
