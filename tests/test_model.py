@@ -179,6 +179,14 @@ def test_greedy_matches_argmax_and_temperature():
     np.testing.assert_array_equal(cold.act(obs)[0], actions)
 
 
+def logits_and_gradients(m, frames, actions):
+    """One forward and backward of the agent from zero gradients: its logits and every parameter's gradient."""
+    m.zero_grad(set_to_none=True)
+    out = m(frames, actions)
+    out.loss.backward()
+    return out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+
 def test_gradient_checkpointing_same_gradients():
     frames, actions = random_batch()
     grads = []
@@ -188,8 +196,7 @@ def test_gradient_checkpointing_same_gradients():
             enable = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable
             enable()
             assert m.backbone.gradient_checkpointing
-        m(frames, actions).loss.backward()
-        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+        grads.append(logits_and_gradients(m, frames, actions)[1])
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-5)
@@ -235,11 +242,8 @@ def test_dense_layers_through_onednn_give_torchs_outputs_and_gradients(monkeypat
     for onednn in (False, True):
         monkeypatch.setattr(modeling_agent, "ONEDNN_LINEARS", onednn)
         onednn_calls.clear()
-        m.zero_grad(set_to_none=True)
-        out = m(frames, actions)
-        out.loss.backward()
+        runs.append(logits_and_gradients(m, frames, actions))
         assert bool(onednn_calls) == onednn
-        runs.append((out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
     torch.testing.assert_close(runs[1][0], runs[0][0], atol=1e-5, rtol=1e-4)
     assert runs[0][1].keys() == runs[1][1].keys() and len(runs[0][1]) > 20
     for n in runs[0][1]:
@@ -305,11 +309,7 @@ def test_the_encoder_in_parts_on_a_cpu_gives_the_whole_batchs_outputs_and_gradie
     for pixels in (1 << 40, 3 * 32 * 32):  # whole, then parts of 3 frames
         monkeypatch.setattr(modeling_agent, "CPU_CHUNK_PIXELS", pixels)
         parts.clear()
-        m.zero_grad(set_to_none=True)
-        out = m(frames, actions)
-        out.loss.backward()
-        runs.append((out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None},
-                     list(parts)))
+        runs.append((*logits_and_gradients(m, frames, actions), list(parts)))
     n = frames.shape[0] * frames.shape[1]
     assert runs[0][2] == [n] and runs[1][2] == [3] * (n // 3) + ([n % 3] if n % 3 else [])
     torch.testing.assert_close(runs[1][0], runs[0][0])
