@@ -274,12 +274,13 @@ def test_dense_matches_torchs_linear_and_its_gradients(onednn_calls, case):
 
 @pytest.mark.parametrize("case", ["channels-last", "contiguous", "no bias", "frozen input", "frozen weight"])
 def test_depthwise_convolutions_train_with_torchs_gradients(case):
-    from hf_agents.models.modeling_agent import DepthwiseConv2d
+    from hf_agents.models.modeling_agent import DepthwiseConv2d, InferenceConv2d
 
     m = make_tiny_agent()
     swapped = [x for x in m.modules() if type(x) is DepthwiseConv2d]
     assert swapped and all(x.groups == x.in_channels > 1 for x in swapped)
-    assert all(x.groups == 1 for x in m.modules() if type(x) is torch.nn.Conv2d)  # the stem, the downsamplings
+    others = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d) and type(x) is not DepthwiseConv2d]
+    assert others and all(type(x) is InferenceConv2d and x.groups == 1 for x in others)  # the stem, the downsamplings
     g = torch.Generator().manual_seed(0)
     conv = DepthwiseConv2d(6, 6, 7, padding=3, groups=6, bias=case != "no bias")
     x = torch.randn(3, 6, 9, 5, generator=g)
@@ -295,6 +296,33 @@ def test_depthwise_convolutions_train_with_torchs_gradients(case):
     assert len(runs[1][1]) == len(wanted) >= 1
     for ours, torchs in zip(runs[1][1], runs[0][1]):
         torch.testing.assert_close(ours, torchs)
+
+
+@pytest.mark.parametrize("layout", ["channels-last", "contiguous"])
+def test_convolutions_infer_with_a_weight_reordered_once_per_shape_that_follows_updates(layout, monkeypatch):
+    from hf_agents.models import modeling_agent
+    from hf_agents.models.modeling_agent import use_dense_layers
+
+    if modeling_agent._ONEDNN_CONV is None:
+        pytest.skip("no oneDNN convolution on this CPU")
+    reorder, convolve = modeling_agent._ONEDNN_CONV
+    shapes = []
+    monkeypatch.setattr(modeling_agent, "_ONEDNN_CONV", (lambda *a: shapes.append(a[-1]) or reorder(*a), convolve))
+    g = torch.Generator().manual_seed(0)
+    for conv in (torch.nn.Conv2d(3, 5, 8, stride=4, padding=3), torch.nn.Conv2d(5, 7, 3, stride=2, padding=1, bias=False),
+                 torch.nn.Conv2d(6, 6, 7, padding=3, groups=6)):  # a stem, a downsampling, a depthwise convolution
+        use_dense_layers(conv)
+        x = torch.randn(4, conv.in_channels, 16, 12, generator=g)
+        x = x.contiguous(memory_format=torch.channels_last) if layout == "channels-last" else x
+        with torch.no_grad():
+            for _ in range(2):
+                shapes.clear()
+                outs = [conv(x), conv(x), conv(x[:1])]
+                assert shapes == [[4, conv.in_channels, 16, 12], [1, conv.in_channels, 16, 12]]  # once per shape
+                wanted = torch.nn.functional.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, 1, conv.groups)
+                for out, want in zip(outs, (wanted, wanted, wanted[:1])):
+                    torch.testing.assert_close(out, want)
+                conv.weight.mul_(-0.5)  # an in-place update, as an optimizer's: the next calls convolve with it
 
 
 def test_the_encoder_in_parts_on_a_cpu_gives_the_whole_batchs_outputs_and_gradients(monkeypatch):
