@@ -637,6 +637,9 @@ def check_numbers(args) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from hf_agents.processes import keep_freed_memory
+
+    keep_freed_memory()
     passed_on = {("label", "export"): None, ("label", "summary"): None, ("reward", "sweep"): cmd_reward_sweep,
                  ("train",): cmd_train, ("align", "loop"): cmd_align_loop}
     words = next((w for w in passed_on if tuple(argv[:len(w)]) == w), None)

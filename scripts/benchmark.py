@@ -37,6 +37,7 @@ from hf_agents.models import (  # noqa: E402
     AgentPolicy,
     modeling_agent,
 )
+from hf_agents.processes import keep_freed_memory  # noqa: E402
 from hf_agents.seeding import episode_stream  # noqa: E402
 
 
@@ -1051,6 +1052,7 @@ def labelling_load(q) -> dict:
 
 
 def main():
+    keep_freed_memory()  # as the command line and training runs do
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one repetition at the smallest sizes: only checks "
                         "that every section runs (under a minute on 2 cores)")

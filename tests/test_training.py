@@ -268,3 +268,41 @@ def test_a_list_override_on_the_command_line_is_a_list_as_in_a_recipe():
     assert values == {"reward_overrides": ["num_train_epochs=10", "encoder=random"], "x": "[y"}
     with pytest.raises(RecipeError, match="is not a list"):
         _read_values(None, ["a=[b, [c]"])
+
+
+_STEP_PAGE_FAULTS = """
+import resource, torch
+from hf_agents.models import AgentConfig, AgentModel
+from hf_agents.processes import keep_freed_memory
+kept = keep_freed_memory()
+torch.manual_seed(0)
+model = AgentModel(AgentConfig.from_preset("cpu")).train()
+frames = torch.randint(0, 256, (16, 32, 3, 64, 64), dtype=torch.uint8)
+actions = torch.zeros(16, 32, 16, dtype=torch.long)
+opt = torch.optim.AdamW(model.parameters(), fused=True)
+faults = []
+for _ in range(5):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    model(frames, actions).loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, sum(faults[-2:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_training_steps_reuse_their_freed_memory_instead_of_faulting_it_in_again(monkeypatch):
+    # the cpu preset's step at batch 16 (64 px), as the recipes train it; with glibc's own behaviour its
+    # activations were faulted in again at most steps (25,000-28,000 page faults a step)
+    env = {**os.environ, "HF_AGENTS_KEEP_FREED_MEMORY": "1"}
+    done = subprocess.run([sys.executable, "-c", _STEP_PAGE_FAULTS], env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    kept, faults = done.stdout.split()
+    assert kept == "True" and int(faults) < 10_000, done.stdout
+    from hf_agents import processes
+
+    monkeypatch.setenv("HF_AGENTS_KEEP_FREED_MEMORY", "yes")
+    with pytest.raises(ValueError, match="HF_AGENTS_KEEP_FREED_MEMORY='yes': set it to 1"):
+        processes._keep_freed_memory_setting()
+

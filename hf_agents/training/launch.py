@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hf_agents.cards import write_model_card
 from hf_agents.files import error_message, follow_umask, output_lock
-from hf_agents.processes import rank, world_size
+from hf_agents.processes import keep_freed_memory, rank, world_size
 from hf_agents.training import DEFAULT_STAGE, STAGES, load_stage
 from hf_agents.training.common import (
     RecipeError,
@@ -171,15 +171,15 @@ def stage_usage(recipe: str | None, overrides=()) -> str:
     own, borrowed = _own_fields(config_class)
     trainer = issubclass(config_class, TrainingArguments)
     lines = [f"usage: hf-agents train {recipe or f'stage={stage}'} [key=value ...]", ""]
-    where = f" (recipe {recipe_file(recipe)})" if recipe else ""
+    lines += [f"Recipe: {recipe_file(recipe)}"] if recipe else []  # one line, however long the path
     summary = _stage_summary(stage)
-    lines += _wrap(f"Stage `{stage}`{where}" + (f": {summary}." if summary else "."), 0)
+    lines += _wrap(f"Stage `{stage}`" + (f": {summary}." if summary else "."), 0)
     doc = inspect.cleandoc(config_class.__doc__ or "")
     if doc and not doc.startswith(f"{config_class.__name__}("):  # not the signature dataclasses writes
         lines += [""] + _wrap(doc, 0)
     lines += [""]
-    lines += _wrap(f"Fields of the {stage} stage (key=value or --key value): type, default, the paper's value, the "
-                   "recipe's value (# its note)" + ("; * required" if module.REQUIRED else "") + ":", 0)
+    lines += ["Fields: type, default, the paper's value, the recipe's (# its note)"
+              + ("; * required" if module.REQUIRED else "") + ":"]
     for name in own:
         f = fields[name]
         help_text = f.metadata.get("help", "")
@@ -241,6 +241,7 @@ def main(argv=None) -> int:
         return _help(argv)
     recipe = argv.pop(0) if argv and argv[0].endswith((".yaml", ".yml")) else None
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    keep_freed_memory()
     if world_size() > 1:
         import torch
 
