@@ -42,11 +42,12 @@ TRIM_THRESHOLD_BYTES = 1 << 30
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 
 
-def _keep_freed_memory_setting() -> bool:
-    value = os.environ.get("HF_AGENTS_KEEP_FREED_MEMORY", "1")
+def switch(name: str, on: str, off: str) -> bool:
+    """An environment variable that turns one of our speed-ups off (0) or on (1, its default): True when on; any
+    other value is an error that says what each one means (`on`, `off`)."""
+    value = os.environ.get(name, "1")
     if value not in ("0", "1"):
-        raise ValueError(f"HF_AGENTS_KEEP_FREED_MEMORY={value!r}: set it to 1 (malloc keeps freed blocks of up to "
-                         "32 MB for reuse, the default) or 0 (glibc's own behaviour)")
+        raise ValueError(f"{name}={value!r}: set it to 1 ({on}, the default) or 0 ({off})")
     return value == "1"
 
 
@@ -55,7 +56,8 @@ def keep_freed_memory() -> bool:
     """Have glibc's malloc keep freed blocks of up to 32 MB for reuse in this process (see above); what the command
     line and `accelerate launch` runs call first. False where it does not apply (no glibc, or
     HF_AGENTS_KEEP_FREED_MEMORY=0)."""
-    if not _keep_freed_memory_setting() or not sys.platform.startswith("linux"):
+    if not switch("HF_AGENTS_KEEP_FREED_MEMORY", "malloc keeps freed blocks of up to 32 MB for reuse",
+                  "glibc's own behaviour") or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

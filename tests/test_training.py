@@ -303,6 +303,6 @@ def test_training_steps_reuse_their_freed_memory_instead_of_faulting_it_in_again
     from hf_agents import processes
 
     monkeypatch.setenv("HF_AGENTS_KEEP_FREED_MEMORY", "yes")
-    with pytest.raises(ValueError, match="HF_AGENTS_KEEP_FREED_MEMORY='yes': set it to 1"):
-        processes._keep_freed_memory_setting()
+    with pytest.raises(ValueError, match="HF_AGENTS_KEEP_FREED_MEMORY='yes': set it to 1 \\(malloc keeps"):
+        processes.keep_freed_memory.__wrapped__()
 

@@ -8,7 +8,6 @@ output at o_t (which has seen o_1..o_t and a_1..a_{t-1}) predicts a_t: LayerNorm
 from __future__ import annotations
 
 import inspect
-import os
 import platform
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from hf_agents.actions import (
 )
 from hf_agents.frames import check_frame_size, scale_pixels
 from hf_agents.models.configuration_agent import AgentConfig
+from hf_agents.processes import switch
 
 # transformers 5.24 renamed the KV cache's argument and output field from `past_key_values` to `cache`
 _CACHE = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters else "past_key_values"
@@ -55,16 +55,9 @@ def _onednn_linear_op():
         return None
 
 
-def _onednn_linears_setting() -> bool:
-    value = os.environ.get("HF_AGENTS_ONEDNN_LINEARS", "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"HF_AGENTS_ONEDNN_LINEARS={value!r}: set it to 1 (the dense layers' products through oneDNN "
-                         "on a CPU, the default) or 0 (torch's own path)")
-    return value == "1"
-
-
 _ONEDNN_LINEAR = _onednn_linear_op()
-ONEDNN_LINEARS = _onednn_linears_setting()
+ONEDNN_LINEARS = switch("HF_AGENTS_ONEDNN_LINEARS", "the dense layers' products through oneDNN on a CPU",
+                        "torch's own path")
 ONEDNN_MIN_MULTIPLY_ADDS = 1 << 21
 ONEDNN_WEIGHT_GRAD_MIN_FEATURES = 128
 
