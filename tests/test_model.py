@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -323,6 +325,8 @@ def test_convolutions_infer_with_a_weight_reordered_once_per_shape_that_follows_
                 for out, want in zip(outs, (wanted, wanted, wanted[:1])):
                     torch.testing.assert_close(out, want)
                 conv.weight.mul_(-0.5)  # an in-place update, as an optimizer's: the next calls convolve with it
+            copied = copy.deepcopy(conv)  # as the reference policy is made: the reordered weights stay behind
+            torch.testing.assert_close(copied(x), conv(x))
 
 
 def test_the_encoder_in_parts_on_a_cpu_gives_the_whole_batchs_outputs_and_gradients(monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import platform
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -168,14 +169,19 @@ class InferenceConv2d(nn.Conv2d):
 
     def _reordered_weight(self, shape: torch.Size) -> torch.Tensor:
         key = (self.weight._version, self.weight.data_ptr())
-        cached = self.__dict__.get("_reordered")
+        cached = _REORDERED.get(self)
         if cached is None or cached[0] != key:
-            cached = self.__dict__["_reordered"] = (key, {})
+            cached = _REORDERED[self] = (key, {})
         by_shape = cached[1]
         if shape not in by_shape:
             by_shape[shape] = _ONEDNN_CONV[0](self.weight.detach(), list(self.padding), list(self.stride),
                                               list(self.dilation), self.groups, list(shape))
         return by_shape[shape]
+
+
+# InferenceConv2d's reordered weights, by module: kept outside the modules, whose copies (the reference policy's
+# deepcopy) and pickles must not carry oneDNN's opaque tensors.
+_REORDERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class DepthwiseConv2d(InferenceConv2d):
