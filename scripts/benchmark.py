@@ -240,6 +240,51 @@ def training_step_speed(q, preset: str, size: int, dtype: str, B: int) -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
+_STEP_IN_A_FRESH_PROCESS = """
+import json, resource, sys, time, torch
+from hf_agents.models import AgentConfig, AgentModel
+from hf_agents.processes import keep_freed_memory
+kept, steps = keep_freed_memory(), int(sys.argv[1])
+torch.manual_seed(0)
+model = AgentModel(AgentConfig.from_preset("cpu")).train()
+frames = torch.randint(0, 256, (16, 32, 3, 64, 64), dtype=torch.uint8)
+actions = torch.zeros(16, 32, 16, dtype=torch.long)
+opt = torch.optim.AdamW(model.parameters(), fused=True)
+ms, faults = [], []
+for _ in range(steps):
+    f, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+    model(frames, actions).loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    ms.append((time.perf_counter() - t) * 1e3)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
+print(json.dumps({"kept": kept, "ms": ms[2:], "faults": faults[2:]}))
+"""
+
+
+def freed_memory_kept(q) -> dict:
+    """The cpu preset's training step (batch 16, 64 px) in fresh processes, with freed memory kept for reuse
+    (`processes.keep_freed_memory`, what the command line and training runs set) and with glibc's own behaviour,
+    interleaved: ms and page faults a step after two warm-up steps."""
+    import subprocess
+
+    if not sys.platform.startswith("linux"):
+        return {"skipped": "glibc's malloc: Linux only"}
+    out = {"kept": {"ms": [], "faults": []}, "glibc's own": {"ms": [], "faults": []}}
+    for _ in range(q["reps"]):
+        for name, setting in (("glibc's own", "0"), ("kept", "1")):
+            done = subprocess.run([sys.executable, "-c", _STEP_IN_A_FRESH_PROCESS, str(3 if q["quick"] else 6)],
+                                  cwd=ROOT, capture_output=True, text=True, check=True, timeout=600,
+                                  env={**os.environ, "HF_AGENTS_KEEP_FREED_MEMORY": setting})
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            out[name]["ms"] += run["ms"]
+            out[name]["faults"] += run["faults"]
+    result = {k: {"step_ms": stats(v["ms"]), "page_faults_per_step": statistics.median(v["faults"])}
+              for k, v in out.items()}
+    result["kept_speedup"] = statistics.median(out["glibc's own"]["ms"]) / statistics.median(out["kept"]["ms"])
+    return result
+
+
 def training_throughput(q, peak) -> dict:
     """Training frames/s and achieved FLOP/s as a share of the matmul peak, per preset, size and dtype (batch 8);
     on a CPU also the cpu and 4m presets at 64 px with larger batches (16, 32: the recipes' sizes)."""
@@ -430,6 +475,21 @@ def acting_choices(q) -> dict:
                 before="blas", after="onednn")
         finally:
             modeling_agent.ONEDNN_LINEARS = default
+
+    # convolutions at inference with their weight reordered for oneDNN once (`InferenceConv2d`) or at every call
+    if getattr(modeling_agent, "_ONEDNN_CONV", None) is not None:
+        reorder_once = modeling_agent._ONEDNN_CONV
+        ms = {"every call": [], "once": []}
+        try:
+            for _ in range(q["reps"]):
+                for k in ms:
+                    modeling_agent._ONEDNN_CONV = reorder_once if k == "once" else None
+                    ms[k] += acting_ms(models["gelu"].eval(), 1)
+        finally:
+            modeling_agent._ONEDNN_CONV = reorder_once
+        out["conv_weights_acting_ms"] = {k: stats(v) for k, v in ms.items()}
+        out["conv_weights_acting_ms"]["once_speedup"] = statistics.median(ms["every call"]) / statistics.median(
+            ms["once"])
 
     lora = get_peft_model(copy.deepcopy(models["gelu"]).eval(), LoraConfig(
         r=8, lora_alpha=16, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True, init_lora_weights=False))
@@ -1083,6 +1143,7 @@ def main():
     report["matmul_peak"] = peak
     sections = [
         ("training", lambda: training_throughput(q, peak)),
+        ("freed_memory_kept", lambda: freed_memory_kept(q)),
         ("batch_sweep", lambda: batch_sweep(q, peak)),
         ("trainer_vs_bare_loop", lambda: trainer_vs_bare_loop(q)),
         ("acting", lambda: acting(q)),
@@ -1146,6 +1207,13 @@ def write_markdown(report: dict, out: Path) -> None:
             beside = fmt(v["matmul_peak_beside_gflops"]) if "matmul_peak_beside_gflops" in v else ""
             lines.append(f"| {k} | {v['params_m']:.1f}M | {fmt(v['frames_per_s'])} | {fmt(v['gflops'])} | {beside} | "
                          f"{v['share_of_matmul_peak']:.0%} |")
+    if "freed_memory_kept" in report and "skipped" not in report["freed_memory_kept"]:
+        m = report["freed_memory_kept"]
+        own, kept = m["glibc's own"], m["kept"]
+        lines.append(f"\nTraining step (cpu preset, batch 16, 64 px) in fresh processes: {fmt(own['step_ms'])} ms with "
+                     f"glibc's own malloc ({own['page_faults_per_step']:.0f} page faults a step) against "
+                     f"{fmt(kept['step_ms'])} ms with freed memory kept for reuse ({kept['page_faults_per_step']:.0f}), "
+                     f"as the command line and training runs set it: {m['kept_speedup']:.2f}x.\n")
     if "trainer_vs_bare_loop" in report:
         t = report["trainer_vs_bare_loop"]
         lines.append(f"\nTrainer {fmt(t['trainer_frames_per_s'])} frames/s vs bare loop {fmt(t['bare_frames_per_s'])}: "
@@ -1178,6 +1246,11 @@ def write_markdown(report: dict, out: Path) -> None:
                 lines.append(f"| {what} ({setting}): dense layers through torch's BLAS -> oneDNN | "
                              f"{fmt(d['blas'][key + '_ms'])} | {fmt(d['onednn'][key + '_ms'])} | "
                              f"{d['onednn_speedup'][key]:.2f}x |")
+        if "conv_weights_acting_ms" in c:
+            w = c["conv_weights_acting_ms"]
+            lines.append(f"| acting ms (batch {c['acting_batch']}, one thread): convolution weights reordered for oneDNN "
+                         f"at every call -> once (`InferenceConv2d`) | {fmt(w['every call'])} | {fmt(w['once'])} | "
+                         f"{w['once_speedup']:.2f}x |")
         lines.append(f"| acting ms: through the LoRA adapter -> adapter merged into a copy | {fmt(lora['adapter'])} | "
                      f"{fmt(lora['merged'])} | {lora['merged_speedup']:.2f}x |")
         lines.append(f"| rollout of an update ({c['episodes']} episodes of up to 100 steps, as many games) s: every env acts to the end "

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,23 @@ def test_training_flops_count_the_dense_layers_products_whichever_way_they_go(mo
         monkeypatch.setattr(modeling_agent, "ONEDNN_LINEARS", onednn)
         counts.append(benchmark.train_flops(model, frames, actions))
     assert counts[0] > 0 and counts[1] == counts[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_kept_freed_memory_spares_a_training_step_its_page_faults(monkeypatch):
+    """The cpu preset's step at batch 16 (64 px), as the recipes train it, in a fresh process as a training run
+    starts: with glibc's own malloc it faulted 25,000-28,000 pages a step."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark
+
+    from hf_agents import processes
+
+    done = subprocess.run([sys.executable, "-c", benchmark._STEP_IN_A_FRESH_PROCESS, "4"], capture_output=True,
+                          text=True, timeout=300, check=True, cwd=REPO,
+                          env={**os.environ, "HF_AGENTS_KEEP_FREED_MEMORY": "1"})
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run["kept"] and len(run["faults"]) == 2 and sum(run["faults"]) < 10_000, run
+    monkeypatch.setenv("HF_AGENTS_KEEP_FREED_MEMORY", "yes")
+    with pytest.raises(ValueError, match="HF_AGENTS_KEEP_FREED_MEMORY='yes': set it to 1 \\(malloc keeps"):
+        processes.keep_freed_memory.__wrapped__()
+
