@@ -40,6 +40,15 @@ from hf_agents.models import (  # noqa: E402
 from hf_agents.processes import keep_freed_memory  # noqa: E402
 from hf_agents.seeding import episode_stream  # noqa: E402
 
+_SCRATCH: list[tempfile.TemporaryDirectory] = []
+
+
+def scratch_folder() -> Path:
+    """A fresh folder for a section's files, inside one temporary folder that goes when the run ends."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.TemporaryDirectory(prefix="hf-agents-benchmark-"))
+    return Path(tempfile.mkdtemp(dir=_SCRATCH[0].name))
+
 
 def stats(samples) -> dict:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
@@ -523,7 +532,7 @@ def trainer_vs_bare_loop(q) -> dict:
     from hf_agents.data.writer import TrajectoryWriter
     from hf_agents.training.imitation import ImitationCollator, ImitationTrainer
 
-    tmp = Path(tempfile.mkdtemp())
+    tmp = scratch_folder()
     rng = np.random.default_rng(0)
     with TrajectoryWriter(tmp / "ds", frame_size=64) as w:
         for _ in range(q["trainer_episodes"]):
@@ -584,7 +593,7 @@ def jumppads_frames(size: int, episodes: int, num_envs: int) -> Path:
     from hf_agents.data.convert import convert_frames
     from hf_agents.games.jumppads.generate import generate_pretrain
 
-    tmp = Path(tempfile.mkdtemp())
+    tmp = scratch_folder()
     generate_pretrain(tmp / "png", episodes=episodes, frame_size=size, num_envs=num_envs, progress=False)
     convert_frames(load_trajectories(tmp / "png"), tmp / "bmp", "bmp", progress=False)
     return tmp
@@ -964,7 +973,7 @@ def reward_model_speed(q, peak) -> dict:
     from hf_agents.models import TrajectoryRewardConfig, TrajectoryRewardModel
     from hf_agents.training.reward import RewardTrainingConfig, TrajectoryRewardTrainer
 
-    tmp = Path(tempfile.mkdtemp())
+    tmp = scratch_folder()
     agent = AgentModel(AgentConfig.from_preset("cpu")).to(device()).eval()
     out = {}
     n = q["embed_trajectories"]
@@ -1039,7 +1048,7 @@ def reward_model_speed(q, peak) -> dict:
 def data_generation(q) -> dict:
     from hf_agents.games.jumppads.generate import generate_pretrain
 
-    tmp = Path(tempfile.mkdtemp())
+    tmp = scratch_folder()
     t = time.perf_counter()
     generate_pretrain(tmp / "ds", episodes=q["gen_episodes"], num_envs=2 if q["quick"] else q["num_envs"],
                       progress=False)

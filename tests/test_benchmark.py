@@ -12,9 +12,13 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_quick_benchmark_runs_and_reports(tmp_path):
     """CI runs the benchmark once in quick mode so it never rots (no speed thresholds here)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--out",
-                           str(tmp_path / "BENCH.md")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                           str(tmp_path / "BENCH.md")], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(scratch.glob("hf-agents-benchmark-*")) and not list(scratch.glob("tmp*"))  # its data went
     report = json.loads(proc.stdout)
     for section in ("matmul_peak", "training", "trainer_vs_bare_loop", "acting", "context_and_frame_scaling",
                     "data_loading", "end_to_end_pretraining", "env", "rollout", "data_generation", "labelling"):
