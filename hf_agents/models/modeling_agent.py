@@ -157,8 +157,9 @@ _ONEDNN_CONV = _onednn_conv_ops()
 class InferenceConv2d(nn.Conv2d):
     """nn.Conv2d (same parameters and state dict) whose inference on a CPU (fp32, no gradient) convolves with its
     weight reordered once for oneDNN, instead of at every call: the encoder at batch 16 took 2.5 ms against 3.4
-    (acting 5.0 ms against 6.0) on the 2-core AMD EPYC of BENCHMARKS.md, with the same outputs. The reordered weight
-    is kept per input shape, and made again once the weight changes (its version or storage)."""
+    (acting 5.0 ms against 6.0) on the 2-core AMD EPYC of BENCHMARKS.md, with the same outputs there (oneDNN may sum
+    in another order at other shapes). The reordered weight is kept per input shape, and made again once the weight
+    changes (its version or storage)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (_ONEDNN_CONV is None or torch.is_grad_enabled() or not _eager_cpu_fp32(x) or x.dim() != 4
