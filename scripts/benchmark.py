@@ -485,30 +485,35 @@ def acting_choices(q) -> dict:
         finally:
             modeling_agent.ONEDNN_LINEARS = default
 
+    def acting_side_by_side(variants: dict, before: str, after: str) -> dict:
+        """Acting ms of each variant (name -> a function that sets it up and returns its model), interleaved, and
+        `after`'s speed-up over `before` (under `{after}_speedup`)."""
+        ms = {k: [] for k in variants}
+        for _ in range(q["reps"]):
+            for k, setup in variants.items():
+                ms[k] += acting_ms(setup(), 1)
+        return {**{k: stats(v) for k, v in ms.items()},
+                f"{after}_speedup": statistics.median(ms[before]) / statistics.median(ms[after])}
+
     # convolutions at inference with their weight reordered for oneDNN once (`InferenceConv2d`) or at every call
     if getattr(modeling_agent, "_ONEDNN_CONV", None) is not None:
         reorder_once = modeling_agent._ONEDNN_CONV
-        ms = {"every call": [], "once": []}
+
+        def reordering(ops):
+            modeling_agent._ONEDNN_CONV = ops
+            return models["gelu"].eval()
         try:
-            for _ in range(q["reps"]):
-                for k in ms:
-                    modeling_agent._ONEDNN_CONV = reorder_once if k == "once" else None
-                    ms[k] += acting_ms(models["gelu"].eval(), 1)
+            out["conv_weights_acting_ms"] = acting_side_by_side(
+                {"every call": lambda: reordering(None), "once": lambda: reordering(reorder_once)},
+                before="every call", after="once")
         finally:
             modeling_agent._ONEDNN_CONV = reorder_once
-        out["conv_weights_acting_ms"] = {k: stats(v) for k, v in ms.items()}
-        out["conv_weights_acting_ms"]["once_speedup"] = statistics.median(ms["every call"]) / statistics.median(
-            ms["once"])
 
     lora = get_peft_model(copy.deepcopy(models["gelu"]).eval(), LoraConfig(
         r=8, lora_alpha=16, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True, init_lora_weights=False))
-    variants = {"adapter": lora.get_base_model(), "merged": merged_for_acting(lora)}
-    ms = {k: [] for k in variants}
-    for _ in range(q["reps"]):
-        for k, model in variants.items():
-            ms[k] += acting_ms(model, 1)
-    out["lora_acting_ms"] = {k: stats(v) for k, v in ms.items()}
-    out["lora_acting_ms"]["merged_speedup"] = statistics.median(ms["adapter"]) / statistics.median(ms["merged"])
+    merged = merged_for_acting(lora)
+    out["lora_acting_ms"] = acting_side_by_side({"adapter": lora.get_base_model, "merged": lambda: merged},
+                                                before="adapter", after="merged")
 
     class AllToTheEnd(AgentPolicy):
         keep = None  # acts for every env until the last episode ends
