@@ -190,12 +190,21 @@ def _onednn_linear_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs)
     return 2 * math.prod(x_shape) * weight_shape[0]
 
 
+def _convolution_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                                output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
+    """A convolution's input and weight gradients, each as many multiply-adds as its forward. torch's formula ignores
+    the groups in the weight gradient, which counted a depthwise convolution's weight gradient once per channel."""
+    forward = math.prod(w_shape) * x_shape[0] * math.prod((x_shape if transposed else grad_out_shape)[2:])
+    return 2 * forward * (bool(output_mask[0]) + bool(output_mask[1]))
+
+
 def flop_counter():
     """torch's FlopCounterMode, also counting the dense layers' oneDNN products (`modeling_agent.dense`), which it
-    has no formula for: without it a CPU step's forward products and input gradients went uncounted."""
+    has no formula for (without it a CPU step's forward products and input gradients went uncounted), and grouped
+    convolutions' weight gradients once (`_convolution_backward_flops`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    mapping = {}
+    mapping = {torch.ops.aten.convolution_backward: _convolution_backward_flops}
     if getattr(modeling_agent, "_ONEDNN_LINEAR", None) is not None:
         mapping[torch.ops.mkldnn._linear_pointwise] = _onednn_linear_flops
     return FlopCounterMode(display=False, custom_mapping=mapping)
@@ -485,15 +494,30 @@ def acting_choices(q) -> dict:
         finally:
             modeling_agent.ONEDNN_LINEARS = default
 
-    def acting_side_by_side(variants: dict, before: str, after: str) -> dict:
-        """Acting ms of each variant (name -> a function that sets it up and returns its model), interleaved, and
-        `after`'s speed-up over `before` (under `{after}_speedup`)."""
+    def side_by_side(variants: dict, before: str, after: str, measure=lambda model: acting_ms(model, 1)) -> dict:
+        """ms of each variant (name -> a function that sets it up and returns its model) by `measure` (acting by
+        default), interleaved, and `after`'s speed-up over `before` (under `{after}_speedup`)."""
         ms = {k: [] for k in variants}
         for _ in range(q["reps"]):
             for k, setup in variants.items():
-                ms[k] += acting_ms(setup(), 1)
+                ms[k] += measure(setup())
         return {**{k: stats(v) for k, v in ms.items()},
                 f"{after}_speedup": statistics.median(ms[before]) / statistics.median(ms[after])}
+
+    # the depthwise convolutions' weight gradient as a convolution (`_depthwise_weight_grad`) or torch's own
+    if hasattr(modeling_agent, "DEPTHWISE_WEIGHT_GRAD_MIN_SIZE"):
+        min_size = modeling_agent.DEPTHWISE_WEIGHT_GRAD_MIN_SIZE
+
+        def depthwise_weight_grad(from_size):
+            modeling_agent.DEPTHWISE_WEIGHT_GRAD_MIN_SIZE = from_size
+            return models["gelu"]
+        try:
+            out["depthwise_weight_grad_training_ms"] = side_by_side(
+                {"torch": lambda: depthwise_weight_grad(math.inf),
+                 "as a convolution": lambda: depthwise_weight_grad(min_size)},
+                before="torch", after="as a convolution", measure=training_ms)
+        finally:
+            modeling_agent.DEPTHWISE_WEIGHT_GRAD_MIN_SIZE = min_size
 
     # convolutions at inference with their weight reordered for oneDNN once (`InferenceConv2d`) or at every call
     if getattr(modeling_agent, "_ONEDNN_CONV", None) is not None:
@@ -503,7 +527,7 @@ def acting_choices(q) -> dict:
             modeling_agent._ONEDNN_CONV = ops
             return models["gelu"].eval()
         try:
-            out["conv_weights_acting_ms"] = acting_side_by_side(
+            out["conv_weights_acting_ms"] = side_by_side(
                 {"every call": lambda: reordering(None), "once": lambda: reordering(reorder_once)},
                 before="every call", after="once")
         finally:
@@ -512,7 +536,7 @@ def acting_choices(q) -> dict:
     lora = get_peft_model(copy.deepcopy(models["gelu"]).eval(), LoraConfig(
         r=8, lora_alpha=16, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True, init_lora_weights=False))
     merged = merged_for_acting(lora)
-    out["lora_acting_ms"] = acting_side_by_side({"adapter": lora.get_base_model, "merged": lambda: merged},
+    out["lora_acting_ms"] = side_by_side({"adapter": lora.get_base_model, "merged": lambda: merged},
                                                 before="adapter", after="merged")
 
     class AllToTheEnd(AgentPolicy):
@@ -1260,6 +1284,11 @@ def write_markdown(report: dict, out: Path) -> None:
                 lines.append(f"| {what} ({setting}): dense layers through torch's BLAS -> oneDNN | "
                              f"{fmt(d['blas'][key + '_ms'])} | {fmt(d['onednn'][key + '_ms'])} | "
                              f"{d['onednn_speedup'][key]:.2f}x |")
+        if "depthwise_weight_grad_training_ms" in c:
+            w = c["depthwise_weight_grad_training_ms"]
+            lines.append(f"| training step ms (batch {c['training_batch']}): the depthwise convolutions' weight gradient "
+                         f"by torch -> as a convolution (`_depthwise_weight_grad`) | {fmt(w['torch'])} | "
+                         f"{fmt(w['as a convolution'])} | {w['as a convolution_speedup']:.2f}x |")
         if "conv_weights_acting_ms" in c:
             w = c["conv_weights_acting_ms"]
             lines.append(f"| acting ms (batch {c['acting_batch']}, one thread): convolution weights reordered for oneDNN "

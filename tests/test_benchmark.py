@@ -30,8 +30,10 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     assert "Matmul peak" in (tmp_path / "BENCH.md").read_text()
 
 
-def test_training_flops_count_the_dense_layers_products_whichever_way_they_go(monkeypatch):
-    """The benchmark's share of the matmul peak divides counted FLOPs: the oneDNN products must count like torch's."""
+@pytest.mark.parametrize("choice", ["dense layers through oneDNN", "depthwise weight gradient as a convolution"])
+def test_training_flops_count_the_same_work_whichever_way_it_goes(monkeypatch, choice):
+    """The benchmark's share of the matmul peak divides counted FLOPs: the oneDNN products must count like torch's,
+    and the depthwise weight gradient written as a convolution like torch's weight gradient."""
     sys.path.insert(0, str(REPO / "scripts"))
     import benchmark
 
@@ -42,8 +44,11 @@ def test_training_flops_count_the_dense_layers_products_whichever_way_they_go(mo
     frames, actions = benchmark.batch(2, 4, model.config.image_size)
     monkeypatch.setattr(modeling_agent, "ONEDNN_MIN_MULTIPLY_ADDS", 0)  # every product through oneDNN where it runs
     counts = []
-    for onednn in (False, True):
-        monkeypatch.setattr(modeling_agent, "ONEDNN_LINEARS", onednn)
+    for on in (False, True):
+        if choice == "dense layers through oneDNN":
+            monkeypatch.setattr(modeling_agent, "ONEDNN_LINEARS", on)
+        else:  # the tiny agent's first two stages (8x8 and 4x4 maps) take it
+            monkeypatch.setattr(modeling_agent, "DEPTHWISE_WEIGHT_GRAD_MIN_SIZE", 4 if on else 10**9)
         counts.append(benchmark.train_flops(model, frames, actions))
     assert counts[0] > 0 and counts[1] == counts[0]
 
