@@ -424,6 +424,17 @@ def acting(q) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def restored(module, *names):
+    """Puts `module`'s attributes `names` back as they were when the block ends, however it ends."""
+    saved = {name: getattr(module, name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
 def training_and_acting_side_by_side(q, variants: dict, training_ms, acting_ms, before: str, after: str):
     """Training step and acting ms of each variant (name -> a function that sets it up and returns its model),
     interleaved so that all see the same machine; and `after`'s speed-up over `before` for each."""
@@ -440,8 +451,10 @@ def training_and_acting_side_by_side(q, variants: dict, training_ms, acting_ms, 
 
 
 def acting_choices(q) -> dict:
-    """Side by side, interleaved: the backbone's GELU (GPT-2's tanh approximation against exact) on a cpu-preset
-    training step (batch 8) and on acting (batch 16, one thread); acting through a LoRA adapter against the adapter
+    """Side by side, interleaved: the backbone's GELU (GPT-2's tanh approximation against exact) and the dense layers'
+    products (torch's BLAS against oneDNN) on a cpu-preset training step (batch 8) and on acting (batch 16, one
+    thread); the depthwise weight gradient (torch's against `_depthwise_weight_grad`) on the training step; acting with
+    the convolution weights reordered at every call against once, and through a LoRA adapter against the adapter
     merged into a copy; and an alignment-sized rollout (16 episodes of up to 100 steps on 16 games) with envs leaving
     the agent's batch when they have no episode left (`keep`) against acting for all 16 to the end."""
     import copy
@@ -479,20 +492,19 @@ def acting_choices(q) -> dict:
         q, {act: (lambda model=model: model) for act, model in models.items()}, training_ms, acting_ms,
         before="gelu_pytorch_tanh", after="gelu")
 
+    def setting(name, value, model):
+        """A variant: `modeling_agent.<name> = value`, then `model`."""
+        setattr(modeling_agent, name, value)
+        return model
+
     # the dense layers' products through torch's BLAS or through oneDNN (`modeling_agent.dense`); not where there is
     # no oneDNN linear (or in a commit before it)
     if getattr(modeling_agent, "_ONEDNN_LINEAR", None) is not None:
-        default = modeling_agent.ONEDNN_LINEARS
-
-        def through(onednn):
-            modeling_agent.ONEDNN_LINEARS = onednn
-            return models["gelu"]
-        try:
+        with restored(modeling_agent, "ONEDNN_LINEARS"):
             out["dense_layers"], out["dense_layers"]["onednn_speedup"] = training_and_acting_side_by_side(
-                q, {"blas": lambda: through(False), "onednn": lambda: through(True)}, training_ms, acting_ms,
+                q, {"blas": lambda: setting("ONEDNN_LINEARS", False, models["gelu"]),
+                    "onednn": lambda: setting("ONEDNN_LINEARS", True, models["gelu"])}, training_ms, acting_ms,
                 before="blas", after="onednn")
-        finally:
-            modeling_agent.ONEDNN_LINEARS = default
 
     def side_by_side(variants: dict, before: str, after: str, measure=lambda model: acting_ms(model, 1)) -> dict:
         """ms of each variant (name -> a function that sets it up and returns its model) by `measure` (acting by
@@ -506,38 +518,27 @@ def acting_choices(q) -> dict:
 
     # the depthwise convolutions' weight gradient as a convolution (`_depthwise_weight_grad`) or torch's own
     if hasattr(modeling_agent, "DEPTHWISE_WEIGHT_GRAD_MIN_SIZE"):
-        min_size = modeling_agent.DEPTHWISE_WEIGHT_GRAD_MIN_SIZE
-
-        def depthwise_weight_grad(from_size):
-            modeling_agent.DEPTHWISE_WEIGHT_GRAD_MIN_SIZE = from_size
-            return models["gelu"]
-        try:
+        from_size = modeling_agent.DEPTHWISE_WEIGHT_GRAD_MIN_SIZE
+        with restored(modeling_agent, "DEPTHWISE_WEIGHT_GRAD_MIN_SIZE"):
             out["depthwise_weight_grad_training_ms"] = side_by_side(
-                {"torch": lambda: depthwise_weight_grad(math.inf),
-                 "as a convolution": lambda: depthwise_weight_grad(min_size)},
+                {"torch": lambda: setting("DEPTHWISE_WEIGHT_GRAD_MIN_SIZE", math.inf, models["gelu"]),
+                 "as a convolution": lambda: setting("DEPTHWISE_WEIGHT_GRAD_MIN_SIZE", from_size, models["gelu"])},
                 before="torch", after="as a convolution", measure=training_ms)
-        finally:
-            modeling_agent.DEPTHWISE_WEIGHT_GRAD_MIN_SIZE = min_size
 
     # convolutions at inference with their weight reordered for oneDNN once (`InferenceConv2d`) or at every call
     if getattr(modeling_agent, "_ONEDNN_CONV", None) is not None:
         reorder_once = modeling_agent._ONEDNN_CONV
-
-        def reordering(ops):
-            modeling_agent._ONEDNN_CONV = ops
-            return models["gelu"].eval()
-        try:
+        with restored(modeling_agent, "_ONEDNN_CONV"):
             out["conv_weights_acting_ms"] = side_by_side(
-                {"every call": lambda: reordering(None), "once": lambda: reordering(reorder_once)},
+                {"every call": lambda: setting("_ONEDNN_CONV", None, models["gelu"].eval()),
+                 "once": lambda: setting("_ONEDNN_CONV", reorder_once, models["gelu"].eval())},
                 before="every call", after="once")
-        finally:
-            modeling_agent._ONEDNN_CONV = reorder_once
 
     lora = get_peft_model(copy.deepcopy(models["gelu"]).eval(), LoraConfig(
         r=8, lora_alpha=16, target_modules=LORA_TARGET_MODULES, fan_in_fan_out=True, init_lora_weights=False))
     merged = merged_for_acting(lora)
     out["lora_acting_ms"] = side_by_side({"adapter": lora.get_base_model, "merged": lambda: merged},
-                                                before="adapter", after="merged")
+                                         before="adapter", after="merged")
 
     class AllToTheEnd(AgentPolicy):
         keep = None  # acts for every env until the last episode ends

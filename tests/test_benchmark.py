@@ -53,6 +53,26 @@ def test_training_flops_count_the_same_work_whichever_way_it_goes(monkeypatch, c
     assert counts[0] > 0 and counts[1] == counts[0]
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_convolution_gradients_count_as_torch_counts_them_without_groups(transposed):
+    """`_convolution_backward_flops` agrees with torch's formula for ungrouped convolutions, whichever gradients are
+    asked for, and counts a grouped one's weight gradient once, where torch counts it once per group."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark
+    from torch.utils.flop_counter import conv_backward_flop
+
+    x = (2, 6, 9, 7)  # 2 frames of 6 channels, 4 channels out through a 3x5 kernel
+    w, out = ((6, 4, 3, 5), (2, 4, 11, 11)) if transposed else ((4, 6, 3, 5), (2, 4, 7, 3))
+    for mask in ([True, False, False], [False, True, False], [True, True, True]):
+        args = (out, x, w, None, [1, 1], [0, 0], [1, 1], transposed, [0, 0], 1, mask)
+        ours = benchmark._convolution_backward_flops(*args, out_shape=(x, w, None))
+        assert ours == conv_backward_flop(*args, out_val=(x, w, None)) > 0, mask
+    grouped = (2, 4, 7, 3), (2, 4, 7, 3), (4, 1, 3, 5)  # a depthwise convolution of 4 channels
+    weight_only = benchmark._convolution_backward_flops(*grouped, None, [1, 1], [1, 2], [1, 1], False, [0, 0], 4,
+                                                        [False, True, False])
+    assert weight_only == 2 * 2 * 4 * 7 * 3 * 15  # frames x channels x output pixels x taps, multiply and add
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_kept_freed_memory_spares_a_training_step_its_page_faults(monkeypatch):
     """The cpu preset's step at batch 16 (64 px), as the recipes train it, in a fresh process as a training run

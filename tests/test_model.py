@@ -274,7 +274,8 @@ def test_dense_matches_torchs_linear_and_its_gradients(onednn_calls, case):
         torch.testing.assert_close(ours, torchs)
 
 
-@pytest.mark.parametrize("case", ["channels-last", "contiguous", "no bias", "frozen input", "frozen weight", "2x2 map"])
+@pytest.mark.parametrize("case", ["channels-last", "contiguous", "no bias", "frozen input", "frozen weight", "2x2 map",
+                                  "3x5 kernel"])
 def test_depthwise_convolutions_train_with_torchs_gradients(case):
     from hf_agents.models.modeling_agent import DepthwiseConv2d, InferenceConv2d
 
@@ -284,7 +285,9 @@ def test_depthwise_convolutions_train_with_torchs_gradients(case):
     others = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d) and type(x) is not DepthwiseConv2d]
     assert others and all(type(x) is InferenceConv2d and x.groups == 1 for x in others)  # the stem, the downsamplings
     g = torch.Generator().manual_seed(0)
-    conv = DepthwiseConv2d(6, 6, 7, padding=3, groups=6, bias=case != "no bias")
+    kernel = (3, 5) if case == "3x5 kernel" else (7, 7)
+    padding = (kernel[0] // 2, kernel[1] // 2)
+    conv = DepthwiseConv2d(6, 6, kernel, padding=padding, groups=6, bias=case != "no bias")
     shape = (3, 6, 2, 2) if case == "2x2 map" else (3, 6, 9, 5)  # torch's weight gradient, or ours from 4x4
     x = torch.randn(shape, generator=g)
     x = x.contiguous(memory_format=torch.channels_last) if case != "contiguous" else x
@@ -292,7 +295,7 @@ def test_depthwise_convolutions_train_with_torchs_gradients(case):
     conv.weight.requires_grad_(case != "frozen weight")
     wanted = [t for t in (x, conv.weight, conv.bias) if t is not None and t.requires_grad]
     upstream, runs = torch.randn(shape, generator=g), []
-    for forward in (lambda a: torch.nn.functional.conv2d(a, conv.weight, conv.bias, 1, 3, 1, 6), conv):
+    for forward in (lambda a: torch.nn.functional.conv2d(a, conv.weight, conv.bias, 1, padding, 1, 6), conv):
         out = forward(x)
         runs.append((out.detach(), torch.autograd.grad((out * upstream).sum(), wanted)))
     torch.testing.assert_close(runs[1][0], runs[0][0])

@@ -121,13 +121,13 @@ class DenseConv1D(Conv1D):
 DEPTHWISE_WEIGHT_GRAD_MIN_SIZE = 4
 
 
-def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
-    """(C, 1, kh, kw) weight gradient of a depthwise convolution (stride 1, padding k // 2, odd k) of x (N, C, H, W)
-    with output gradient grad (N, C, H, W)."""
+def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, padding: list[int]) -> torch.Tensor:
+    """(C, 1, 2 ph + 1, 2 pw + 1) weight gradient of a depthwise convolution (stride 1, padding (ph, pw), odd kernel
+    k = 2 p + 1) of x (N, C, H, W) with output gradient grad (N, C, H, W)."""
     n, c, h, w = x.shape
     per_frame = nn.functional.conv2d(x.contiguous().view(1, n * c, h, w), grad.contiguous().view(n * c, 1, h, w),
-                                     None, 1, (kernel[0] // 2, kernel[1] // 2), 1, n * c)
-    return per_frame.view(n, c, *kernel).sum(0).unsqueeze(1)
+                                     None, 1, padding, 1, n * c)
+    return per_frame.view(n, c, *per_frame.shape[-2:]).sum(0).unsqueeze(1)
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -151,7 +151,7 @@ class _DepthwiseConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = nn.functional.conv2d(grad, weight.flip(-1, -2), None, 1, padding, 1, groups)
         if ctx.needs_input_grad[1] and min(x.shape[-2:]) >= DEPTHWISE_WEIGHT_GRAD_MIN_SIZE:
-            grad_weight = _depthwise_weight_grad(grad, x, weight.shape[-2:])
+            grad_weight = _depthwise_weight_grad(grad, x, padding)
         elif ctx.needs_input_grad[1]:
             grad_weight = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], padding, [1, 1], False,
                                                               [0, 0], groups, [False, True, False])[1]
