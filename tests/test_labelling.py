@@ -347,6 +347,8 @@ def test_page_label_undo_label_until_done_and_the_export_is_exactly_what_is_show
             assert button["y"] > video["y"] + video["height"] - 1, side
         page.select_option("#hfa-speed", "2")
         page.wait_for_function("[...document.querySelectorAll('#pair-view video')].every(v => v.playbackRate == 2)")
+        page.wait_for_function("[...document.querySelectorAll('#pair-view video')].every(v => !v.paused)",
+                               timeout=60_000)  # playing together: a pause before they start is undone by the start
         page.evaluate("() => { const v = document.querySelector('#pair-view video'); v.pause(); v.currentTime = 0.5; }")
         page.wait_for_function("[...document.querySelectorAll('#pair-view video')]"  # B follows A: paused at 0.5 s
                                ".every(v => v.paused && Math.abs(v.currentTime - 0.5) < 0.05)", timeout=10_000)
