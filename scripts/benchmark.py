@@ -435,18 +435,23 @@ def restored(module, *names):
             setattr(module, name, value)
 
 
-def training_and_acting_side_by_side(q, variants: dict, training_ms, acting_ms, before: str, after: str):
-    """Training step and acting ms of each variant (name -> a function that sets it up and returns its model),
-    interleaved so that all see the same machine; and `after`'s speed-up over `before` for each."""
-    train, acts = {k: [] for k in variants}, {k: [] for k in variants}
+def interleaved(q, variants: dict, measures: dict) -> dict:
+    """ms samples {measure: {variant: [...]}} of each variant (name -> a function that sets it up and returns its
+    model) by each measure (name -> a function of the model), interleaved so that all see the same machine."""
+    ms = {m: {k: [] for k in variants} for m in measures}
     for _ in range(q["reps"]):
         for name, setup in variants.items():
             model = setup()
-            train[name] += training_ms(model)
-            acts[name] += acting_ms(model.eval(), 1)
-    out = {name: {"training_step_ms": stats(train[name]), "acting_ms": stats(acts[name])} for name in variants}
-    speedup = {k: statistics.median(v[before]) / statistics.median(v[after])
-               for k, v in (("training_step", train), ("acting", acts))}
+            for m, measure in measures.items():
+                ms[m][name] += measure(model)
+    return ms
+
+
+def training_and_acting_side_by_side(q, variants: dict, training_ms, acting_ms, before: str, after: str):
+    """Training step and acting ms of each variant (`interleaved`); and `after`'s speed-up over `before` for each."""
+    ms = interleaved(q, variants, {"training_step": training_ms, "acting": lambda model: acting_ms(model.eval(), 1)})
+    out = {name: {f"{m}_ms": stats(ms[m][name]) for m in ms} for name in variants}
+    speedup = {m: statistics.median(v[before]) / statistics.median(v[after]) for m, v in ms.items()}
     return out, speedup
 
 
@@ -507,12 +512,9 @@ def acting_choices(q) -> dict:
                 before="blas", after="onednn")
 
     def side_by_side(variants: dict, before: str, after: str, measure=lambda model: acting_ms(model, 1)) -> dict:
-        """ms of each variant (name -> a function that sets it up and returns its model) by `measure` (acting by
-        default), interleaved, and `after`'s speed-up over `before` (under `{after}_speedup`)."""
-        ms = {k: [] for k in variants}
-        for _ in range(q["reps"]):
-            for k, setup in variants.items():
-                ms[k] += measure(setup())
+        """ms of each variant by `measure` (acting by default; `interleaved`), and `after`'s speed-up over `before`
+        (under `{after}_speedup`)."""
+        ms = interleaved(q, variants, {"ms": measure})["ms"]
         return {**{k: stats(v) for k, v in ms.items()},
                 f"{after}_speedup": statistics.median(ms[before]) / statistics.median(ms[after])}
 
