@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Why agents fall (README, "Sampling temperature, model size and frame size"): the demo's SFT agent sampled
+# Why agents fall (docs/results.md, "The SFT agent": sampling temperature, model size and frame size): the demo's SFT agent sampled
 # at temperatures 0.5 and 0.75, and SFT agents of the 4m preset and of 32 px frames trained with the demo's
 # recipes, data and updates; each evaluated on the demo's 300 episodes (seed 12345). Run after
 # `bash scripts/demo.sh`; the first argument is where the outputs go (default outputs/why-agents-fall).

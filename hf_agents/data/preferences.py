@@ -2,7 +2,7 @@
 
 Schema (one row per comparison): `chosen` and `rejected` are episode ids of one trajectory dataset,
 `labeller` says who judged (a designer's name, or `synthetic:<pad>`). The same file serves the synthetic
-oracle, the labelling app's export, the reward model, preference fine-tuning and DPO.
+oracle, the labelling app's export, the reward model and DPO.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ class PolicyArguments:
     """The agent an alignment stage starts from and what of it trains: the fields of `TrainablePolicy`."""
 
     agent: str = field(default="", metadata={"help": "The agent to start from (an SFT agent, a local folder or a Hub "
-                                             "id); the reference policy."})
+                                             "id); with `init_adapter`, the reference policy is this agent with that adapter, else this agent."})
     trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE}: the MLP head (paper), LoRA "
                                                      "adapters (one per designer), or everything."})
     adapter_name: str = field(default="default", metadata={"help": "The LoRA adapter's name (one per designer)."})
