@@ -171,6 +171,12 @@ def test_dpo_raises_the_chosen_trajectories_likelihood_against_the_reference(tmp
     assert margin[0] == pytest.approx(0.0, abs=1e-4)  # policy == reference at the start
     assert margin[-1] > 0.05 and accuracy[-1] > 0.9
     assert (tmp_path / "dpo" / "adapter_model.safetensors").exists()
+    # the seed makes the run: the same seed twice, the same adapter (its LoRA initialisation included)
+    for name in ("again-1", "again-2"):
+        assert launch.main([str(REPO / "recipes" / "dpo.yaml"), *common, "labeller=designer-a", "max_steps=1",
+                            "seed=7", f"output_dir={tmp_path / name}"]) == 0
+    first, second = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("again-1", "again-2"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 # -- online alignment on real ViZDoom episodes ----------------------------------------------------------------

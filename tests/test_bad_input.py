@@ -114,9 +114,10 @@ def test_export_refuses_to_replace_files_already_there(tmp_path, capsys, rng):
     assert {p.name: p.read_bytes() for p in (tmp_path / "npz").iterdir()} == exported
 
 
-def test_a_context_length_below_one_is_refused():
-    with pytest.raises(ValueError, match="context_length=0: the model needs at least 1 timestep"):
-        AgentConfig(context_length=0)
+def test_a_context_length_below_two_is_refused():
+    for H in (0, 1):  # at H = 1 a full window could keep nothing of itself: acting and re-scoring need H >= 2
+        with pytest.raises(ValueError, match=f"context_length={H}: the model needs at least 2 timesteps"):
+            AgentConfig(context_length=H)
 
 
 def test_a_spawn_outside_the_game_is_refused_and_the_env_still_works():
@@ -355,7 +356,8 @@ def test_a_second_writer_of_one_output_is_refused_at_once_and_the_first_result_i
     ("dpo", "beta=-0.1", "beta=-0.1: must be a finite number > 0"),
     ("imitation", "eval_fraction=-1", "eval_fraction=-1.0: must be in [0, 1)"),
     ("reward", "eval_fraction=1", "eval_fraction=1.0: must be in [0, 1)"),
-    ("imitation", "context_length=100000", "context_length=100000: must be in 1..512"),
+    ("imitation", "context_length=100000", "context_length=100000: must be in 2..512"),
+    ("imitation", "context_length=1", "context_length=1: must be in 2..512"),
     ("preference_ft", "temperature=-1", "temperature=-1.0: must be a finite number > 0"),
     ("preference_ft", "num_envs=0", "num_envs=0: must be >= 1"),
 ])
@@ -586,3 +588,14 @@ def test_a_label_database_that_cannot_be_created_names_the_folder(tmp_path, rng)
     assert code2 == 2 and one_error_line(err2) == (f"hf-agents: error: {tmp_path / 'notes.sqlite'}: not a label "
                                                    "database (file is not a database); pick another --db")
     assert left == [] and checksums(tmp_path / "ds", tmp_path / "notes.sqlite") == before
+
+
+def test_held_out_data_of_another_frame_size_is_refused_before_training(tmp_path, capsys, rng):
+    write_test_dataset(tmp_path / "train", [8] * 2, size=16, rng=rng)
+    write_test_dataset(tmp_path / "held-out", [8] * 2, size=24, rng=rng)
+    code, err = cli(capsys, "train", "stage=imitation", f"dataset={tmp_path / 'train'}", "report_to=none",
+                    f"eval_dataset={tmp_path / 'held-out'}", "max_steps=2", "context_length=4", "use_cpu=true",
+                    f"output_dir={tmp_path / 'out'}")
+    line = one_error_line(err)
+    assert code == 2 and f"{tmp_path / 'held-out'}: eval_dataset frames are 24x24" in line
+    assert "16x16" in line and not (tmp_path / "out" / "model.safetensors").exists()

@@ -55,16 +55,17 @@ def test_three_oracle_rounds_each_retrain_on_all_rollouts_and_go_on_from_the_las
 
 
 @pytest.mark.slow
-def test_a_round_waits_for_the_designers_labels_and_goes_on_when_they_are_there(tmp_path, capsys):
+def test_a_round_waits_for_the_designers_labels_and_goes_on_when_they_are_there(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # output_dir relative, as in the shipped recipe; the app records absolute paths
     db = tmp_path / "labels.sqlite"
-    args = ["labeller=app", f"label_db={db}", "rounds=1"]
+    args = ["labeller=app", f"label_db={db}", "rounds=1", "output_dir=loop"]
     assert loop(tmp_path, *args) == 2  # round 1 rolled out, nothing labelled yet: stop and say how to go on
     assert "hf-agents label" in capsys.readouterr().err and not (tmp_path / "loop" / "round-1" / "reward").exists()
     rollouts = tmp_path / "loop" / "round-1" / "rollouts"
     data = load_trajectories(rollouts)
     from hf_agents.locations import fingerprint
 
-    store = LabelStore(db, fingerprint(rollouts), str(rollouts), [m["episode_id"] for m in data.episodes])
+    store = LabelStore(db, fingerprint(rollouts), str(rollouts.resolve()), [m["episode_id"] for m in data.episodes])
     ids = [m["episode_id"] for m in data.episodes]
     for a, b in zip(ids[::2], ids[1::2]):
         store.add("alice", "pair", [a, b], [1, 0])

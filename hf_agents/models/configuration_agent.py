@@ -60,8 +60,9 @@ class AgentConfig(PretrainedConfig):
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.intermediate_size = intermediate_size
-        if context_length < 1:
-            raise ValueError(f"context_length={context_length}: the model needs at least 1 timestep of context")
+        if context_length < 2:  # a full window keeps keep_steps (>= 1) of its steps and slides: H - keep_steps >= 1
+            raise ValueError(f"context_length={context_length}: the model needs at least 2 timesteps of context (a "
+                             "full window keeps some of its steps and goes on)")
         if context_length > MAX_CONTEXT_LENGTH:
             raise ValueError(f"context_length={context_length}: at most {MAX_CONTEXT_LENGTH} timesteps "
                              f"({2 * MAX_CONTEXT_LENGTH} tokens, GPT-2's positions; the paper uses 32)")

@@ -76,7 +76,7 @@ BOUNDS = {
     "l2_penalty": (_non_negative, "a finite number >= 0 (paper: 0.1)"),
     "temperature": (_positive, "a finite number > 0 (1.0 samples the agent as trained)"),
     "lora_dropout": (_fraction, "in [0, 1)"),
-    "context_length": (lambda v: 1 <= v <= MAX_CONTEXT_LENGTH, f"in 1..{MAX_CONTEXT_LENGTH} (paper: 32)"),
+    "context_length": (lambda v: 2 <= v <= MAX_CONTEXT_LENGTH, f"in 2..{MAX_CONTEXT_LENGTH} (paper: 32)"),
     **{name: (_at_least_one, ">= 1") for name in (
         "window_stride", "trajectory_steps", "embed_batch_size", "per_device_train_batch_size",
         "per_device_eval_batch_size", "gradient_accumulation_steps", "iterations", "rollout_episodes",

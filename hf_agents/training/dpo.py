@@ -14,7 +14,7 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_agents.data import load_trajectories
 from hf_agents.data.preferences import read_preferences
@@ -106,6 +106,7 @@ def build(config: TrajectoryDPOConfig):
 
 def run(config: TrajectoryDPOConfig) -> dict:
     resume_from = check_output_dir(config)
+    set_seed(config.seed)  # the LoRA adapter's initialisation too, not only the Trainer's data order
     policy, pairs, trajectories = build(config)
     trainer = TrajectoryDPOTrainer(policy, config, train_dataset=pairs,
                                    data_collator=PairCollator(trajectories, config.trajectory_steps))

@@ -155,7 +155,7 @@ class AlignLoop:
         return evaluate_model(c.agent, out, episodes=episodes or c.eval_episodes, num_envs=c.num_envs,
                               temperature=c.temperature, seed=seed, videos=0 if trajectories else 3,
                               label=out.parent.name, trajectories=trajectories, overwrite=True, env=self.game.id,
-                              env_kwargs=self.game.kwargs,
+                              env_kwargs=self.game.kwargs, image_key=self.game.image_key,
                               max_steps=c.max_episode_steps, adapters={c.adapter_name: adapter} if adapter else None)
 
     def preferences(self, r: int, folder: Path, rollouts: Path) -> Path:
@@ -193,8 +193,10 @@ class AlignLoop:
         from hf_agents.data.labels import expand, read_labels, stale_datasets
 
         c, deadline = self.config, time.monotonic() + self.config.wait_for_labels
+        rollouts = rollouts.resolve()  # the labelling app records the absolute path; output_dir may be relative
         while True:
-            labels = [row for row in read_labels(c.label_db, c.designer) if Path(row["dataset_path"]) == rollouts]
+            labels = [row for row in read_labels(c.label_db, c.designer)
+                      if Path(row["dataset_path"]).resolve() == rollouts]
             stale = stale_datasets(labels)
             if stale:
                 raise ValueError(f"round {r}: {stale[0][1]}; label the round's rollouts again (a new --db) and resume")
@@ -244,7 +246,8 @@ class AlignLoop:
                                                 f"num_envs={c.num_envs}", f"seed={c.seed}",
                                                 f"max_episode_steps={c.max_episode_steps}",
                                                 *([f"env={c.env}"] if c.env else []),
-                                                *([f"env_kwargs={c.env_kwargs}"] if c.env_kwargs else [])])
+                                                *([f"env_kwargs={c.env_kwargs}"] if c.env_kwargs else []),
+                                                *([f"image_key={c.image_key}"] if c.image_key else [])])
         return str(out)
 
     def stage(self, recipe: str, overrides: list[str], out: Path, values: list[str]) -> dict:
