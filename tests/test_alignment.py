@@ -3,6 +3,7 @@ online REINFORCE/RLOO on real (small) ViZDoom episodes."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -397,6 +398,11 @@ def test_preference_fine_tuning_clones_the_best_scored_rollouts_and_resumes(tmp_
     history = json.loads((out / "train_results.json").read_text())["metrics"]["history"]
     assert [h["iteration"] for h in history] == [1, 2]
     assert load_trajectories(out / "iteration-2" / "rollouts").info["policy"]["checkpoint"].endswith("model")
+    # killed after saving iteration 3's model, before recording it: resume does iteration 3 again
+    shutil.copytree(out / "iteration-2" / "model", out / "iteration-3" / "model")
+    assert launch.main([*args, "iterations=3", "resume=true"]) == 0
+    history = json.loads((out / "train_results.json").read_text())["metrics"]["history"]
+    assert [h["iteration"] for h in history] == [1, 2, 3]
 
 
 @pytest.mark.slow

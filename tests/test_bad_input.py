@@ -599,3 +599,12 @@ def test_held_out_data_of_another_frame_size_is_refused_before_training(tmp_path
     line = one_error_line(err)
     assert code == 2 and f"{tmp_path / 'held-out'}: eval_dataset frames are 24x24" in line
     assert "16x16" in line and not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_missing_or_corrupt_preferences_file_is_named_by_the_reward_stage(tmp_path, capsys, rng):
+    write_test_dataset(tmp_path / "ds", [6] * 4, size=16, rng=rng)
+    (tmp_path / "bad.parquet").write_bytes(b"garbage")
+    for name, message in (("missing.parquet", "no such preferences file"), ("bad.parquet", "corrupt or truncated")):
+        code, err = cli(capsys, "train", "stage=reward", f"trajectories={tmp_path / 'ds'}", "encoder=random",
+                        f"preferences={tmp_path / name}", "report_to=none", f"output_dir={tmp_path / 'out'}")
+        assert code == 2 and one_error_line(err).startswith(f"hf-agents train: error: {tmp_path / name}: {message}")

@@ -82,6 +82,11 @@ def test_an_agent_saved_before_the_activation_field_keeps_the_tanh_gelu_it_was_t
     torch.testing.assert_close(loaded(frames, actions).logits, legacy(frames, actions).logits)
     exact = make_tiny_agent().eval()  # new agents: exact GELU, a different function of the same weights
     assert exact.config.activation_function == "gelu"
+    # an agent-encoder reward model saved then rebuilds its frozen agent with the same GELU
+    from hf_agents.models import TrajectoryRewardConfig, TrajectoryRewardModel
+
+    reward = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="agent", agent_config=config))
+    assert reward.agent.config.activation_function == "gelu_pytorch_tanh"
     exact.load_state_dict(legacy.state_dict())
     assert not torch.equal(exact(frames, actions).logits, legacy(frames, actions).logits)
     with pytest.raises(ValueError, match="activation_function"):

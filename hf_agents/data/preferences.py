@@ -96,9 +96,19 @@ def _is_fingerprint(value) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
+def _parquet(path: Path, read):
+    """`read(path)` of a preferences file; a missing or unreadable one is named, with the fix."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such preferences file (write one with `hf-agents preferences synthetic`)")
+    try:
+        return read(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DatasetFormatError(f"{path}: corrupt or truncated parquet file ({e})") from e
+
+
 def preferences_dataset(path: str | Path) -> str | None:
     """The fingerprint of the dataset a preferences file was made on, or None when it does not record one."""
-    metadata = pq.read_schema(path).metadata or {}
+    metadata = _parquet(Path(path), pq.read_schema).metadata or {}
     value = metadata.get(FINGERPRINT_KEY)
     return value.decode() if value else None
 
@@ -107,12 +117,7 @@ def read_preferences(path: str | Path, episode_ids=None, labeller: str | None = 
     """(chosen, rejected) pairs; with `episode_ids`, checks that every id is in the trajectory dataset;
     with `labeller`, only that labeller's comparisons (one designer = one reward model = one adapter)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such preferences file (write one with `hf-agents preferences synthetic`)")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as e:
-        raise DatasetFormatError(f"{path}: corrupt or truncated parquet file ({e})") from e
+    table = _parquet(path, pq.read_table)
     missing = [c for c in ("chosen", "rejected") if c not in table.column_names]
     if missing:
         raise DatasetFormatError(f"{path}: missing column(s) {missing}; a preferences file has {list(PREFERENCE_COLUMNS)}")

@@ -55,7 +55,7 @@ class TrajectoryRewardModel(PreTrainedModel):
     def __init__(self, config: TrajectoryRewardConfig):
         super().__init__(config)
         if config.encoder == "agent":
-            self.agent = AgentModel(AgentConfig(**config.agent_config))
+            self.agent = AgentModel(AgentConfig.from_dict(config.agent_config))  # a legacy config keeps its GELU
             self.agent.requires_grad_(False)
         else:
             pixels = 3 * config.image_size * config.image_size

@@ -102,9 +102,14 @@ def fine_tune(model, config: PreferenceFTConfig, selected, out: Path):
 
 
 def completed_iterations(out: Path) -> int:
-    """Iterations whose model was saved (resume=true goes on after the last of them)."""
-    done = [int(p.parents[1].name.split("-")[1]) for p in out.glob("iteration-*/model/config.json")]
-    return max(done, default=0)
+    """Iterations recorded in history.json, which is written once an iteration's model is saved whole, and whose
+    model is still there: resume=true goes on after the last of them (a run killed while saving does it again)."""
+    path, done = out / "history.json", 0
+    for entry in json.loads(path.read_text()) if path.exists() else []:
+        if entry["iteration"] != done + 1 or not (out / f"iteration-{done + 1}" / "model" / "config.json").exists():
+            break
+        done += 1
+    return done
 
 
 def run(config: PreferenceFTConfig) -> dict:
