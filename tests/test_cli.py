@@ -67,6 +67,17 @@ def test_every_shipped_recipe_has_a_short_help_page(capsys, recipe):
     assert len(out.splitlines()) < PAGE and "(str" in out
 
 
+def test_a_list_override_sets_a_list_and_an_empty_one_empties_it():
+    from hf_agents.training.common import parse_stage
+
+    def field(*overrides):
+        return parse_stage("align.yaml", list(overrides))[1]
+
+    assert field("report_to=[tensorboard]").report_to == ["tensorboard"]
+    assert field("report_to=[]").report_to == [] and field("env_kwargs=[]").env_kwargs == []
+    assert field("env_kwargs=[a=1, b=2]").env_kwargs == ["a=1", "b=2"]
+
+
 def test_version_and_bare_command(capsys):
     code, out, _ = run(capsys)
     assert code == 0 and out.startswith("usage: hf-agents") and "demo" in out

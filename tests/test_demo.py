@@ -90,6 +90,18 @@ def test_a_stage_is_reused_only_when_its_inputs_match(tmp_path):
     assert len(runs) == 3 and any("made from other inputs" in line for line in lines)
 
 
+def test_rollouts_that_all_tie_skip_the_reward_models(tmp_path):
+    from hf_agents.games.jumppads.demo import Stages, reward_models
+    from tests.conftest import write_test_dataset
+
+    write_test_dataset(tmp_path / "rollouts", [6] * 4, size=16, outcomes=["none"])  # no pad reached: all tie
+    lines = []
+    results = reward_models(tmp_path, tmp_path / "rollouts", {"reward_epochs": 1}, Stages(tmp_path, lines.append),
+                            lines.append)
+    assert set(results) == {"agent", "random"} and all("skipped" in r for r in results.values())
+    assert "skipped" in lines[-1] and not list(tmp_path.glob("reward-*"))
+
+
 def _summary(left, middle, right, none, episodes=300):
     from hf_agents.rollout.evaluate import wilson
 

@@ -83,7 +83,7 @@ def test_only_the_games_own_no_op_is_an_idle_gamepad(noop):
 @pytest.mark.parametrize(
     "space",
     [spaces.Discrete(6), spaces.MultiBinary(5), spaces.MultiDiscrete([2, 3, 11]),
-     spaces.Box(-2.0, 3.0, (3,), np.float32),
+     spaces.MultiDiscrete([2, 5], start=[1, -2]), spaces.Box(-2.0, 3.0, (3,), np.float32),
      spaces.Dict({"move": spaces.Box(-1.0, 1.0, (2,), np.float32), "fire": spaces.Discrete(2)})],
 )
 def test_action_mapping_round_trips(space):

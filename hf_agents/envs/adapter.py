@@ -50,6 +50,11 @@ class _Slots:
         return [NUM_BUTTONS + i for i in range(start, start + n)]
 
 
+def _starts(space: spaces.MultiDiscrete) -> np.ndarray:
+    """Each component's lowest value (gymnasium's `start`, 0 by default), flattened."""
+    return np.asarray(getattr(space, "start", 0), dtype=np.int64).reshape(-1) * np.ones(np.size(space.nvec), np.int64)
+
+
 class ActionMapper:
     """Maps gamepad ids (16,) <-> actions of a Gymnasium space."""
 
@@ -94,7 +99,7 @@ class ActionMapper:
             nvec = np.asarray(s.nvec).reshape(-1)
             out = [int(ids[b]) if n <= 2 else int(round((STICK_CENTRES[ids[b]] + 1) / 2 * (n - 1)))
                    for b, n in zip(self.index, nvec)]
-            return np.asarray(out, dtype=s.dtype).reshape(s.shape)
+            return (np.asarray(out) + _starts(s)).astype(s.dtype).reshape(s.shape)
         centre = STICK_CENTRES[ids[self.index]]
         return (s.low + (centre + 1) / 2 * (s.high - s.low)).astype(s.dtype)
 
@@ -113,7 +118,7 @@ class ActionMapper:
             ids[self.index] = np.asarray(action).reshape(-1).astype(np.int64)
         elif isinstance(s, spaces.MultiDiscrete):
             nvec = np.asarray(s.nvec).reshape(-1)
-            for b, n, v in zip(self.index, nvec, np.asarray(action).reshape(-1)):
+            for b, n, v in zip(self.index, nvec, np.asarray(action).reshape(-1) - _starts(s)):
                 ids[b] = int(v) if n <= 2 else int(np.abs(STICK_CENTRES - (2 * v / (n - 1) - 1)).argmin())
         else:
             x = 2 * (np.asarray(action, np.float64) - s.low) / (s.high - s.low) - 1

@@ -155,15 +155,19 @@ class BatchedEnv:
         self.workers: list = [None] * num_envs
         self.restarts = 0
         self.shared: SharedFrames | None = None
-        for i in range(num_envs):
-            self._start(i)
-        self.observation_space, self.action_space, self.metadata = self._call(0, "spaces", None, reset_timeout)
-        space = self.observation_space
-        self._last_obs = [np.zeros(space.shape, space.dtype)] * num_envs
-        if shared_memory and isinstance(space, gym.spaces.Box) and len(space.shape) == 3:
-            self.shared = SharedFrames(num_envs, space.shape, space.dtype)
+        try:
             for i in range(num_envs):
-                self._share(i)
+                self._start(i)
+            self.observation_space, self.action_space, self.metadata = self._call(0, "spaces", None, reset_timeout)
+            space = self.observation_space
+            self._last_obs = [np.zeros(space.shape, space.dtype)] * num_envs
+            if shared_memory and isinstance(space, gym.spaces.Box) and len(space.shape) == 3:
+                self.shared = SharedFrames(num_envs, space.shape, space.dtype)
+                for i in range(num_envs):
+                    self._share(i)
+        except BaseException:  # e.g. the game cannot be made: no worker outlives the error
+            self.close()
+            raise
 
     # -- worker management -------------------------------------------------------------------------
     def _start(self, i: int) -> None:
@@ -302,7 +306,10 @@ class BatchedEnv:
         return self.shared.frames[i] if obs is None and self.shared is not None else obs
 
     def close(self) -> None:
-        for i, (proc, conn) in enumerate(self.workers):
+        for i, worker in enumerate(self.workers):
+            if worker is None:  # never started (a failed construction)
+                continue
+            proc, conn = worker
             if self._send(i, "close", None):
                 try:
                     if conn.poll(5):

@@ -233,7 +233,7 @@ def _flow_list(value: str, key: str, where: str):
         items = yaml.safe_load(value)
     except yaml.YAMLError:
         raise RecipeError(f"{where}: {key}={value} is not a list; write {key}=[a, b] (or quote each item)") from None
-    return [str(v) for v in items] if items else value
+    return [str(v) for v in items] if isinstance(items, list) else value
 
 
 _REFERENCE = re.compile(r"\{([A-Za-z_]\w*)\}")
@@ -275,6 +275,9 @@ def parse_stage(recipe: str | None, overrides=()) -> tuple[str, object]:
         (config,) = parser.parse_args_into_dataclasses(args=argv)
     except (ArgumentError, ValueError, TypeError) as e:
         raise RecipeError(f"{where}: {e}") from e
+    for name, value in values.items():  # `key: []` / key=[] empties a list field (argparse cannot take no items)
+        if isinstance(value, list) and not value and isinstance(getattr(config, name, None), list):
+            setattr(config, name, [])
     help_command = f"hf-agents train {recipe if recipe else f'stage={stage}'} --help"
     for name in module.REQUIRED:
         if not getattr(config, name):

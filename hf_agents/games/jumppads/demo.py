@@ -140,15 +140,17 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
 
 def reward_models(out: Path, rollouts: Path, s: dict, stage: Stages, log) -> dict:
     """Synthetic preferences on the SFT agent's rollouts, then a reward model per encoder; their metrics."""
+    import pyarrow.parquet as pq
+
     from hf_agents.data import load_trajectories
-    from hf_agents.data.preferences import read_preferences, synthetic_preferences, write_preferences
+    from hf_agents.data.preferences import synthetic_preferences, write_preferences
 
     prefs = out / f"preferences-{PREFERRED_PAD}.parquet"
     stage("synthetic preferences", prefs, lambda: write_preferences(
         prefs, synthetic_preferences(load_trajectories(rollouts).episodes, PREFERRED_PAD),
         f"synthetic:{PREFERRED_PAD}"), inputs=[rollouts])
     results = {}
-    if not len(read_preferences(prefs)):  # every rollout tied (tiny smoke runs): nothing to learn from
+    if not pq.read_metadata(prefs).num_rows:  # every rollout tied (tiny smoke runs): nothing to learn from
         log("[demo] reward models: skipped, the rollouts hold no strict preference (all ended alike)")
         return {encoder: {"skipped": "no strict preference among the rollouts"} for encoder in ("agent", "random")}
     epochs = [f"num_train_epochs={s['reward_epochs']}"] if s["reward_epochs"] else []
