@@ -403,6 +403,11 @@ def test_preference_fine_tuning_clones_the_best_scored_rollouts_and_resumes(tmp_
     assert launch.main([*args, "iterations=3", "resume=true"]) == 0
     history = json.loads((out / "train_results.json").read_text())["metrics"]["history"]
     assert [h["iteration"] for h in history] == [1, 2, 3]
+    # a LoRA run cannot resume: said, not started again silently (its iterations save adapters, not agents)
+    lora = [*args[:2], f"output_dir={tmp_path / 'lora'}", *args[3:], "trainable=lora"]
+    assert launch.main([*lora, "iterations=1"]) == 0
+    assert launch.main([*lora, "iterations=2", "resume=true"]) == 2
+    assert not (tmp_path / "lora" / "iteration-2").exists()
 
 
 @pytest.mark.slow

@@ -68,14 +68,19 @@ def test_every_shipped_recipe_has_a_short_help_page(capsys, recipe):
 
 
 def test_a_list_override_sets_a_list_and_an_empty_one_empties_it():
-    from hf_agents.training.common import parse_stage
+    from hf_agents.training.common import RecipeError, parse_stage
 
     def field(*overrides):
         return parse_stage("align.yaml", list(overrides))[1]
 
     assert field("report_to=[tensorboard]").report_to == ["tensorboard"]
-    assert field("report_to=[]").report_to == [] and field("env_kwargs=[]").env_kwargs == []
+    assert field("report_to=[]").report_to == []  # the default is ["tensorboard"]
     assert field("env_kwargs=[a=1, b=2]").env_kwargs == ["a=1", "b=2"]
+    assert parse_stage("align_loop.yaml", ["reward_overrides=[]"])[1].reward_overrides == []  # the recipe sets one
+    with pytest.raises(RecipeError, match=r"unknown field\(s\) \['reprot_to'\]"):
+        field("reprot_to=[]")
+    with pytest.raises(RecipeError, match="seed=\\[\\] but `seed` is not a list"):
+        field("seed=[]")
 
 
 def test_version_and_bare_command(capsys):

@@ -165,8 +165,8 @@ class BatchedEnv:
                 self.shared = SharedFrames(num_envs, space.shape, space.dtype)
                 for i in range(num_envs):
                     self._share(i)
-        except BaseException:  # e.g. the game cannot be made: no worker outlives the error
-            self.close()
+        except BaseException:  # e.g. the game cannot be made: no worker (nor the engine it started) outlives the error
+            self._kill()
             raise
 
     # -- worker management -------------------------------------------------------------------------
@@ -305,11 +305,23 @@ class BatchedEnv:
         its next command (`reset_wait` / `step_wait` copy the frames once, into the batch they return)."""
         return self.shared.frames[i] if obs is None and self.shared is not None else obs
 
-    def close(self) -> None:
-        for i, worker in enumerate(self.workers):
-            if worker is None:  # never started (a failed construction)
+    def _kill(self) -> None:
+        """Kill every worker with its process group at once, and remove the frame file."""
+        for worker in self.workers:
+            if worker is None:  # never started
                 continue
             proc, conn = worker
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.is_alive():  # killed before it made its own group
+                proc.kill()
+            proc.join(timeout=5)
+            conn.close()
+        if self.shared is not None:
+            self.shared.close()
+
+    def close(self) -> None:
+        for i, (proc, conn) in enumerate(self.workers):
             if self._send(i, "close", None):
                 try:
                     if conn.poll(5):

@@ -117,7 +117,7 @@ class PolicyArguments:
     """The agent an alignment stage starts from and what of it trains: the fields of `TrainablePolicy`."""
 
     agent: str = field(default="", metadata={"help": "The agent to start from (an SFT agent, a local folder or a Hub "
-                                             "id); with `init_adapter`, the reference policy is this agent with that adapter, else this agent."})
+                                             "id); the KL reference (with init_adapter, if set)."})
     trainable: str = field(default="head", metadata={"help": f"One of {TRAINABLE}: the MLP head (paper), LoRA "
                                                      "adapters (one per designer), or everything."})
     adapter_name: str = field(default="default", metadata={"help": "The LoRA adapter's name (one per designer)."})
@@ -268,7 +268,7 @@ def parse_stage(recipe: str | None, overrides=()) -> tuple[str, object]:
     argv = _argv_from(values)
     parser = HfArgumentParser(config_class, exit_on_error=False)
     known = set(config_class.__dataclass_fields__)
-    unknown = [a[2:] for a in argv if a.startswith("--") and a[2:].replace("-", "_") not in known]
+    unknown = [key for key in values if key.replace("-", "_") not in known]
     if unknown:
         raise RecipeError(f"{where}: unknown field(s) {unknown}; see `hf-agents train RECIPE --help`")
     try:
@@ -276,8 +276,11 @@ def parse_stage(recipe: str | None, overrides=()) -> tuple[str, object]:
     except (ArgumentError, ValueError, TypeError) as e:
         raise RecipeError(f"{where}: {e}") from e
     for name, value in values.items():  # `key: []` / key=[] empties a list field (argparse cannot take no items)
-        if isinstance(value, list) and not value and isinstance(getattr(config, name, None), list):
-            setattr(config, name, [])
+        if isinstance(value, list) and not value:
+            if not isinstance(getattr(config, name.replace("-", "_")), list):
+                raise RecipeError(f"{where}: {name}=[] but `{name}` is not a list; give it a value "
+                                  f"(see `hf-agents train {recipe or f'stage={stage}'} --help`)")
+            setattr(config, name.replace("-", "_"), [])
     help_command = f"hf-agents train {recipe if recipe else f'stage={stage}'} --help"
     for name in module.REQUIRED:
         if not getattr(config, name):

@@ -162,7 +162,7 @@ def _check_same_game(config: ImitationConfig, data, evaluation) -> None:
         raise ValueError(f"{config.eval_dataset}: eval_dataset frames are {eval_size} but the training data's "
                          f"({config.dataset}) are {size}; {fix}")
     game, eval_game = (d.info.get("game") or {} for d in (data, evaluation))
-    if game.get("id") != eval_game.get("id"):
+    if game.get("id") and eval_game.get("id") and game["id"] != eval_game["id"]:  # one that records none may match
         raise ValueError(f"{config.eval_dataset}: eval_dataset is of the game {eval_game.get('id')} but the training "
                          f"data ({config.dataset}) of {game.get('id')}; {fix}")
 

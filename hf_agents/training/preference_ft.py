@@ -106,7 +106,8 @@ def completed_iterations(out: Path) -> int:
     model is still there: resume=true goes on after the last of them (a run killed while saving does it again)."""
     path, done = out / "history.json", 0
     for entry in json.loads(path.read_text()) if path.exists() else []:
-        if entry["iteration"] != done + 1 or not (out / f"iteration-{done + 1}" / "model" / "config.json").exists():
+        model = out / f"iteration-{done + 1}" / "model"
+        if entry["iteration"] != done + 1 or not any((model / f).exists() for f in ("config.json", "adapter_config.json")):
             break
         done += 1
     return done
@@ -119,6 +120,8 @@ def run(config: PreferenceFTConfig) -> dict:
         check_output_dir(config)
         for old in out.glob("iteration-*") if config.overwrite else ():  # a previous run's: resume must not find them
             shutil.rmtree(old, ignore_errors=True)
+        for old in ("history.json", "train_results.json") if config.overwrite else ():
+            (out / old).unlink(missing_ok=True)
     set_seed(config.seed)
     if config.trainable == "lora" and start:
         raise ValueError(f"{out}: resume=true continues head or full fine-tuning only; rerun with overwrite=true")
