@@ -597,7 +597,7 @@ def test_held_out_data_of_another_frame_size_is_refused_before_training(tmp_path
                     f"eval_dataset={tmp_path / 'held-out'}", "max_steps=2", "context_length=4", "use_cpu=true",
                     f"output_dir={tmp_path / 'out'}")
     line = one_error_line(err)
-    assert code == 2 and f"{tmp_path / 'held-out'}: eval_dataset frames are 24x24" in line
+    assert code == 2 and f"{tmp_path / 'held-out'} (eval_dataset): frames are 24x24" in line
     assert "16x16" in line and not (tmp_path / "out" / "model.safetensors").exists()
 
 

@@ -52,7 +52,7 @@ class _Slots:
 
 def _starts(space: spaces.MultiDiscrete) -> np.ndarray:
     """Each component's lowest value (gymnasium's `start`, 0 by default), flattened."""
-    return np.asarray(getattr(space, "start", 0), dtype=np.int64).reshape(-1) * np.ones(np.size(space.nvec), np.int64)
+    return np.broadcast_to(np.asarray(getattr(space, "start", 0), np.int64), np.shape(space.nvec)).reshape(-1)
 
 
 class ActionMapper:

@@ -193,14 +193,18 @@ class BatchedEnv:
         with contextlib.suppress(ProcessLookupError, PermissionError):  # hung while starting: a late answer must not
             os.killpg(proc.pid, signal.SIGKILL)  # be taken for its next command's; that command restarts it
 
-    def _restart(self, i: int) -> None:
+    def _kill_worker(self, i: int) -> None:
+        """Kill worker i at once, with its process group (the engine process its env started)."""
         proc, conn = self.workers[i]
         conn.close()
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if proc.is_alive():  # killed before it made its own group
+            proc.kill()
         proc.join(timeout=5)
+
+    def _restart(self, i: int) -> None:
+        self._kill_worker(i)
         self.restarts += 1
         self._start(i)
 
@@ -306,17 +310,10 @@ class BatchedEnv:
         return self.shared.frames[i] if obs is None and self.shared is not None else obs
 
     def _kill(self) -> None:
-        """Kill every worker with its process group at once, and remove the frame file."""
-        for worker in self.workers:
-            if worker is None:  # never started
-                continue
-            proc, conn = worker
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            if proc.is_alive():  # killed before it made its own group
-                proc.kill()
-            proc.join(timeout=5)
-            conn.close()
+        """Kill every worker started so far, and remove the frame file."""
+        for i, worker in enumerate(self.workers):
+            if worker is not None:
+                self._kill_worker(i)
         if self.shared is not None:
             self.shared.close()
 

@@ -275,13 +275,14 @@ def parse_stage(recipe: str | None, overrides=()) -> tuple[str, object]:
         (config,) = parser.parse_args_into_dataclasses(args=argv)
     except (ArgumentError, ValueError, TypeError) as e:
         raise RecipeError(f"{where}: {e}") from e
-    for name, value in values.items():  # `key: []` / key=[] empties a list field (argparse cannot take no items)
-        if isinstance(value, list) and not value:
-            if not isinstance(getattr(config, name.replace("-", "_")), list):
-                raise RecipeError(f"{where}: {name}=[] but `{name}` is not a list; give it a value "
-                                  f"(see `hf-agents train {recipe or f'stage={stage}'} --help`)")
-            setattr(config, name.replace("-", "_"), [])
     help_command = f"hf-agents train {recipe if recipe else f'stage={stage}'} --help"
+    for name, value in values.items():  # `key: []` / key=[] empties a list field (argparse cannot take no items)
+        field_name = name.replace("-", "_")
+        if isinstance(value, list) and not value:
+            if not isinstance(getattr(config, field_name), list):
+                raise RecipeError(f"{where}: {name}=[] but `{name}` is not a list; give it a value (see "
+                                  f"`{help_command}`)")
+            setattr(config, field_name, [])
     for name in module.REQUIRED:
         if not getattr(config, name):
             raise RecipeError(f"{where}: `{name}` is required for the {stage} stage (see `{help_command}`)")

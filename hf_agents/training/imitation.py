@@ -141,7 +141,7 @@ def build_datasets(config: ImitationConfig):
     data = load(config.dataset)
     if config.eval_dataset:
         train, evaluation = data, load(config.eval_dataset)
-        _check_same_game(config, data, evaluation)
+        _check_held_out(config, data, evaluation)
     else:
         train, evaluation = data.split(config.eval_fraction, seed=config.seed)
     if len(train) == 0:
@@ -154,13 +154,11 @@ def build_datasets(config: ImitationConfig):
     return data.frame_size, data.info.get("game"), train_windows, eval_windows
 
 
-def _check_same_game(config: ImitationConfig, data, evaluation) -> None:
+def _check_held_out(config: ImitationConfig, data, evaluation) -> None:
     """The held-out data is of the training data's game and frame size (checked before training, not after it)."""
     fix = "hold out recordings of the same game at the same frame size, or drop eval_dataset to use eval_fraction"
-    if evaluation.frame_size != data.frame_size:
-        size, eval_size = ("x".join(map(str, d.frame_size)) for d in (data, evaluation))
-        raise ValueError(f"{config.eval_dataset}: eval_dataset frames are {eval_size} but the training data's "
-                         f"({config.dataset}) are {size}; {fix}")
+    check_frame_size(evaluation.frame_size, data.frame_size, f"{config.eval_dataset} (eval_dataset)",
+                     f"training on {config.dataset}", fix)
     game, eval_game = (d.info.get("game") or {} for d in (data, evaluation))
     if game.get("id") and eval_game.get("id") and game["id"] != eval_game["id"]:  # one that records none may match
         raise ValueError(f"{config.eval_dataset}: eval_dataset is of the game {eval_game.get('id')} but the training "

@@ -20,7 +20,7 @@ from transformers import set_seed
 from hf_agents.data import TrajectoryWriter, load_trajectories
 from hf_agents.files import atomic_write_json, write_train_results
 from hf_agents.models import AgentModel, AgentPolicy, load_checked
-from hf_agents.models.adapters import merged_for_acting
+from hf_agents.models.adapters import is_adapter, merged_for_acting
 from hf_agents.processes import is_main_process, launch_state
 from hf_agents.training.augment import AugmentedWindows
 from hf_agents.training.common import PolicyArguments, RolloutArguments, check_output_dir
@@ -107,7 +107,7 @@ def completed_iterations(out: Path) -> int:
     path, done = out / "history.json", 0
     for entry in json.loads(path.read_text()) if path.exists() else []:
         model = out / f"iteration-{done + 1}" / "model"
-        if entry["iteration"] != done + 1 or not any((model / f).exists() for f in ("config.json", "adapter_config.json")):
+        if entry["iteration"] != done + 1 or not ((model / "config.json").exists() or is_adapter(model)):
             break
         done += 1
     return done
