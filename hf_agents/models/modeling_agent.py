@@ -509,15 +509,17 @@ class AgentModel(AgentPreTrainedModel):
         seen = torch.arange(cache.scratch + 1, device=obs.device)
         mask = (seen[None] <= positions[0][:, None])[None, None]  # causal over the new tokens, blind past them
         sub = cache.select(rows)
-        self._cached_blocks(tokens, positions, positions, mask, sub)
+        self._cached_blocks(tokens, positions, positions, mask, sub, outputs=False)  # only their keys and values
         for layer, new in enumerate(sub.keys):
             cache.keys[layer][rows], cache.values[layer][rows] = new, sub.values[layer]
 
-    def _cached_blocks(self, tokens, positions, slots, mask, cache: WindowCache) -> torch.Tensor:
+    def _cached_blocks(self, tokens, positions, slots, mask, cache: WindowCache,
+                       outputs: bool = True) -> torch.Tensor | None:
         """The backbone's blocks on tokens (N, T, D) at `positions`, inference only, through the acting cache: each
         token's keys and values go to its slot (N, T), then it attends to the slots `mask` (N or 1, 1, T, slots)
         lets it see. The blocks' own layers in GPT2's order, without the per-call set-up of `GPT2Model.forward`.
-        Equals `_transformer` (the cached == full-forward tests check it)."""
+        Equals `_transformer` (the cached == full-forward tests check it). outputs=False: the keys and values only
+        (the last block stops once it wrote them; nothing is returned)."""
         gpt = self.backbone
         h = gpt.drop(tokens + gpt.wpe(positions))
         N, T, _ = h.shape
@@ -527,6 +529,8 @@ class AgentModel(AgentPreTrainedModel):
             q, k, v = attn.c_attn(block.ln_1(h)).split(attn.split_size, dim=2)
             q, k, v = (x.view(N, T, attn.num_heads, attn.head_dim) for x in (q, k, v))
             cache.keys[i][rows, :, slots], cache.values[i][rows, :, slots] = k, v
+            if not outputs and i == len(gpt.h) - 1:
+                return None
             a = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), cache.keys[i], cache.values[i],
                                                            attn_mask=mask, scale=attn.scaling)
             h = h + attn.resid_dropout(attn.c_proj(a.transpose(1, 2).reshape(N, T, -1)))
