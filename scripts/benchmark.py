@@ -1276,7 +1276,7 @@ def write_markdown(report: dict, out: Path) -> None:
         lines.append(f"\nTrainer {fmt(t['trainer_frames_per_s'])} frames/s vs bare loop {fmt(t['bare_frames_per_s'])}: "
                      f"overhead {t['trainer_overhead']:.1%} (target < 10%). Its steps alone "
                      f"{fmt(t['trainer_steps_frames_per_s'])} frames/s ({t['trainer_overhead_per_step']:.1%}), after "
-                     f"a one-time set-up of {fmt(t['trainer_setup_s'])} s.\n")
+                     f"a one-time set-up of {t['trainer_setup_s']['median']:.2f} s.\n")
     if "acting" in report:
         a = report["acting"]
         lines.append(f"| acting ({a['model']}, {a.get('threads', '?')} threads) | KV cache ms/step | "

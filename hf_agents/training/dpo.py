@@ -22,7 +22,13 @@ from hf_agents.files import write_train_results
 from hf_agents.frames import check_frame_size, to_model
 from hf_agents.models import AgentModel, get_action_and_logprob, load_checked
 from hf_agents.models.trainable import TrainablePolicy
-from hf_agents.training.common import PolicyArguments, StageArguments, check_output_dir, clear_checkpoints
+from hf_agents.training.common import (
+    FreezeLongLivedObjects,
+    PolicyArguments,
+    StageArguments,
+    check_output_dir,
+    clear_checkpoints,
+)
 
 
 @dataclass
@@ -74,7 +80,7 @@ def pair_margins(policy: TrainablePolicy, frames, actions, mask, beta: float, mo
     return beta * (ratio[:B] - ratio[B:])
 
 
-class TrajectoryDPOTrainer(Trainer):
+class TrajectoryDPOTrainer(FreezeLongLivedObjects, Trainer):
     def __init__(self, policy: TrainablePolicy, args: TrajectoryDPOConfig, **kwargs):
         self.policy = policy  # made with reference=True: the policy at the start is pi_ref
         super().__init__(model=policy.model, args=args, **kwargs)

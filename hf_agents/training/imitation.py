@@ -19,7 +19,13 @@ from hf_agents.data import load_trajectories
 from hf_agents.frames import check_frame_size, to_model
 from hf_agents.models import AgentConfig, AgentModel, load_checked
 from hf_agents.training.augment import AugmentedWindows, augment_frames
-from hf_agents.training.common import StageArguments, check_output_dir, clear_checkpoints, save_results
+from hf_agents.training.common import (
+    FreezeLongLivedObjects,
+    StageArguments,
+    check_output_dir,
+    clear_checkpoints,
+    save_results,
+)
 
 
 @dataclass
@@ -72,7 +78,7 @@ class ImitationCollator:
         return batch
 
 
-class ImitationTrainer(Trainer):
+class ImitationTrainer(FreezeLongLivedObjects, Trainer):
     """Trainer with a loss normalised over all ranks, and per-component action accuracy in evaluation."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
