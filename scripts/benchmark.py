@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -559,7 +560,8 @@ def acting_choices(q) -> dict:
 
 def trainer_vs_bare_loop(q) -> dict:
     """The Trainer against a bare torch loop over the same model, data and optimiser: the whole `train()` call, and
-    its steps alone (from the Trainer's train-begin to its train-end event), apart from its one-time set-up."""
+    its steps alone (from the Trainer's train-begin to its train-end event), apart from its one-time set-up; and,
+    interleaved, the whole call with every object in the garbage collections it starts with (HF_AGENTS_FREEZE_GC=0)."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from hf_agents.data.writer import TrajectoryWriter
@@ -576,7 +578,7 @@ def trainer_vs_bare_loop(q) -> dict:
     windows = load_trajectories(tmp / "ds").windows(32, 8)
     collate = ImitationCollator(True)
     steps, B = q["trainer_steps"], q["batch"]
-    results = {"bare": [], "trainer": [], "trainer_steps": [], "setup_s": []}
+    results = {"bare": [], "trainer": [], "trainer_steps": [], "setup_s": [], "trainer_unfrozen": []}
     events = {}
 
     class Clock(TrainerCallback):
@@ -607,25 +609,33 @@ def trainer_vs_bare_loop(q) -> dict:
             opt.zero_grad(set_to_none=True)
         sync()
         results["bare"].append(B * 32 * steps / (time.perf_counter() - t))
-        torch.manual_seed(0)
-        model = AgentModel(AgentConfig.from_preset("cpu"))
-        args = TrainingArguments(output_dir=str(tmp / "t"), max_steps=steps, per_device_train_batch_size=B,
-                                 report_to="none", save_strategy="no", logging_steps=10_000, disable_tqdm=True,
-                                 remove_unused_columns=False, dataloader_num_workers=0, lr_scheduler_type="constant")
-        trainer = ImitationTrainer(model=model, args=args, train_dataset=windows, data_collator=collate,
-                                   callbacks=[Clock()])
-        t = time.perf_counter()
-        trainer.train()
-        seconds, stepping = time.perf_counter() - t, events["end"] - events["begin"]
-        results["trainer"].append(B * 32 * steps / seconds)
-        results["trainer_steps"].append(B * 32 * steps / stepping)
-        results["setup_s"].append(seconds - stepping)
+        for frozen in ("1", "0"):
+            torch.manual_seed(0)
+            model = AgentModel(AgentConfig.from_preset("cpu"))
+            args = TrainingArguments(output_dir=str(tmp / "t"), max_steps=steps, per_device_train_batch_size=B,
+                                     report_to="none", save_strategy="no", logging_steps=10_000, disable_tqdm=True,
+                                     remove_unused_columns=False, dataloader_num_workers=0,
+                                     lr_scheduler_type="constant")
+            trainer = ImitationTrainer(model=model, args=args, train_dataset=windows, data_collator=collate,
+                                       callbacks=[Clock()])
+            with mock.patch.dict(os.environ, HF_AGENTS_FREEZE_GC=frozen):
+                t = time.perf_counter()
+                trainer.train()
+                seconds, stepping = time.perf_counter() - t, events["end"] - events["begin"]
+            if frozen == "0":
+                results["trainer_unfrozen"].append(B * 32 * steps / seconds)
+                continue
+            results["trainer"].append(B * 32 * steps / seconds)
+            results["trainer_steps"].append(B * 32 * steps / stepping)
+            results["setup_s"].append(seconds - stepping)
     assert Trainer  # the Trainer subclass measured is ImitationTrainer
     bare, tr = statistics.median(results["bare"]), statistics.median(results["trainer"])
     return {"bare_frames_per_s": stats(results["bare"]), "trainer_frames_per_s": stats(results["trainer"]),
             "trainer_overhead": 1 - tr / bare, "trainer_steps_frames_per_s": stats(results["trainer_steps"]),
             "trainer_overhead_per_step": 1 - statistics.median(results["trainer_steps"]) / bare,
-            "trainer_setup_s": stats(results["setup_s"])}
+            "trainer_setup_s": stats(results["setup_s"]),
+            "trainer_every_object_collected_frames_per_s": stats(results["trainer_unfrozen"]),
+            "trainer_every_object_collected_overhead": 1 - statistics.median(results["trainer_unfrozen"]) / bare}
 
 
 # What one H100 consumes (issue 15: paper-103m, 128 px, H = 32, batch 64, torch.compile): 96.1k frames/s, so
@@ -1276,7 +1286,10 @@ def write_markdown(report: dict, out: Path) -> None:
         lines.append(f"\nTrainer {fmt(t['trainer_frames_per_s'])} frames/s vs bare loop {fmt(t['bare_frames_per_s'])}: "
                      f"overhead {t['trainer_overhead']:.1%} (target < 10%). Its steps alone "
                      f"{fmt(t['trainer_steps_frames_per_s'])} frames/s ({t['trainer_overhead_per_step']:.1%}), after "
-                     f"a one-time set-up of {t['trainer_setup_s']['median']:.2f} s.\n")
+                     f"a one-time set-up of {t['trainer_setup_s']['median']:.2f} s. Side by side, with every object in the garbage "
+                     f"collection the Trainer starts with (HF_AGENTS_FREEZE_GC=0): "
+                     f"{fmt(t['trainer_every_object_collected_frames_per_s'])} frames/s, overhead "
+                     f"{t['trainer_every_object_collected_overhead']:.1%}.\n")
     if "acting" in report:
         a = report["acting"]
         lines.append(f"| acting ({a['model']}, {a.get('threads', '?')} threads) | KV cache ms/step | "
