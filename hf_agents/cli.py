@@ -196,6 +196,7 @@ def cmd_reward_sweep(args) -> None:
     from transformers import HfArgumentParser
 
     from hf_agents.files import follow_umask
+    from hf_agents.processes import freeze_loaded_objects
     from hf_agents.training.reward_sweep import RewardSweepConfig, run_sweep
 
     rest = list(args.rest)
@@ -204,6 +205,7 @@ def cmd_reward_sweep(args) -> None:
     parser = HfArgumentParser(RewardSweepConfig, prog="hf-agents reward sweep", formatter_class=HelpFormatter,
                               description=RewardSweepConfig.__doc__)
     (config,) = parser.parse_args_into_dataclasses(args=rest)
+    freeze_loaded_objects()  # as a training run does: the sweep's Trainers' garbage collections skip the libraries
     summary = run_sweep(config)
     follow_umask(config.output_dir)  # the reward models' safetensors (written 0600 through tempfile)
     for target, by_encoder in summary["results"].items():

@@ -3,7 +3,6 @@ that each of our entry points gives its process."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -73,18 +72,14 @@ def keep_freed_memory() -> bool:
 # transformers' Trainer starts each `train()` with accelerate's `free_memory`, a full garbage collection. Over the
 # ~500k objects that torch, transformers and datasets leave once imported, it took 0.26 s (the 2-core AMD EPYC of
 # BENCHMARKS.md): a tenth of a 30-step training run, and most of the Trainer's overhead against a bare loop there.
-@contextlib.contextmanager
-def long_lived_objects_frozen():
-    """While the block runs, the objects alive when it starts (the imported libraries, a loaded model and dataset)
-    are left out of garbage collections (`gc.freeze`), so that a full collection looks only at newer objects; they
-    are handed back to the collector when it ends. Our Trainers' `train()` runs inside it. Does nothing when
-    HF_AGENTS_FREEZE_GC=0, or when something else froze objects already."""
-    if not switch("HF_AGENTS_FREEZE_GC", "objects alive when training starts are left out of its garbage collections",
-                  "every collection looks at every object") or gc.get_freeze_count():
-        yield
-        return
+@functools.cache
+def freeze_loaded_objects() -> bool:
+    """Leave every object alive now out of all later garbage collections (`gc.freeze`), once per process. Training
+    entry points call it once their stage's libraries are imported and before they build models or data: a full
+    collection then looks only at what the run made since, all of which it can still free. False when
+    HF_AGENTS_FREEZE_GC=0."""
+    if not switch("HF_AGENTS_FREEZE_GC", "the objects of the imported libraries are left out of garbage collections",
+                  "every collection looks at every object"):
+        return False
     gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+    return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import json
 import math
 import os
@@ -21,7 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from hf_agents.models import (  # noqa: E402
     AgentPolicy,
     modeling_agent,
 )
-from hf_agents.processes import keep_freed_memory  # noqa: E402
+from hf_agents.processes import freeze_loaded_objects, keep_freed_memory  # noqa: E402
 from hf_agents.seeding import episode_stream  # noqa: E402
 
 _SCRATCH: list[tempfile.TemporaryDirectory] = []
@@ -561,7 +561,8 @@ def acting_choices(q) -> dict:
 def trainer_vs_bare_loop(q) -> dict:
     """The Trainer against a bare torch loop over the same model, data and optimiser: the whole `train()` call, and
     its steps alone (from the Trainer's train-begin to its train-end event), apart from its one-time set-up; and,
-    interleaved, the whole call with every object in the garbage collections it starts with (HF_AGENTS_FREEZE_GC=0)."""
+    interleaved (each first in turn), the whole call with the libraries' objects in the garbage collection it starts
+    with, as without `processes.freeze_loaded_objects` (which `main` calls as a training run does)."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from hf_agents.data.writer import TrajectoryWriter
@@ -578,7 +579,7 @@ def trainer_vs_bare_loop(q) -> dict:
     windows = load_trajectories(tmp / "ds").windows(32, 8)
     collate = ImitationCollator(True)
     steps, B = q["trainer_steps"], q["batch"]
-    results = {"bare": [], "trainer": [], "trainer_steps": [], "setup_s": [], "trainer_unfrozen": []}
+    results = {"bare": [], "trainer": [], "trainer_steps": [], "outside_steps_s": [], "trainer_unfrozen": []}
     events = {}
 
     class Clock(TrainerCallback):
@@ -588,7 +589,7 @@ def trainer_vs_bare_loop(q) -> dict:
         def on_train_end(self, args, state, control, **kwargs):
             events["end"] = time.perf_counter()
 
-    for _ in range(q["reps"]):
+    for rep in range(q["reps"]):
         torch.manual_seed(0)
         model = AgentModel(AgentConfig.from_preset("cpu")).to(device())
         loader = torch.utils.data.DataLoader(windows, batch_size=B, shuffle=True, collate_fn=collate)
@@ -609,7 +610,7 @@ def trainer_vs_bare_loop(q) -> dict:
             opt.zero_grad(set_to_none=True)
         sync()
         results["bare"].append(B * 32 * steps / (time.perf_counter() - t))
-        for frozen in ("1", "0"):
+        for frozen in ((True, False) if rep % 2 == 0 else (False, True)):
             torch.manual_seed(0)
             model = AgentModel(AgentConfig.from_preset("cpu"))
             args = TrainingArguments(output_dir=str(tmp / "t"), max_steps=steps, per_device_train_batch_size=B,
@@ -618,22 +619,24 @@ def trainer_vs_bare_loop(q) -> dict:
                                      lr_scheduler_type="constant")
             trainer = ImitationTrainer(model=model, args=args, train_dataset=windows, data_collator=collate,
                                        callbacks=[Clock()])
-            with mock.patch.dict(os.environ, HF_AGENTS_FREEZE_GC=frozen):
-                t = time.perf_counter()
-                trainer.train()
-                seconds, stepping = time.perf_counter() - t, events["end"] - events["begin"]
-            if frozen == "0":
+            if not frozen:
+                gc.unfreeze()
+            t = time.perf_counter()
+            trainer.train()
+            seconds, stepping = time.perf_counter() - t, events["end"] - events["begin"]
+            if not frozen:
+                gc.freeze()
                 results["trainer_unfrozen"].append(B * 32 * steps / seconds)
                 continue
             results["trainer"].append(B * 32 * steps / seconds)
             results["trainer_steps"].append(B * 32 * steps / stepping)
-            results["setup_s"].append(seconds - stepping)
+            results["outside_steps_s"].append(seconds - stepping)
     assert Trainer  # the Trainer subclass measured is ImitationTrainer
     bare, tr = statistics.median(results["bare"]), statistics.median(results["trainer"])
     return {"bare_frames_per_s": stats(results["bare"]), "trainer_frames_per_s": stats(results["trainer"]),
             "trainer_overhead": 1 - tr / bare, "trainer_steps_frames_per_s": stats(results["trainer_steps"]),
             "trainer_overhead_per_step": 1 - statistics.median(results["trainer_steps"]) / bare,
-            "trainer_setup_s": stats(results["setup_s"]),
+            "trainer_outside_steps_s": stats(results["outside_steps_s"]),
             "trainer_every_object_collected_frames_per_s": stats(results["trainer_unfrozen"]),
             "trainer_every_object_collected_overhead": 1 - statistics.median(results["trainer_unfrozen"]) / bare}
 
@@ -1180,6 +1183,10 @@ def labelling_load(q) -> dict:
 
 def main():
     keep_freed_memory()  # as the command line and training runs do
+    import hf_agents.training.imitation  # noqa: F401  (the stages whose Trainers the sections run, imported as a
+    import hf_agents.training.reward  # noqa: F401  training run imports its stage before it freezes them)
+
+    freeze_loaded_objects()
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one repetition at the smallest sizes: only checks "
                         "that every section runs (under a minute on 2 cores)")
@@ -1285,9 +1292,10 @@ def write_markdown(report: dict, out: Path) -> None:
         t = report["trainer_vs_bare_loop"]
         lines.append(f"\nTrainer {fmt(t['trainer_frames_per_s'])} frames/s vs bare loop {fmt(t['bare_frames_per_s'])}: "
                      f"overhead {t['trainer_overhead']:.1%} (target < 10%). Its steps alone "
-                     f"{fmt(t['trainer_steps_frames_per_s'])} frames/s ({t['trainer_overhead_per_step']:.1%}), after "
-                     f"a one-time set-up of {t['trainer_setup_s']['median']:.2f} s. Side by side, with every object in the garbage "
-                     f"collection the Trainer starts with (HF_AGENTS_FREEZE_GC=0): "
+                     f"{fmt(t['trainer_steps_frames_per_s'])} frames/s ({t['trainer_overhead_per_step']:.1%}), besides "
+                     f"{t['trainer_outside_steps_s']['median']:.2f} s of set-up and wind-down. Side by side, with "
+                     f"the libraries' objects in the garbage collection the Trainer starts with (as without "
+                     f"`processes.freeze_loaded_objects`): "
                      f"{fmt(t['trainer_every_object_collected_frames_per_s'])} frames/s, overhead "
                      f"{t['trainer_every_object_collected_overhead']:.1%}.\n")
     if "acting" in report:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from hf_agents.training.common import RecipeError, parse_recipe
 from hf_agents.training.imitation import UNIFORM_LOSS
 from hf_agents.training.launch import main
-from tests.conftest import Drained, KillWhen, make_tiny_agent, write_test_dataset
+from tests.conftest import Drained, KillWhen, write_test_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model_preset=tiny", "context_length=8", "per_device_train_batch_size=4", "per_device_eval_batch_size=4",
@@ -270,38 +270,39 @@ def test_a_list_override_on_the_command_line_is_a_list_as_in_a_recipe():
         _read_values(None, ["a=[b, [c]"])
 
 
-def test_our_trainers_train_with_the_objects_alive_at_the_start_left_out_of_garbage_collections(tmp_path,
-                                                                                              monkeypatch):
+def test_a_training_run_leaves_its_libraries_out_of_garbage_collections_and_still_frees_its_own(tmp_path,
+                                                                                                monkeypatch):
     """The Trainer starts `train()` with a full garbage collection (accelerate's free_memory): 0.26 s over the
-    imported libraries' objects on 2 cores. Ours first freeze what is alive, so that it looks only at newer objects,
-    and hand them back to the collector at the end; HF_AGENTS_FREEZE_GC=0 turns that off."""
+    imported libraries' objects on 2 cores. A run freezes them once its stage is imported (HF_AGENTS_FREEZE_GC=0:
+    not), so that collection looks only at what the run made, which it still frees."""
     import gc
+    import weakref
 
-    from transformers import TrainerCallback, TrainingArguments
+    from hf_agents import processes
 
-    from hf_agents.data import load_trajectories
-    from hf_agents.training.imitation import ImitationCollator, ImitationTrainer
+    def run(name):
+        processes.freeze_loaded_objects.cache_clear()
+        gc.unfreeze()
+        assert main([f"dataset={tmp_path / 'ds'}", "model_preset=tiny", "context_length=4",
+                     "per_device_train_batch_size=2", "max_steps=1", "eval_fraction=0", "save_strategy=no",
+                     "report_to=none", f"output_dir={tmp_path / name}"]) == 0
+        return gc.get_freeze_count()
 
     write_test_dataset(tmp_path / "ds", size=32)
-    windows = load_trajectories(tmp_path / "ds").windows(4, 4)
-    frozen = []
-
-    class Count(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            frozen.append(gc.get_freeze_count())
-
-    def train(name):
-        args = TrainingArguments(output_dir=str(tmp_path / name), max_steps=1, per_device_train_batch_size=2,
-                                 report_to="none", save_strategy="no", remove_unused_columns=False, disable_tqdm=True)
-        ImitationTrainer(model=make_tiny_agent().train(), args=args, train_dataset=windows,
-                         data_collator=ImitationCollator(False), callbacks=[Count()]).train()
-        return frozen.pop()
-
-    assert gc.get_freeze_count() == 0
-    assert train("on") > 100_000  # torch's, transformers' and datasets' objects among them
-    assert gc.get_freeze_count() == 0  # handed back
-    monkeypatch.setenv("HF_AGENTS_FREEZE_GC", "0")
-    assert train("off") == 0
-    monkeypatch.setenv("HF_AGENTS_FREEZE_GC", "yes")
-    with pytest.raises(ValueError, match="HF_AGENTS_FREEZE_GC='yes'"):
-        train("bad")
+    monkeypatch.delenv("HF_AGENTS_FREEZE_GC", raising=False)
+    try:
+        assert run("on") > 100_000  # torch's, transformers' and datasets' objects among them
+        made = type("Made", (), {})()
+        made.cycle, ref = made, weakref.ref(made)  # garbage made after the freeze, in a reference cycle
+        del made
+        gc.collect()
+        assert ref() is None  # collected
+        monkeypatch.setenv("HF_AGENTS_FREEZE_GC", "0")
+        assert run("off") == 0
+        monkeypatch.setenv("HF_AGENTS_FREEZE_GC", "yes")
+        processes.freeze_loaded_objects.cache_clear()
+        with pytest.raises(ValueError, match="HF_AGENTS_FREEZE_GC='yes'"):
+            processes.freeze_loaded_objects()
+    finally:
+        processes.freeze_loaded_objects.cache_clear()
+        gc.unfreeze()

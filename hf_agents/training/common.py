@@ -22,7 +22,7 @@ from hf_agents.files import atomic_write_json, is_disk_error, saving, write_trai
 from hf_agents.locations import RECIPES, weights_problem
 from hf_agents.models.configuration_agent import MAX_CONTEXT_LENGTH
 from hf_agents.models.trainable import TRAINABLE, TrainablePolicy
-from hf_agents.processes import long_lived_objects_frozen, rank
+from hf_agents.processes import rank
 from hf_agents.training import DEFAULT_STAGE, STAGES, load_stage
 
 
@@ -46,16 +46,6 @@ class StageArguments:
             # Pinned memory only speeds up copies to a GPU; without one torch's DataLoader warns at every epoch.
             self.dataloader_pin_memory = False
         chain_post_init(self, StageArguments)
-
-
-class FreezeLongLivedObjects:
-    """A mixin for our Trainers: `train()` runs with the objects alive when it starts left out of garbage
-    collections (`processes.long_lived_objects_frozen`), so that the full collection the Trainer starts with is
-    quick."""
-
-    def train(self, *args, **kwargs):
-        with long_lived_objects_frozen():
-            return super().train(*args, **kwargs)
 
 
 def _positive(v) -> bool:

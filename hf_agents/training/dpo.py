@@ -23,7 +23,6 @@ from hf_agents.frames import check_frame_size, to_model
 from hf_agents.models import AgentModel, get_action_and_logprob, load_checked
 from hf_agents.models.trainable import TrainablePolicy
 from hf_agents.training.common import (
-    FreezeLongLivedObjects,
     PolicyArguments,
     StageArguments,
     check_output_dir,
@@ -80,7 +79,7 @@ def pair_margins(policy: TrainablePolicy, frames, actions, mask, beta: float, mo
     return beta * (ratio[:B] - ratio[B:])
 
 
-class TrajectoryDPOTrainer(FreezeLongLivedObjects, Trainer):
+class TrajectoryDPOTrainer(Trainer):
     def __init__(self, policy: TrainablePolicy, args: TrajectoryDPOConfig, **kwargs):
         self.policy = policy  # made with reference=True: the policy at the start is pi_ref
         super().__init__(model=policy.model, args=args, **kwargs)

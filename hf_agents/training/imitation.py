@@ -20,7 +20,6 @@ from hf_agents.frames import check_frame_size, to_model
 from hf_agents.models import AgentConfig, AgentModel, load_checked
 from hf_agents.training.augment import AugmentedWindows, augment_frames
 from hf_agents.training.common import (
-    FreezeLongLivedObjects,
     StageArguments,
     check_output_dir,
     clear_checkpoints,
@@ -78,7 +77,7 @@ class ImitationCollator:
         return batch
 
 
-class ImitationTrainer(FreezeLongLivedObjects, Trainer):
+class ImitationTrainer(Trainer):
     """Trainer with a loss normalised over all ranks, and per-component action accuracy in evaluation."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

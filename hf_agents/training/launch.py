@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hf_agents.cards import write_model_card
 from hf_agents.files import error_message, follow_umask, output_lock
-from hf_agents.processes import keep_freed_memory, rank, world_size
+from hf_agents.processes import freeze_loaded_objects, keep_freed_memory, rank, world_size
 from hf_agents.training import DEFAULT_STAGE, STAGES, load_stage
 from hf_agents.training.common import (
     RecipeError,
@@ -36,9 +36,11 @@ from hf_agents.training.common import (
 def run_recipe(recipe: str | None, overrides=()) -> dict:
     """Parse the recipe and run its stage; returns the stage's metrics. The output folder gets provenance.json."""
     stage, config = parse_stage(recipe, overrides)
+    run = load_stage(stage).run
+    freeze_loaded_objects()  # the stage's libraries are imported: the Trainer's garbage collections skip them
     with output_lock(config.output_dir) if rank() == 0 else nullcontext():  # one run per output_dir at a time
         with saving_checkpoints(config.output_dir):  # a full disk while saving: one line, no half checkpoint
-            metrics = load_stage(stage).run(config)
+            metrics = run(config)
         if rank() == 0 and Path(config.output_dir).is_dir():  # the stage saved something
             follow_umask(config.output_dir)  # safetensors writes its files 0600 (through tempfile)
             write_provenance(config, recipe, overrides)

@@ -31,7 +31,6 @@ from hf_agents.locations import fingerprint
 from hf_agents.models import AgentModel, TrajectoryRewardConfig, TrajectoryRewardModel, load_checked
 from hf_agents.models.configuration_reward import ENCODERS
 from hf_agents.training.common import (
-    FreezeLongLivedObjects,
     RecipeError,
     StageArguments,
     check_output_dir,
@@ -111,7 +110,7 @@ class EmbeddingCollator:
         return {"embeddings": self.embeddings[distinct], "trajectory_index": slot}
 
 
-class TrajectoryRewardTrainer(FreezeLongLivedObjects, Trainer):
+class TrajectoryRewardTrainer(Trainer):
     """Bradley-Terry training on trajectory embeddings (loss -log sigmoid(r_chosen - r_rejected), plus the
     paper's L2 penalty), logging accuracy, margin, the rewards' range and `num_tokens` (padded trajectory
     steps trained on so far, TRL's name); the min-max normalisation after training (C.3)."""
