@@ -22,12 +22,7 @@ from hf_agents.files import write_train_results
 from hf_agents.frames import check_frame_size, to_model
 from hf_agents.models import AgentModel, get_action_and_logprob, load_checked
 from hf_agents.models.trainable import TrainablePolicy
-from hf_agents.training.common import (
-    PolicyArguments,
-    StageArguments,
-    check_output_dir,
-    clear_checkpoints,
-)
+from hf_agents.training.common import PolicyArguments, StageArguments, check_output_dir, clear_checkpoints
 
 
 @dataclass

@@ -19,12 +19,7 @@ from hf_agents.data import load_trajectories
 from hf_agents.frames import check_frame_size, to_model
 from hf_agents.models import AgentConfig, AgentModel, load_checked
 from hf_agents.training.augment import AugmentedWindows, augment_frames
-from hf_agents.training.common import (
-    StageArguments,
-    check_output_dir,
-    clear_checkpoints,
-    save_results,
-)
+from hf_agents.training.common import StageArguments, check_output_dir, clear_checkpoints, save_results
 
 
 @dataclass

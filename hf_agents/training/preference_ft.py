@@ -118,10 +118,11 @@ def run(config: PreferenceFTConfig) -> dict:
     start = completed_iterations(out) if config.resume else 0
     if not config.resume:
         check_output_dir(config)
-        for old in out.glob("iteration-*") if config.overwrite else ():  # a previous run's: resume must not find them
-            shutil.rmtree(old, ignore_errors=True)
-        for old in ("history.json", "train_results.json") if config.overwrite else ():
-            (out / old).unlink(missing_ok=True)
+        if config.overwrite:  # a previous run's iterations and history: resume must not find them
+            for old in out.glob("iteration-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            for name in ("history.json", "train_results.json"):
+                (out / name).unlink(missing_ok=True)
     set_seed(config.seed)
     if config.trainable == "lora" and start:
         raise ValueError(f"{out}: resume=true continues head or full fine-tuning only; rerun with overwrite=true")
