@@ -1010,13 +1010,14 @@ def align_update(q) -> dict:
         reward = TrajectoryRewardModel(TrajectoryRewardConfig(encoder="random", image_size=64, reward_min=-1.0,
                                                               reward_max=1.0))
         reward.save_pretrained(Path(tmp) / "reward")
-        runs = [(n, kl) for n in games for kl in (0.0, 0.05)]
-        for n, kl in runs:
-            name = f"{n} games, kl_coef={kl:g}"
+        # and the largest batch again with the rollouts in one worker process per core (`rollout_workers`)
+        runs = [(n, kl, 0) for n in games for kl in (0.0, 0.05)] + [(games[-1], kl, min(os.cpu_count() or 1, games[-1])) for kl in (0.0, 0.05)]
+        for n, kl, workers in runs:
+            name = f"{n} games, kl_coef={kl:g}" + (f", {workers} rollout workers" if workers else "")
             config = AlignConfig(agent=str(Path(tmp) / "agent"), output_dir=str(Path(tmp) / name), target="left",
                                  reward_source="model", reward_model=str(Path(tmp) / "reward"), algorithm="rloo",
                                  trainable="lora", kl_coef=kl, num_updates=updates, save_steps=10**6,
-                                 report_to=["none"], num_envs=n, **sizes)
+                                 report_to=["none"], num_envs=n, rollout_workers=workers, **sizes)
             trainer = AlignTrainer(config)
             trainer.train()
             logs = trainer.log_history[1:] or trainer.log_history  # the first update warms up

@@ -270,6 +270,26 @@ def test_dropped_episodes_shrink_the_batch(tmp_path):
     assert not torch.equal(head, trainer.model.head[3].weight)  # the update used the 3 that finished
 
 
+def test_rollout_workers_align_the_agent_as_one_process_does(tmp_path):
+    """rollout_workers=2: two processes each act for one game and step it; the updates see the same episodes and
+    learn the same weights (up to float order in the log-probs)."""
+    from hf_agents.training.align import AlignTrainer
+
+    make_tiny_agent().save_pretrained(tmp_path / "sft")
+    logs, heads = [], []
+    for workers in (0, 2):
+        config = _align_config(tmp_path, output_dir=str(tmp_path / f"align-{workers}"), num_updates=3,
+                               rollout_workers=workers)
+        trainer = AlignTrainer(config, env_fn=_env_fn())
+        trainer.reward_fn = lambda eps: np.asarray([e.index % 3 + e.length / 10 for e in eps], np.float32)
+        trainer.train()
+        logs.append([(h["reward_mean"], h["success_left"], h["mean_length"]) for h in trainer.log_history])
+        heads.append(trainer.model.head[3].weight.detach().clone())
+    assert logs[0] == logs[1] and len(logs[0]) == 3
+    assert not torch.equal(heads[0], make_tiny_agent().head[3].weight)
+    torch.testing.assert_close(heads[0], heads[1], atol=1e-5, rtol=1e-4)
+
+
 def _align_args(tmp_path, out, *extra):
     return [str(REPO / "recipes" / "align.yaml"), f"agent={tmp_path / 'sft'}", f"output_dir={out}",
             "reward_source=oracle", "reward_model=", "episodes_per_update=4", "num_envs=2", "max_episode_steps=12",

@@ -256,6 +256,67 @@ def test_two_groups_of_envs_play_the_same_episodes_as_one(tmp_path):
         assert np.array_equal(a.actions, b.actions) and np.array_equal(a.frames, b.frames)
 
 
+def _jumppads_12(fault_injection=False):
+    return functools.partial(make_jumppads, frame_size=32, max_steps=12, fault_injection=fault_injection)
+
+
+def test_rollout_workers_play_the_same_episodes_as_one_process():
+    """Two processes, each acting for its own 2 envs and stepping their games itself, play the one-process engine's
+    episodes: the same frames and actions, log-probs and frame embeddings up to float order."""
+    from hf_agents.rollout.workers import RolloutWorkers
+
+    model = make_tiny_agent()
+    runs = []
+    for make in (lambda: BatchedEnv(_jumppads_12(), 4), lambda: RolloutWorkers(_jumppads_12(), 4, workers=2)):
+        with make() as venv:
+            runs.append(rollout(venv, AgentPolicy(model, 4, seed=7), 7, seed=11, progress=False))
+    one, two = (sorted(r.episodes, key=lambda e: e.index) for r in runs)
+    assert [e.index for e in one] == [e.index for e in two] == list(range(7))
+    assert runs[0].env_steps == runs[1].env_steps > 0 and runs[1].dropped == 0
+    for a, b in zip(one, two):
+        assert (a.spawn, a.outcome, a.length) == (b.spawn, b.outcome, b.length)
+        assert np.array_equal(a.actions, b.actions) and np.array_equal(a.frames, b.frames)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+        np.testing.assert_allclose(a.features, b.features, atol=1e-4)
+
+
+def test_rollout_workers_drop_what_failed_and_play_the_rest(tmp_path):
+    """A game that raises loses its own episode; a worker that dies (a game exits the process) or goes silent (a game
+    hangs) is replaced, loses the episodes it was playing, and its fresh copy plays the rest of its share. Every
+    episode kept is the one a clean run plays, and the written dataset holds exactly those."""
+    from hf_agents.rollout.workers import RolloutWorkers
+
+    model = make_tiny_agent()
+    faults = [{}, {}, {"raise_at": 2}, {"crash_at": 3}, {}, {}, {}, {"hang_at": 4}, {}, {}]
+    with BatchedEnv(_jumppads_12(), 2) as venv:
+        clean = {e.index: e for e in rollout(venv, AgentPolicy(model, 2, seed=3), 10, seed=5, progress=False).episodes}
+    # worker 0 plays episodes 0, 2, 4, 6, 8 and worker 1 episodes 1, 3, 5, 7, 9, each on 2 games
+    with RolloutWorkers(_jumppads_12(fault_injection=True), 4, workers=2, timeout=5) as workers, TrajectoryWriter(
+            tmp_path / "data", frame_size=32) as writer:
+        result = rollout(workers, AgentPolicy(model, 4, seed=3), 10, seed=5, options=faults, writer=writer,
+                         progress=False)
+        assert workers.restarts == 2
+    kept = sorted(e.index for e in result.episodes)
+    # episode 2 raised; worker 1 died in episode 3 while playing 1 too, then hung in episode 7 while playing 5
+    assert kept == [0, 4, 6, 8, 9] and result.dropped == 5
+    assert any("raised" in e for e in result.errors)
+    assert any("exited" in e and "[1, 3]" in e for e in result.errors)
+    assert any("silent" in e and "[5, 7]" in e for e in result.errors)
+    for e in result.episodes:
+        assert np.array_equal(e.actions, clean[e.index].actions) and np.array_equal(e.frames, clean[e.index].frames)
+    assert sorted(m["episode_id"] for m in load_trajectories(tmp_path / "data").episodes) == kept
+
+
+def test_rollout_workers_refuse_more_workers_than_envs_and_a_policy_they_cannot_split():
+    from hf_agents.rollout.workers import RolloutWorkers
+
+    with pytest.raises(ValueError, match="workers=3: choose between 1 and num_envs"):
+        RolloutWorkers(_jumppads_12(), 2, workers=3)
+    with RolloutWorkers(_jumppads_12(), 2, workers=1) as workers:
+        with pytest.raises(ValueError, match="split"):
+            rollout(workers, ScriptedPopulation(2, seed=0), 2, progress=False)
+
+
 def test_a_game_without_outcomes_is_judged_by_its_return_not_by_failures():
     from types import SimpleNamespace
 

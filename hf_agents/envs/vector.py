@@ -130,7 +130,7 @@ def _picklable(metadata) -> dict:
 _HEAVY_MODULES = ("torch", "transformers", "datasets", "accelerate", "hf_agents.models")
 
 
-def _preload_modules(env_fn) -> list[str]:
+def preload_modules(env_fn) -> list[str]:
     """Modules the fork server imports once, so each worker starts as a cheap fork.
 
     Without this, 16 workers on 2 cores each import torch (+ transformers when the main script does) and
@@ -151,7 +151,7 @@ class BatchedEnv:
         self.env_fn, self.num_envs = env_fn, num_envs
         self.step_timeout, self.reset_timeout = step_timeout, reset_timeout
         self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(_preload_modules(env_fn))
+        self.ctx.set_forkserver_preload(preload_modules(env_fn))
         self.workers: list = [None] * num_envs
         self.restarts = 0
         self.shared: SharedFrames | None = None
@@ -340,14 +340,15 @@ class BatchedEnv:
 
 
 class FaultInjection(gym.Wrapper):
-    """Makes an env crash (exit the process) or hang at a given step, to test recovery.
+    """Makes an env crash (exit the process), hang or raise at a given step, to test recovery.
 
-    reset(options={"crash_at": k}) or {"hang_at": k}; the fault fires on the k-th step of that episode.
+    reset(options={"crash_at": k}), {"hang_at": k} or {"raise_at": k}; the fault fires on the k-th step of that episode.
     """
 
     def reset(self, *, seed=None, options=None):
         options = dict(options or {})
         self._crash_at, self._hang_at = options.pop("crash_at", None), options.pop("hang_at", None)
+        self._raise_at = options.pop("raise_at", None)
         self._t = 0
         return self.env.reset(seed=seed, options=options or None)
 
@@ -357,4 +358,6 @@ class FaultInjection(gym.Wrapper):
             os._exit(3)
         if self._t == self._hang_at:
             time.sleep(3600)
+        if self._t == self._raise_at:
+            raise RuntimeError(f"fault injected at step {self._t}")
         return self.env.step(action)

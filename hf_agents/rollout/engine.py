@@ -122,14 +122,16 @@ class RolloutResult:
 class _Schedule:
     """Which episode each env slot plays next, with its reset seed and options."""
 
-    def __init__(self, ids, seed, seeds, spawns, variants, options, keep_frames, writer):
-        self.ids, self.next = ids, 0
+    def __init__(self, ids, seed, seeds, spawns, variants, options, keep_frames, writer, on_start=None):
+        self.ids, self.next, self.on_start = ids, 0, on_start
         self.seed, self.seeds, self.spawns, self.variants, self.options = seed, seeds, spawns, variants, options
         self.keep_frames, self.writer = keep_frames, writer
 
     def take(self, n: int) -> list[int]:
         ks = self.ids[self.next: self.next + n]
         self.next += len(ks)
+        if ks and self.on_start is not None:
+            self.on_start(ks)
         return ks
 
     def reset_args(self, k: int) -> tuple[int, dict]:
@@ -147,7 +149,7 @@ class _Schedule:
 
 def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawns=None, variants=None, options=None,
             keep_frames=True, writer=None, source="rollout", accept=None, progress=True,
-            desc="rollout", episode_ids=None, groups: int = 1) -> RolloutResult:
+            desc="rollout", episode_ids=None, groups: int = 1, on_start=None) -> RolloutResult:
     """Run `num_episodes` episodes: episode k resets with seed `seed + k` (or `seeds[k]`) and, if given,
     spawns[k] / variants[k] and any other reset options[k]. `episode_ids` renumbers them (a rank's share of a
     larger run, or a later batch written to the same dataset); per-episode lists are indexed by these ids, and
@@ -160,9 +162,21 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawn
     groups: split the envs into this many groups, each acting while the others' games step (needs a policy with
     `split(sizes)`). Episodes do not depend on it. On 2 CPU cores two groups were slower (the benchmark's rollout
     section measures both), so the default is 1.
+    on_start: optional `fn(ids)`, called with the ids of the episodes whose resets are sent.
+
+    `venv` may be `RolloutWorkers` instead of a batched env: its processes then act, each for its own envs, and
+    the episodes are the same (`hf_agents.rollout.workers`).
     """
+    from hf_agents.rollout.workers import RolloutWorkers
+
+    if isinstance(venv, RolloutWorkers):
+        if groups != 1 or on_start is not None:
+            raise ValueError("rollout workers act for their own envs: leave groups and on_start at their defaults")
+        return venv.rollout(policy, num_episodes, seed=seed, seeds=seeds, spawns=spawns, variants=variants,
+                            options=options, keep_frames=keep_frames, writer=writer, source=source, accept=accept,
+                            progress=progress, desc=desc, episode_ids=episode_ids)
     ids = list(range(num_episodes)) if episode_ids is None else list(episode_ids)
-    schedule = _Schedule(ids, seed, seeds, spawns, variants, options, keep_frames, writer)
+    schedule = _Schedule(ids, seed, seeds, spawns, variants, options, keep_frames, writer, on_start)
     if writer is not None and getattr(policy, "metadata", None):
         writer.metadata.setdefault("policy", dict(policy.metadata))
     result = RolloutResult()
@@ -300,7 +314,11 @@ def _finish(buffer: EpisodeBuffer, info: dict, result: RolloutResult, keep_frame
         result.dropped += 1
         result.errors.append(info["error"])
         return
-    ep = buffer.finish(info)
+    keep_episode(buffer.finish(info), result, keep_frames, writer, source, accept)
+
+
+def keep_episode(ep: Episode, result: RolloutResult, keep_frames, writer, source, accept) -> None:
+    """Keep (and write) a finished episode that `accept` takes, its frames only as `keep_frames` says."""
     if accept is not None and not accept(ep):
         return
     if writer is not None:

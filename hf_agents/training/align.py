@@ -297,14 +297,12 @@ class AlignTrainer:
 
     # -- the run ---------------------------------------------------------------------------------
     def train(self) -> dict:
-        from hf_agents.envs.vector import BatchedEnv
-
         c = self.config
         writer = _summary_writer(c) if self.ranks.main else None
         env_fn = self.env_fn or self.game.env_fn(max_steps=c.max_episode_steps)
         bar = tqdm(total=c.num_updates, initial=self.update, desc="align", unit="update", disable=not self.ranks.main)
         share = -(-c.episodes_per_update // self.ranks.size)
-        with BatchedEnv(env_fn, min(c.num_envs, share)) as venv:
+        with c.envs(env_fn, min(c.num_envs, share)) as venv:
             while self.update < c.num_updates:
                 log = self.step(venv)
                 self.log_history.append(log)

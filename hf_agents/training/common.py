@@ -85,6 +85,7 @@ BOUNDS = {
         "eval_episodes")},
     "kl_coef": (_non_negative, "a finite number >= 0 (0: no KL penalty)"),
     "entropy_coef": (_non_negative, "a finite number >= 0"),
+    "rollout_workers": (_non_negative, ">= 0 (0: acting in this process; on a CPU, one per core)"),
     "dpo_beta": (_positive, "a finite number > 0 (e.g. 0.1)"),
     "wait_for_labels": (_non_negative, "a finite number of seconds >= 0"),
 }
@@ -155,11 +156,24 @@ class RolloutArguments:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts (and of the "
                                                       "log-probs that are trained)."})
     max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps (paper: 100)."})
-    num_envs: int = field(default=8, metadata={"help": "Parallel game processes."})
+    num_envs: int = field(default=8, metadata={"help": "Games played at once (the batch the agent acts on)."})
+    rollout_workers: int = field(default=0, metadata={"help": "0: the agent acts in this process and each game steps "
+                                                      "in a process of its own (for a GPU). N: N processes (per "
+                                                      "rank), each acting for its share of the games and stepping "
+                                                      "them itself (on a CPU: one per core)."})
 
     def __post_init__(self):
         check_bounds(self)  # num_envs, temperature, max_episode_steps (here first in some configs' class order)
         chain_post_init(self, RolloutArguments)
+
+    def envs(self, env_fn, num_envs: int):
+        """What the rollouts play on: `RolloutWorkers` when `rollout_workers` is set, else a `BatchedEnv`."""
+        from hf_agents.envs.vector import BatchedEnv
+        from hf_agents.rollout.workers import RolloutWorkers
+
+        if self.rollout_workers:
+            return RolloutWorkers(env_fn, num_envs, min(self.rollout_workers, num_envs))
+        return BatchedEnv(env_fn, num_envs)
 
     def game(self, agent_config, what: str = "the agent") -> GameSpec:
         """The game played: `env` (with `env_kwargs`) when set, else the one saved with the agent; at its frame size."""

@@ -51,7 +51,6 @@ def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, 
                       checkpoint: str):
     """Roll out the agent saved at `checkpoint` (in memory as `model`), write the rollouts as a dataset, and
     return it with each episode's score."""
-    from hf_agents.envs.vector import BatchedEnv
     from hf_agents.rollout.engine import rollout
 
     size, game = model.config.image_size, config.game(model.config, config.agent)
@@ -59,7 +58,7 @@ def rollout_and_score(model: AgentModel, config: PreferenceFTConfig, reward_fn, 
     policy = AgentPolicy(model.eval(), config.num_envs, temperature=config.temperature,
                          seed=config.seed * 1000 + iteration)
     policy.checkpoint = str(checkpoint)
-    with BatchedEnv(env_fn, config.num_envs) as venv, TrajectoryWriter(
+    with config.envs(env_fn, config.num_envs) as venv, TrajectoryWriter(
             out, frame_size=size, overwrite=True, metadata={"policy": policy.metadata, "game": game.to_dict()},
             description=f"Preference fine-tuning rollouts, iteration {iteration}.") as writer:
         result = rollout(venv, policy, config.rollout_episodes, seed=config.seed * 100_000 + iteration * 10_000,
