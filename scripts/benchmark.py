@@ -877,6 +877,9 @@ class StandStill:
     def act(self, frames, infos=None):
         return np.tile(NOOP_IDS, (len(frames), 1)), np.zeros(len(frames), np.float32)
 
+    def split(self, sizes):
+        return [StandStill() for _ in sizes]
+
 
 class Replay:
     """A policy that costs nothing and plays a rollout's recorded actions again, episode by episode: through the same
@@ -887,6 +890,13 @@ class Replay:
         self.recorded = {episode_stream(e.seed, e.index): e.actions for e in episodes}
         self.playing: dict[int, np.ndarray | None] = {}
         self.steps: dict[int, int] = {}
+
+    def split(self, sizes):
+        """One replay per rollout worker, each finding its episodes by their streams."""
+        parts = [Replay([]) for _ in sizes]
+        for part in parts:
+            part.recorded = self.recorded
+        return parts
 
     def reset(self, envs=None, infos=None, seeds=None) -> None:
         for row, stream in zip(envs if envs is not None else (), seeds if seeds is not None else ()):
@@ -905,12 +915,14 @@ class Replay:
 def rollouts_against_the_game(q) -> dict:
     """The game alone (policies that cost nothing) and the cpu-preset agent acting, side by side through the same
     engine and games, at batch 16 and 64 and at 64 and 128 px; and frames piped or in shared memory (batch 16,
-    64 px). The game alone twice: replaying the agent's own episodes (`Replay`: the game's work in those rollouts)
-    and standing still (`StandStill`). Per core: env steps/s divided by the CPU count. Target: rollouts >= 60% of
-    the game alone."""
+    64 px); each also through rollout workers (one per core, each acting for its envs and stepping their games
+    in-process). The game alone twice: replaying the agent's own episodes (`Replay`: the game's work in those
+    rollouts) and standing still (`StandStill`). Per core: env steps/s divided by the CPU count. Target: rollouts
+    >= 60% of the game alone."""
     from hf_agents.envs.vector import BatchedEnv
     from hf_agents.games.jumppads.env import make_jumppads
     from hf_agents.rollout.engine import rollout
+    from hf_agents.rollout.workers import RolloutWorkers
 
     cores = os.cpu_count() or 1
     out = {"cores": cores, "episode_steps": q["scaling_episode_steps"], "target_share_of_game": 0.6}
@@ -924,29 +936,40 @@ def rollouts_against_the_game(q) -> dict:
             env_fn = functools.partial(make_jumppads, frame_size=size, max_steps=q["scaling_episode_steps"])
             transports = ("shared", "pipe") if (B, size) == (q["rollout_batches"][0], q["rollout_sizes"][0]) \
                 else ("shared",)
-            for transport in transports:
-                with BatchedEnv(env_fn, B, shared_memory=transport == "shared") as venv:
-                    replay, still, agent, same, lengths, busy = [], [], [], 0, [], {"game": [], "agent": []}
-                    for rep in range(q["reps_rollout"]):  # interleaved, so all see the same machine
+            engines = {f"{size}px, batch {B}, {t}": functools.partial(BatchedEnv, env_fn, B, shared_memory=t == "shared")
+                       for t in transports}
+            # rollout workers, one per core: each acts for its share of the envs and steps their games itself
+            engines[f"{size}px, batch {B}, rollout workers"] = functools.partial(RolloutWorkers, env_fn, B,
+                                                                                  min(cores, B))
+            runs = {name: {"replay": [], "still": [], "agent": [], "same": 0, "lengths": [], "game": [], "busy": []}
+                    for name in engines}
+            with contextlib.ExitStack() as stack:
+                venvs = {name: stack.enter_context(make()) for name, make in engines.items()}
+                for rep in range(q["reps_rollout"]):  # interleaved, so all see the same machine
+                    for name, venv in venvs.items():
+                        m = runs[name]
                         acted, cores_acting = busy_cores(run, venv, AgentPolicy(model, B, seed=rep), B, rep)
                         replayed, cores_game = busy_cores(run, venv, Replay(acted.episodes), B, rep)
-                        busy["agent"].append(cores_acting)
-                        busy["game"].append(cores_game)
-                        agent.append(acted.steps_per_second)
-                        replay.append(replayed.steps_per_second)
-                        still.append(run(venv, StandStill(), B, rep).steps_per_second)
+                        m["busy"].append(cores_acting)
+                        m["game"].append(cores_game)
+                        m["agent"].append(acted.steps_per_second)
+                        m["replay"].append(replayed.steps_per_second)
+                        m["still"].append(run(venv, StandStill(), B, rep).steps_per_second)
                         by_index = {e.index: e.length for e in replayed.episodes}
-                        same += sum(by_index.get(e.index) == e.length for e in acted.episodes)
-                        lengths += [e.length for e in acted.episodes]
-                r, s_, a = statistics.median(replay), statistics.median(still), statistics.median(agent)
-                out[f"{size}px, batch {B}, {transport}"] = {
-                    "game_alone_steps_per_s": stats(replay), "game_standing_still_steps_per_s": stats(still),
-                    "rollout_steps_per_s": stats(agent), "game_alone_per_core": r / cores,
+                        m["same"] += sum(by_index.get(e.index) == e.length for e in acted.episodes)
+                        m["lengths"] += [e.length for e in acted.episodes]
+            batched = statistics.median(runs[f"{size}px, batch {B}, shared"]["replay"])
+            for name, m in runs.items():
+                r, s_, a = statistics.median(m["replay"]), statistics.median(m["still"]), statistics.median(m["agent"])
+                out[name] = {
+                    "game_alone_steps_per_s": stats(m["replay"]), "game_standing_still_steps_per_s": stats(m["still"]),
+                    "rollout_steps_per_s": stats(m["agent"]), "game_alone_per_core": r / cores,
                     "rollout_per_core": a / cores, "share_of_game": a / r, "share_of_game_standing_still": a / s_,
-                    "times_real_time_10hz": a / 10, "mean_episode_steps": float(np.mean(lengths)),
-                    "replayed_episodes_of_the_same_length": same / max(len(lengths), 1),
-                    "busy_cores_game_alone": _median_or_none(busy["game"]),
-                    "busy_cores_rollouts": _median_or_none(busy["agent"])}
+                    "share_of_batched_game": a / batched,
+                    "times_real_time_10hz": a / 10, "mean_episode_steps": float(np.mean(m["lengths"])),
+                    "replayed_episodes_of_the_same_length": m["same"] / max(len(m["lengths"]), 1),
+                    "busy_cores_game_alone": _median_or_none(m["game"]),
+                    "busy_cores_rollouts": _median_or_none(m["busy"])}
     return out
 
 
@@ -1402,7 +1425,8 @@ def write_markdown(report: dict, out: Path) -> None:
         lines.append(f"\n| {r['episode_steps']}-step episodes, {r['cores']} cores | game alone, the agent's episodes: "
                      f"steps/s | per core | agent acting (cpu preset, one thread): steps/s | per core | share of the game "
                      f"alone (target >= {r['target_share_of_game']:.0%}) | x real time | game standing still: steps/s "
-                     "| share of it | busy cores: game alone / rollouts |\n|---|---|---|---|---|---|---|---|---|---|")
+                     "| share of it | busy cores: game alone / rollouts | share of the batched env's game alone |\n"
+                     "|---|---|---|---|---|---|---|---|---|---|---|")
         cores = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
         for k, v in r.items():
             if isinstance(v, dict):
@@ -1410,15 +1434,19 @@ def write_markdown(report: dict, out: Path) -> None:
                              f"{fmt(v['rollout_steps_per_s'])} | {v['rollout_per_core']:.0f} | {v['share_of_game']:.0%} | "
                              f"{v['times_real_time_10hz']:.0f}x | {fmt(v['game_standing_still_steps_per_s'])} | "
                              f"{v['share_of_game_standing_still']:.0%} | {cores(v.get('busy_cores_game_alone'))} / "
-                             f"{cores(v.get('busy_cores_rollouts'))} |")
+                             f"{cores(v.get('busy_cores_rollouts'))} | {v['share_of_batched_game']:.0%} |")
         rows = [v for v in r.values() if isinstance(v, dict)]
         lines.append("\nThe game alone: the same engine and games with a policy that costs nothing, replaying the "
                      "agent's recorded actions (its episodes: moves, falls, resets; "
                      f"{min(v['replayed_episodes_of_the_same_length'] for v in rows):.0%} of the replayed episodes "
                      "ended at the step the agent's did, in the row with the fewest; the untrained agent's episodes average "
                      f"{np.mean([v['mean_episode_steps'] for v in rows]):.0f} steps), or standing still (every "
-                     "episode runs to its step limit). shared / pipe: frames through shared memory or pickled through "
-                     "the workers' pipes. Busy cores: the average number of the machine's cores at work (all processes) "
+                     "episode runs to its step limit). shared / pipe: the batched env (a process per game, the agent "
+                     "acting in the benchmark's process), frames through shared memory or pickled through the "
+                     "workers' pipes. rollout workers: one process per core, each acting for its share of the envs "
+                     "and stepping their games itself (`rollout_workers`); the game alone through them is the same "
+                     "games without the batched env's processes. The last column: the rollouts against the game "
+                     "alone through the batched env (shared frames) in the same run. Busy cores: the average number of the machine's cores at work (all processes) "
                      "during the game alone replaying and during the rollouts.\n")
     if "sample_factory" in report:
         p, ours = report["sample_factory"], report.get("rollouts_against_the_game", {}).get("64px, batch 16, shared")
