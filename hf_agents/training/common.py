@@ -156,11 +156,8 @@ class RolloutArguments:
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts (and of the "
                                                       "log-probs that are trained)."})
     max_episode_steps: int = field(default=100, metadata={"help": "Episode timeout in steps (paper: 100)."})
-    num_envs: int = field(default=8, metadata={"help": "Games played at once (the batch the agent acts on)."})
-    rollout_workers: int = field(default=0, metadata={"help": "0: the agent acts in this process and each game steps "
-                                                      "in a process of its own (for a GPU). N: N processes (per "
-                                                      "rank), each acting for its share of the games and stepping "
-                                                      "them itself (on a CPU: one per core)."})
+    num_envs: int = field(default=8, metadata={"help": "Games played at once."})
+    rollout_workers: int = field(default=0, metadata={"help": "Acting processes (CPU: one per core; 0: act here, GPU)."})
 
     def __post_init__(self):
         check_bounds(self)  # num_envs, temperature, max_episode_steps (here first in some configs' class order)
