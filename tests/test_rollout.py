@@ -301,10 +301,22 @@ def test_rollout_workers_drop_what_failed_and_play_the_rest(tmp_path):
     assert kept == [0, 4, 6, 8, 9] and result.dropped == 5
     assert any("raised" in e for e in result.errors)
     assert any("exited" in e and "[1, 3]" in e for e in result.errors)
-    assert any("silent" in e and "[5, 7]" in e for e in result.errors)
+    assert any("no sign of life" in e and "[5, 7]" in e for e in result.errors)
     for e in result.episodes:
         assert np.array_equal(e.actions, clean[e.index].actions) and np.array_equal(e.frames, clean[e.index].frames)
     assert sorted(m["episode_id"] for m in load_trajectories(tmp_path / "data").episodes) == kept
+
+
+def test_rollout_workers_name_a_game_that_cannot_be_made_and_leave_no_process():
+    import multiprocessing
+
+    from hf_agents.rollout.workers import RolloutWorkers
+
+    before = set(multiprocessing.active_children())
+    with pytest.raises(RuntimeError, match="creating the envs failed") as raised:
+        RolloutWorkers(functools.partial(make_jumppads, no_such_option=1), 2, workers=2)
+    assert "no_such_option" in str(raised.value)
+    assert not [p for p in multiprocessing.active_children() if p not in before and p.is_alive()]
 
 
 def test_rollout_workers_refuse_more_workers_than_envs_and_a_policy_they_cannot_split():

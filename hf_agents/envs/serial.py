@@ -22,7 +22,8 @@ class SerialEnvs:
     def __init__(self, env_fn: Callable[[], gym.Env], num_envs: int):
         if num_envs < 1:
             raise ValueError(f"num_envs={num_envs}: a batch needs at least 1 env")
-        self.env_fn, self.num_envs, self.restarts = env_fn, num_envs, 0
+        self.env_fn, self.num_envs = env_fn, num_envs
+        self.on_step: Callable[[], None] | None = None  # called after each batch step (the workers' sign of life)
         self.envs: list[gym.Env | None] = []
         try:
             for _ in range(num_envs):
@@ -37,18 +38,13 @@ class SerialEnvs:
         self._steps: list = []
 
     def _remake(self, i: int) -> None:
+        """Close env i and make it again; if that fails, its next reset tries once more (and then raises)."""
         with contextlib.suppress(Exception):
             self.envs[i].close()
+        self.envs[i] = None
         self.envs[i] = self.env_fn()
-        self.restarts += 1
 
     # -- the venv interface of the rollout engine -----------------------------------------------------
-    def reset(self, indices=None, seeds=None, options=None):
-        indices = list(range(self.num_envs)) if indices is None else list(indices)
-        seeds = seeds if seeds is not None else [None] * len(indices)
-        options = options if options is not None else [None] * len(indices)
-        return self.reset_wait(indices, seeds, options)
-
     def reset_async(self, indices, seeds, options) -> None:
         """Nothing to send: `reset_wait` resets them."""
 
@@ -58,7 +54,7 @@ class SerialEnvs:
         for i, s, o in zip(indices, seeds, options):
             try:
                 ob, info = self.envs[i].reset(seed=s, options=o)
-            except Exception:
+            except Exception:  # (a None env is one whose remaking failed)
                 self._remake(i)
                 ob, info = self.envs[i].reset(seed=s, options=o)
             self._last_obs[i] = ob
@@ -66,13 +62,11 @@ class SerialEnvs:
             infos.append(info)
         return np.stack(obs), infos
 
-    def step(self, actions, indices=None):
-        indices = list(range(self.num_envs)) if indices is None else list(indices)
-        return self.step_wait(indices, self.step_async(actions, indices))
-
     def step_async(self, actions, indices) -> list[bool]:
         """Step the envs one after another (their answers wait for `step_wait`)."""
         self._steps = [self._step(i, a) for i, a in zip(indices, actions)]
+        if self.on_step is not None:
+            self.on_step()
         return [True] * len(self._steps)
 
     def _step(self, i: int, action) -> tuple:
@@ -80,7 +74,8 @@ class SerialEnvs:
             ob, r, te, tr, info = self.envs[i].step(action)
         except Exception:
             error = f"env {i} raised:\n{traceback.format_exc(limit=5)}"
-            self._remake(i)
+            with contextlib.suppress(Exception):
+                self._remake(i)
             return self._last_obs[i], 0.0, True, False, {"error": error}
         self._last_obs[i] = ob
         return ob, r, te, tr, info
@@ -97,9 +92,3 @@ class SerialEnvs:
                 with contextlib.suppress(Exception):
                     env.close()
         self.envs = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

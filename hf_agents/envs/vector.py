@@ -141,6 +141,16 @@ def preload_modules(env_fn) -> list[str]:
     return names + ([env_module] if env_module and env_module != "__main__" else [])
 
 
+def kill_process_group(proc) -> None:
+    """Kill a worker that called `os.setsid()` and every process it started (a game's engine), even one that died
+    already; a worker killed before it made its own group is killed alone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.is_alive():
+        proc.kill()
+    proc.join(timeout=5)
+
+
 class BatchedEnv:
     """`num_envs` copies of `env_fn()` stepping in parallel, one process each; `metadata` is the env's."""
 
@@ -197,11 +207,7 @@ class BatchedEnv:
         """Kill worker i at once, with its process group (the engine process its env started)."""
         proc, conn = self.workers[i]
         conn.close()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        if proc.is_alive():  # killed before it made its own group
-            proc.kill()
-        proc.join(timeout=5)
+        kill_process_group(proc)
 
     def _restart(self, i: int) -> None:
         self._kill_worker(i)

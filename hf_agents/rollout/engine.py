@@ -216,9 +216,14 @@ def _split(venv, policy, groups: int) -> list[_Group]:
         return [_Group(policy, list(range(n)), venv)]
     if not hasattr(policy, "split"):
         raise ValueError(f"groups={groups} needs a policy with `split(sizes)`; {type(policy).__name__} has none")
-    sizes = [n // groups + (g < n % groups) for g in range(groups)]
+    sizes = split_sizes(n, groups)
     starts = np.cumsum([0] + sizes)
     return [_Group(p, list(range(starts[g], starts[g + 1])), venv) for g, p in enumerate(policy.split(sizes))]
+
+
+def split_sizes(n: int, parts: int) -> list[int]:
+    """n envs in `parts` consecutive parts, as even as they go (the first ones one larger)."""
+    return [n // parts + (g < n % parts) for g in range(parts)]
 
 
 class _Group:

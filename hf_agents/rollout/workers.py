@@ -10,19 +10,18 @@ one process on 2 cores (the benchmark's rollout section measures both).
 split into one part per worker (`policy.split(sizes)`), each worker plays a share of the episodes, and the episodes
 come back as they end. An episode depends only on its reset seed, its id and the policy, never on which worker
 plays it, so the episodes are those of the one-process engine. An env that raises is dropped and counted, as in
-`BatchedEnv`; a worker that dies or goes silent for `timeout` seconds is replaced, the episodes it was playing are
-dropped and counted, and the new worker plays the rest of its share.
+`BatchedEnv`; a worker that dies or gives no sign of life for `timeout` seconds (it sends one at least every
+second while its games step) is replaced, the episodes it was playing are dropped and counted, and the new worker
+plays the rest of its share.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import multiprocessing as mp
 import multiprocessing.connection
 import os
 import pickle
-import signal
 import time
 import traceback
 import weakref
@@ -31,13 +30,14 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from hf_agents.envs.vector import preload_modules
-from hf_agents.rollout.engine import RolloutResult, keep_episode
+from hf_agents.envs.vector import kill_process_group, preload_modules
+from hf_agents.rollout.engine import RolloutResult, keep_episode, split_sizes
 
 
 def _work(conn, env_fn, num_envs: int) -> None:
     """A rollout worker: make the envs, then play the shares it is sent until told to close."""
-    os.setsid()  # own process group: a restart also kills the engine processes its games started
+    os.setsid()  # own process group: a restart also kills the engine processes its games start
+    os.set_inheritable(conn.fileno(), False)  # those engines must not hold the pipe open once this process died
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -50,39 +50,51 @@ def _work(conn, env_fn, num_envs: int) -> None:
     except Exception:
         conn.send(("error", "creating the envs failed:\n" + traceback.format_exc(limit=5)))
         return
-    conn.send(("ready", None))
-    while True:
-        try:
-            payload = conn.recv_bytes()
-        except EOFError:
-            break
-        if payload == b"close":
-            break
-        policy, ids, kwargs = pickle.loads(payload)
-
-        def send(episode):  # every ended episode goes back at once; the worker keeps none
-            conn.send(("episode", episode))
-            return False
-
-        try:
-            result = rollout(venv, policy, len(ids), episode_ids=ids, progress=False, accept=send,
-                             on_start=lambda ks: conn.send(("start", ks)), **kwargs)
-            conn.send(("done", (result.dropped, result.errors, result.env_steps)))
-        except Exception:
-            conn.send(("error", traceback.format_exc(limit=8)))
-    venv.close()
+    try:
+        venv.on_step = _sign_of_life(conn)
+        conn.send(("ready", None))
+        while (payload := _next_share(conn)) is not None:
+            try:
+                policy, ids, kwargs = pickle.loads(payload)
+                result = rollout(venv, policy, len(ids), episode_ids=ids, progress=False,
+                                 accept=functools.partial(_send_episode, conn),
+                                 on_start=lambda ks: conn.send(("start", ks)), **kwargs)
+                conn.send(("done", (result.dropped, result.errors, result.env_steps)))
+            except Exception:
+                conn.send(("error", traceback.format_exc(limit=8)))
+    finally:
+        venv.close()
 
 
-def _kill(proc) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.join(timeout=5)
+def _next_share(conn) -> bytes | None:
+    try:
+        payload = conn.recv_bytes()
+    except EOFError:
+        return None
+    return None if payload == b"close" else payload
+
+
+def _send_episode(conn, episode) -> bool:
+    """Every ended episode goes back at once; the worker keeps none."""
+    conn.send(("episode", episode))
+    return False
+
+
+def _sign_of_life(conn) -> Callable[[], None]:
+    last = [time.monotonic()]
+
+    def beat() -> None:
+        if time.monotonic() - last[0] >= 1.0:
+            conn.send(("alive", None))
+            last[0] = time.monotonic()
+
+    return beat
 
 
 def _kill_all(procs: list) -> None:
     for proc in procs:
-        if proc is not None and proc.is_alive():
-            _kill(proc)
+        if proc is not None:
+            kill_process_group(proc)
 
 
 @dataclass
@@ -96,16 +108,17 @@ class _Share:
 
 
 class RolloutWorkers:
-    """`workers` processes (default: one per CPU core) sharing `num_envs` copies of `env_fn()`; pass it to the
-    engine's `rollout` in place of a batched env. The policy needs `split(sizes)` and must pickle."""
+    """`workers` processes (default: one per CPU core, at most `num_envs`) sharing `num_envs` copies of `env_fn()`;
+    pass it to the engine's `rollout` in place of a batched env. The policy needs `split(sizes)` and must pickle;
+    the workers act on the CPU."""
 
-    def __init__(self, env_fn: Callable, num_envs: int, workers: int | None = None, timeout: float = 300.0,
+    def __init__(self, env_fn: Callable, num_envs: int, workers: int | None = None, timeout: float = 60.0,
                  start_timeout: float = 300.0):
-        workers = workers or os.cpu_count() or 1
+        workers = workers or min(os.cpu_count() or 1, num_envs)
         if not 1 <= workers <= num_envs:
             raise ValueError(f"workers={workers}: choose between 1 and num_envs ({num_envs})")
         self.env_fn, self.num_envs, self.timeout, self.start_timeout = env_fn, num_envs, timeout, start_timeout
-        self.sizes = [num_envs // workers + (w < num_envs % workers) for w in range(workers)]
+        self.sizes = split_sizes(num_envs, workers)
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(preload_modules(env_fn))
         self.procs: list = [None] * workers
@@ -121,6 +134,7 @@ class RolloutWorkers:
             self._finalizer()
             raise
 
+    # -- the processes --------------------------------------------------------------------------------
     def _launch(self, w: int) -> None:
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(target=_work, args=(child, self.env_fn, self.sizes[w]), daemon=True)
@@ -129,28 +143,39 @@ class RolloutWorkers:
         self.procs[w], self.conns[w] = proc, parent
 
     def _ready(self, w: int) -> None:
-        conn = self.conns[w]
-        if not conn.poll(self.start_timeout):
+        conn, proc = self.conns[w], self.procs[w]
+        if not mp.connection.wait([conn, proc.sentinel], timeout=self.start_timeout):
             raise RuntimeError(f"rollout worker {w} did not make its {self.sizes[w]} envs in {self.start_timeout:.0f} s")
         try:
-            status, payload = conn.recv()
-        except EOFError:
-            raise RuntimeError(f"rollout worker {w} exited while making its envs "
-                               f"(exit code {self.procs[w].exitcode})") from None
+            status, payload = conn.recv() if conn.poll(0) else ("exited", None)
+        except (EOFError, OSError):
+            status, payload = "exited", None
+        if status == "exited":
+            proc.join(timeout=5)
+            raise RuntimeError(f"rollout worker {w} exited while making its envs (exit code {proc.exitcode})")
         if status != "ready":
             raise RuntimeError(f"rollout worker {w}: {payload}")
 
     def _restart(self, w: int) -> None:
         self.conns[w].close()
-        _kill(self.procs[w])
+        kill_process_group(self.procs[w])
         self.restarts += 1
         self._launch(w)
         self._ready(w)
 
     def _send(self, w: int, policy, ids: list[int], kwargs: dict) -> _Share:
-        self.conns[w].send_bytes(pickle.dumps((policy, ids, kwargs)))
+        """Worker w's share of a rollout; a worker that died since its last share is replaced first."""
+        payload = pickle.dumps((policy, ids, kwargs))
+        if self.procs[w].exitcode is not None:
+            self._restart(w)
+        try:
+            self.conns[w].send_bytes(payload)
+        except OSError:  # it died just now
+            self._restart(w)
+            self.conns[w].send_bytes(payload)
         return _Share(list(ids))
 
+    # -- a rollout ------------------------------------------------------------------------------------
     def rollout(self, policy, num_episodes: int, *, seed=0, seeds=None, spawns=None, variants=None, options=None,
                 keep_frames=True, writer=None, source="rollout", accept=None, progress=True, desc="rollout",
                 episode_ids=None) -> RolloutResult:
@@ -161,36 +186,49 @@ class RolloutWorkers:
         if writer is not None and getattr(policy, "metadata", None):
             writer.metadata.setdefault("policy", dict(policy.metadata))
         parts, k = policy.split(self.sizes), len(self.sizes)
-        # accept and the writer run here; the workers send every episode with its frames when either needs them
+        # the writer and accept run here; the workers keep frames as the one-process engine would
         kwargs = dict(seed=seed, seeds=seeds, spawns=spawns, variants=variants, options=options,
-                      keep_frames=True if writer is not None or accept is not None else keep_frames)
-        busy = {w: self._send(w, parts[w], ids[w::k], kwargs) for w in range(k) if ids[w::k]}
+                      keep_frames=True if writer is not None else keep_frames)
         result, bar = RolloutResult(), tqdm(total=len(ids), desc=desc, unit="ep", disable=not progress)
         keep = functools.partial(keep_episode, result=result, keep_frames=keep_frames, writer=writer, source=source,
                                  accept=accept)
-        t0 = time.monotonic()
-        while busy:
-            sentinels = {self.procs[w].sentinel: w for w in busy}
-            mp.connection.wait([*(self.conns[w] for w in busy), *sentinels], timeout=1.0)
-            for w, share in list(busy.items()):
-                self._take(w, share, result, bar, keep)
-                if not share.ids:
-                    continue
-                if self.procs[w].exitcode is not None:
-                    why = f"exited (code {self.procs[w].exitcode})"
-                elif time.monotonic() - share.heard > self.timeout:
-                    why = f"was silent for {self.timeout:.0f} s"
-                else:
-                    continue
-                busy[w] = self._replace(w, share, why, result, bar, parts[w], kwargs)
-            busy = {w: share for w, share in busy.items() if share.ids}
-            bar.set_postfix(dropped=result.dropped, refresh=False)
-        bar.close()
+        t0, busy = time.monotonic(), {}
+        try:
+            for w in range(k):
+                if ids[w::k]:
+                    busy[w] = self._send(w, parts[w], ids[w::k], kwargs)
+            while busy:
+                mp.connection.wait([*(self.conns[w] for w in busy), *(self.procs[w].sentinel for w in busy)], 1.0)
+                for w, share in list(busy.items()):
+                    busy[w] = self._check(w, share, result, bar, keep, parts[w], kwargs)
+                busy = {w: share for w, share in busy.items() if share.ids}
+                bar.set_postfix(dropped=result.dropped, refresh=False)
+        except BaseException:  # the busy workers' later messages must not reach the next call: they start afresh
+            for w in busy:
+                kill_process_group(self.procs[w])
+            raise
+        finally:
+            bar.close()
         result.seconds = time.monotonic() - t0
         return result
 
+    def _check(self, w: int, share: _Share, result: RolloutResult, bar, keep, policy, kwargs) -> _Share:
+        """Take worker w's news; a worker that died or went silent is replaced. Returns its share now."""
+        self._take(w, share, result, bar, keep)
+        proc = self.procs[w]
+        if not share.ids:
+            return share
+        if proc.exitcode is not None:
+            self._take(w, share, result, bar, keep)  # what it sent just before it died
+            why = f"exited (code {proc.exitcode})"
+        elif time.monotonic() - share.heard > self.timeout:
+            why = f"gave no sign of life for {self.timeout:.0f} s"
+        else:
+            return share
+        return self._replace(w, share, why, result, bar, policy, kwargs) if share.ids else share
+
     def _take(self, w: int, share: _Share, result: RolloutResult, bar, keep) -> None:
-        """Everything worker w has sent so far: episodes started and ended, and its share's end."""
+        """Everything worker w has sent so far: signs of life, episodes started and ended, its share's end."""
         conn = self.conns[w]
         while True:
             try:
@@ -218,6 +256,8 @@ class RolloutWorkers:
 
     def _replace(self, w: int, share: _Share, why: str, result: RolloutResult, bar, policy, kwargs) -> _Share:
         """A worker that died or hung: drop the episodes it was playing, start a fresh one on the rest of its share."""
+        if not share.started:  # nothing started: its share cannot run, and a fresh worker would fail the same way
+            raise RuntimeError(f"rollout worker {w} {why} before it started an episode of its share")
         lost = sorted(share.started - share.ended)
         result.dropped += len(lost)
         result.errors.append(f"rollout worker {w} {why}: the {len(lost)} episodes it was playing are dropped: {lost}")
@@ -230,11 +270,12 @@ class RolloutWorkers:
         for proc, conn in zip(self.procs, self.conns):
             if proc is None:
                 continue
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 conn.send_bytes(b"close")
-            proc.join(timeout=10)
-            if proc.is_alive():
-                _kill(proc)
+                proc.join(timeout=10)
+            except (OSError, ValueError):
+                pass
+            kill_process_group(proc)  # also any engine a worker that died had left
             conn.close()
         self._finalizer.detach()
 

@@ -168,6 +168,9 @@ class RolloutArguments:
         from hf_agents.envs.vector import BatchedEnv
         from hf_agents.rollout.workers import RolloutWorkers
 
+        if self.rollout_workers and _cuda():
+            raise ValueError(f"rollout_workers={self.rollout_workers}: rollout workers act on the CPU; with a GPU set "
+                             "rollout_workers=0 (as the GPU recipes do), so that the agent acts there for every game")
         if self.rollout_workers:
             return RolloutWorkers(env_fn, num_envs, min(self.rollout_workers, num_envs))
         return BatchedEnv(env_fn, num_envs)
