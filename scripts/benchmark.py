@@ -1034,7 +1034,8 @@ def align_update(q) -> dict:
                                                               reward_max=1.0))
         reward.save_pretrained(Path(tmp) / "reward")
         # and the largest batch again with the rollouts in one worker process per core (`rollout_workers`)
-        runs = [(n, kl, 0) for n in games for kl in (0.0, 0.05)] + [(games[-1], kl, min(os.cpu_count() or 1, games[-1])) for kl in (0.0, 0.05)]
+        workers = min(os.cpu_count() or 1, games[-1])
+        runs = [(n, kl, 0) for n in games for kl in (0.0, 0.05)] + [(games[-1], kl, workers) for kl in (0.0, 0.05)]
         for n, kl, workers in runs:
             name = f"{n} games, kl_coef={kl:g}" + (f", {workers} rollout workers" if workers else "")
             config = AlignConfig(agent=str(Path(tmp) / "agent"), output_dir=str(Path(tmp) / name), target="left",
@@ -1446,19 +1447,21 @@ def write_markdown(report: dict, out: Path) -> None:
                      "workers' pipes. rollout workers: one process per core, each acting for its share of the envs "
                      "and stepping their games itself (`rollout_workers`); the game alone through them is the same "
                      "games without the batched env's processes. The last column: the rollouts against the game "
-                     "alone through the batched env (shared frames) in the same run. Busy cores: the average number of the machine's cores at work (all processes) "
-                     "during the game alone replaying and during the rollouts.\n")
+                     "alone through the batched env (shared frames) in the same run. Busy cores: the average number "
+                     "of the machine's cores at work (all processes) during the game alone replaying and during the "
+                     "rollouts.\n")
     if "sample_factory" in report:
-        p, ours = report["sample_factory"], report.get("rollouts_against_the_game", {}).get("64px, batch 16, shared")
+        p, rows = report["sample_factory"], report.get("rollouts_against_the_game", {})
         if "steady_frames_per_s" in p:
             lines.append(f"| agent decisions per second per core ({p['cores']} cores) | decisions/s | per core |\n"
                          "|---|---|---|")
             lines.append(f"| Sample Factory 2 APPO, doom_benchmark 128x72, frameskip 4, conv+GRU, acting and learning "
                          f"| {p['decisions_per_s']:.0f} | {p['decisions_per_s_per_core']:.0f} |")
-            if ours:
-                lines.append(f"| hf-agents rollouts, JumpPads 64 px, cpu-preset agent (ConvNeXt + GPT2, KV cache) at "
-                             f"batch 16, acting only | {ours['rollout_steps_per_s']['median']:.0f} | "
-                             f"{ours['rollout_per_core']:.0f} |")
+            for engine, how in (("shared", "acting in one process"), ("rollout workers", "on rollout workers")):
+                if (ours := rows.get(f"64px, batch 16, {engine}")) is not None:
+                    lines.append(f"| hf-agents rollouts, JumpPads 64 px, cpu-preset agent (ConvNeXt + GPT2, KV cache) "
+                                 f"at batch 16, {how}, acting only | {ours['rollout_steps_per_s']['median']:.0f} | "
+                                 f"{ours['rollout_per_core']:.0f} |")
             lines.append(f"| Sample Factory, published | | {p['published']} |\n")
         else:
             lines.append(f"\nSample Factory: {p.get('skipped') or p.get('error')}\n")
