@@ -936,8 +936,8 @@ def rollouts_against_the_game(q) -> dict:
             env_fn = functools.partial(make_jumppads, frame_size=size, max_steps=q["scaling_episode_steps"])
             transports = ("shared", "pipe") if (B, size) == (q["rollout_batches"][0], q["rollout_sizes"][0]) \
                 else ("shared",)
-            engines = {f"{size}px, batch {B}, {t}": functools.partial(BatchedEnv, env_fn, B, shared_memory=t == "shared")
-                       for t in transports}
+            engines = {f"{size}px, batch {B}, {t}": functools.partial(BatchedEnv, env_fn, B,
+                                                                      shared_memory=t == "shared") for t in transports}
             # rollout workers, one per core: each acts for its share of the envs and steps their games itself
             engines[f"{size}px, batch {B}, rollout workers"] = functools.partial(RolloutWorkers, env_fn, B,
                                                                                   min(cores, B))
@@ -1034,8 +1034,8 @@ def align_update(q) -> dict:
                                                               reward_max=1.0))
         reward.save_pretrained(Path(tmp) / "reward")
         # and the largest batch again with the rollouts in one worker process per core (`rollout_workers`)
-        workers = min(os.cpu_count() or 1, games[-1])
-        runs = [(n, kl, 0) for n in games for kl in (0.0, 0.05)] + [(games[-1], kl, workers) for kl in (0.0, 0.05)]
+        per_core = min(os.cpu_count() or 1, games[-1])
+        runs = [(n, kl, 0) for n in games for kl in (0.0, 0.05)] + [(games[-1], kl, per_core) for kl in (0.0, 0.05)]
         for n, kl, workers in runs:
             name = f"{n} games, kl_coef={kl:g}" + (f", {workers} rollout workers" if workers else "")
             config = AlignConfig(agent=str(Path(tmp) / "agent"), output_dir=str(Path(tmp) / name), target="left",

@@ -169,16 +169,16 @@ def rollout(venv, policy, num_episodes: int, *, seed: int = 0, seeds=None, spawn
     """
     from hf_agents.rollout.workers import RolloutWorkers
 
+    ids = list(range(num_episodes)) if episode_ids is None else list(episode_ids)
+    if writer is not None and getattr(policy, "metadata", None):
+        writer.metadata.setdefault("policy", dict(policy.metadata))
     if isinstance(venv, RolloutWorkers):
         if groups != 1 or on_start is not None:
             raise ValueError("rollout workers act for their own envs: leave groups and on_start at their defaults")
-        return venv.rollout(policy, num_episodes, seed=seed, seeds=seeds, spawns=spawns, variants=variants,
-                            options=options, keep_frames=keep_frames, writer=writer, source=source, accept=accept,
-                            progress=progress, desc=desc, episode_ids=episode_ids)
-    ids = list(range(num_episodes)) if episode_ids is None else list(episode_ids)
+        return venv.rollout(policy, ids, seed=seed, seeds=seeds, spawns=spawns, variants=variants, options=options,
+                            keep_frames=keep_frames, writer=writer, source=source, accept=accept, progress=progress,
+                            desc=desc)
     schedule = _Schedule(ids, seed, seeds, spawns, variants, options, keep_frames, writer, on_start)
-    if writer is not None and getattr(policy, "metadata", None):
-        writer.metadata.setdefault("policy", dict(policy.metadata))
     result = RolloutResult()
     parts = _split(venv, policy, groups)
     for part in parts:

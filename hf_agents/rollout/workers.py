@@ -176,15 +176,12 @@ class RolloutWorkers:
         return _Share(list(ids))
 
     # -- a rollout ------------------------------------------------------------------------------------
-    def rollout(self, policy, num_episodes: int, *, seed=0, seeds=None, spawns=None, variants=None, options=None,
-                keep_frames=True, writer=None, source="rollout", accept=None, progress=True, desc="rollout",
-                episode_ids=None) -> RolloutResult:
-        """The engine's `rollout` (same arguments and result) played by the workers."""
+    def rollout(self, policy, ids: list[int], *, seed, seeds, spawns, variants, options, keep_frames, writer, source,
+                accept, progress, desc) -> RolloutResult:
+        """The engine's `rollout` of the episodes `ids` (its arguments, its result), played by the workers; the engine
+        calls it when given a `RolloutWorkers`."""
         if not hasattr(policy, "split"):
             raise ValueError(f"rollout workers need a policy with `split(sizes)`; {type(policy).__name__} has none")
-        ids = list(range(num_episodes)) if episode_ids is None else list(episode_ids)
-        if writer is not None and getattr(policy, "metadata", None):
-            writer.metadata.setdefault("policy", dict(policy.metadata))
         parts, k = policy.split(self.sizes), len(self.sizes)
         # the writer and accept run here; the workers keep frames as the one-process engine would
         kwargs = dict(seed=seed, seeds=seeds, spawns=spawns, variants=variants, options=options,
