@@ -121,7 +121,8 @@ def cmd_evaluate(args) -> None:
                              temperature=args.temperature, seed=args.seed, videos=args.videos, label=args.label,
                              trajectories=args.trajectories, overwrite=args.overwrite, env=args.env,
                              max_steps=args.max_steps, adapters=_adapters(args.adapter),
-                             env_kwargs=parse_kwargs(args.env_kwarg), image_key=args.image_key)
+                             env_kwargs=parse_kwargs(args.env_kwarg), image_key=args.image_key,
+                             rollout_workers=args.rollout_workers)
     keys = ("label", "episodes", "dropped", "distribution", "mean_return", "mean_length")
     for one in (summary.values() if summary and "episodes" not in summary else [summary]):
         if one:  # other ranks of a distributed evaluation return nothing; rank 0 reports
@@ -489,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "shown in its card, replaced; with --trajectories DIR: DIR-eval, leaving MODEL/eval as it is)")
     ev.add_argument("--episodes", type=int, default=1000, help="episodes to play (the paper's evaluation plays 1000)")
     ev.add_argument("--num-envs", type=int, default=8, help="parallel game processes")
+    ev.add_argument("--rollout-workers", type=int, default=0, help="acting processes, each playing its share of the "
+                    "games (on a CPU: one per core, faster; 0: the agent acts in this process, as with a GPU)")
     ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the agent's actions")
     ev.add_argument("--seed", type=int, default=12345, help="first reset seed (episode i uses seed + i)")
     ev.add_argument("--videos", type=int, default=3, help="GIFs of the first N episodes")

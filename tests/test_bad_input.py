@@ -212,6 +212,12 @@ def test_an_evaluation_of_no_episodes_is_refused(tmp_path, capsys, tiny_agent_di
     assert not (tmp_path / "e").exists()
 
 
+def test_a_negative_number_of_rollout_workers_is_refused(tmp_path, capsys, tiny_agent_dir):
+    code, err = cli(capsys, "evaluate", tiny_agent_dir, "--rollout-workers", -1, "--out", tmp_path / "e")
+    assert code == 2 and "--rollout-workers -1: must be >= 0" in err
+    assert not (tmp_path / "e").exists()
+
+
 def test_a_corrupt_agent_config_is_named(tmp_path, capsys, tiny_agent_dir):
     (tiny_agent_dir / "config.json").write_text('{"model_type": "hf_agent", ')
     code, err = cli(capsys, "evaluate", tiny_agent_dir, "--out", tmp_path / "e")

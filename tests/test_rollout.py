@@ -307,6 +307,71 @@ def test_rollout_workers_drop_what_failed_and_play_the_rest(tmp_path):
     assert sorted(m["episode_id"] for m in load_trajectories(tmp_path / "data").episodes) == kept
 
 
+def test_rollout_workers_act_with_the_weights_and_settings_of_each_call():
+    """A worker keeps the model it was sent and later takes only its weights: after the weights change in place (as an
+    update changes them), and for a model with other settings (keep_steps), the workers still play what one process
+    plays with that model, with no weight or cache left from the call before."""
+    import torch
+
+    from hf_agents.rollout.workers import RolloutWorkers
+
+    def episodes(venv, model):
+        result = rollout(venv, AgentPolicy(model, 4, seed=7), 6, seed=11, progress=False)
+        return sorted(result.episodes, key=lambda e: e.index)
+
+    model = make_tiny_agent(context_length=4)
+    with RolloutWorkers(_jumppads_12(), 4, workers=2) as workers:
+        runs = [episodes(workers, model)]
+        with torch.no_grad():  # the stem convolution (whose weight acting reorders once) and the action head
+            model.encoder.stem.weight.mul_(-3.0)
+            model.head[-1].bias.add_(torch.linspace(-4.0, 4.0, model.head[-1].bias.numel()))
+        runs.append(episodes(workers, model))
+        other = make_tiny_agent(context_length=4, keep_steps=3)
+        other.load_state_dict(model.state_dict())
+        runs.append(episodes(workers, other))
+    with BatchedEnv(_jumppads_12(), 4) as venv:
+        for m, run in zip((model, other), runs[1:]):
+            for a, b in zip(episodes(venv, m), run):
+                assert np.array_equal(a.actions, b.actions) and np.array_equal(a.frames, b.frames)
+                np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    assert any(not np.array_equal(a.actions, b.actions) for a, b in zip(runs[0], runs[1]))  # the weights did change
+    assert any(not np.allclose(a.logprobs, b.logprobs) for a, b in zip(runs[1], runs[2]))  # and keep_steps did too
+
+
+def test_a_dead_rollout_workers_env_steps_still_count():
+    """Worker 1 plays episodes 1, 3 and 5 on 2 games and dies in episode 5, after 1 and 3 ended: the steps it took
+    up to its last message count in `env_steps` (and so in `steps_per_second`) with worker 0's."""
+    from hf_agents.rollout.workers import RolloutWorkers
+
+    faults = [{}, {}, {}, {}, {}, {"crash_at": 3}]
+    with RolloutWorkers(_jumppads_12(fault_injection=True), 4, workers=2, timeout=5) as workers:
+        result = rollout(workers, AgentPolicy(make_tiny_agent(), 4, seed=3), 6, seed=5, options=faults,
+                         progress=False)
+    assert sorted(e.index for e in result.episodes) == [0, 1, 2, 3, 4] and result.dropped == 1
+    assert result.env_steps >= sum(e.length for e in result.episodes)
+
+
+def test_evaluation_on_rollout_workers_gives_the_one_process_evaluation(tmp_path):
+    """`hf-agents evaluate --rollout-workers 2`: the same summary and written rollouts as the agent acting in one
+    process; the workers report the game's outcomes (its metadata) as the batched env does."""
+    from hf_agents.rollout.evaluate import evaluate_model
+
+    make_tiny_agent().save_pretrained(tmp_path / "agent")
+    for workers in (0, 2):
+        evaluate_model(tmp_path / "agent", tmp_path / f"eval-{workers}", episodes=6, num_envs=4, seed=3, videos=1,
+                       progress=False, trajectories=tmp_path / f"rollouts-{workers}", max_steps=12,
+                       rollout_workers=workers)
+    one, two = (json.loads((tmp_path / f"eval-{w}" / "eval.json").read_text()) for w in (0, 2))
+    assert one["outcomes"] == two["outcomes"] and len(one["outcomes"]) > 1
+    for key in ("episodes", "dropped", "counts", "mean_return", "mean_length", "per_spawn"):
+        assert one[key] == two[key], key
+    assert len(list((tmp_path / "eval-2" / "videos").glob("*.gif"))) == 1
+    a, b = (load_trajectories(tmp_path / f"rollouts-{w}") for w in (0, 2))
+    assert a.episodes == b.episodes
+    for i in range(len(a)):
+        assert np.array_equal(a.read(i)["actions"], b.read(i)["actions"])
+
+
 def test_rollout_workers_name_a_game_that_cannot_be_made_and_leave_no_process():
     import multiprocessing
 

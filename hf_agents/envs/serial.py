@@ -24,6 +24,7 @@ class SerialEnvs:
             raise ValueError(f"num_envs={num_envs}: a batch needs at least 1 env")
         self.env_fn, self.num_envs = env_fn, num_envs
         self.on_step: Callable[[], None] | None = None  # called after each batch step (the workers' sign of life)
+        self.steps = 0  # env steps taken (the workers count a share's steps with it)
         self.envs: list[gym.Env | None] = []
         try:
             for _ in range(num_envs):
@@ -65,6 +66,7 @@ class SerialEnvs:
     def step_async(self, actions, indices) -> list[bool]:
         """Step the envs one after another (their answers wait for `step_wait`)."""
         self._steps = [self._step(i, a) for i, a in zip(indices, actions)]
+        self.steps += len(self._steps)
         if self.on_step is not None:
             self.on_step()
         return [True] * len(self._steps)

@@ -58,7 +58,7 @@ def _worker(conn, env_fn):
                 slot = np.memmap(path, dtype=dtype, mode="r+", shape=(index + 1, *shape))[index]
                 conn.send(("ok", None))
             elif cmd == "spaces":
-                conn.send(("ok", (env.observation_space, env.action_space, _picklable(env.metadata))))
+                conn.send(("ok", (env.observation_space, env.action_space, picklable_metadata(env.metadata))))
             elif cmd == "close":
                 env.close()
                 conn.send(("ok", None))
@@ -113,7 +113,7 @@ def _remove_orphans(folder: Path, prefix: str) -> None:
             pass
 
 
-def _picklable(metadata) -> dict:
+def picklable_metadata(metadata) -> dict:
     """The env's metadata entries that can cross the pipe."""
     out = {}
     for key, value in dict(metadata or {}).items():

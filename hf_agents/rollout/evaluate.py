@@ -20,12 +20,12 @@ from hf_agents.cards import write_model_card
 from hf_agents.data.schema import NO_OUTCOME
 from hf_agents.data.writer import TrajectoryWriter
 from hf_agents.envs.spec import GameSpec, resolve_game, saved_game
-from hf_agents.envs.vector import BatchedEnv
 from hf_agents.files import atomic_write_json, output_lock
 from hf_agents.processes import launch_state
 from hf_agents.rollout.engine import RolloutResult, rollout
 from hf_agents.rollout.media import save_video
 from hf_agents.rollout.plots import plot_distribution
+from hf_agents.rollout.workers import rollout_envs
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -74,7 +74,7 @@ def summarize(episodes, dropped: int = 0, outcomes=()) -> dict:
 
 def evaluate_policy(policy, out_dir, env_fn, episodes=100, num_envs=8, seed=12345, videos=3, label="agent",
                     progress=True, trajectories=None, overwrite=False, outcomes=None, figures=None,
-                    game: GameSpec | None = None) -> dict:
+                    game: GameSpec | None = None, rollout_workers: int = 0) -> dict:
     """Run the evaluation for any policy of the rollout interface on `env_fn()` (a picklable env factory);
     write eval.json, figures and videos.
 
@@ -82,6 +82,8 @@ def evaluate_policy(policy, out_dir, env_fn, episodes=100, num_envs=8, seed=1234
     dataset there: the on-policy rollouts that preferences, the reward model and alignment start from.
     outcomes / figures: override the game's `metadata["outcomes"]` / `metadata["figures"]` (False: none).
     game: the game `env_fn` makes, saved in eval.json and with the trajectories (their game for later commands).
+    rollout_workers: acting processes, each playing its share of the envs (`RolloutWorkers`; CPU only, the same
+    episodes); 0: the agent acts in this process.
     Under `accelerate launch` / torchrun, each rank rolls out its share (episodes rank, rank + world, ...)
     and rank 0 gathers the episodes and writes the results (and rank k writes `trajectories`/rank-k).
     """
@@ -90,7 +92,7 @@ def evaluate_policy(policy, out_dir, env_fn, episodes=100, num_envs=8, seed=1234
     out.mkdir(parents=True, exist_ok=True)
     share = list(range(state.process_index, episodes, state.num_processes))
     with contextlib.ExitStack() as stack:
-        venv = stack.enter_context(BatchedEnv(env_fn, num_envs))
+        venv = stack.enter_context(rollout_envs(env_fn, num_envs, rollout_workers))
         writer = None
         if trajectories is not None:
             path = Path(trajectories) / f"rank-{state.process_index}" if state.num_processes > 1 else trajectories
@@ -143,10 +145,13 @@ def _write_results(summary: dict, result: RolloutResult, out: Path, label: str, 
         save_video(ep.frames, out / "videos" / f"episode_{i}_{ep.outcome}.gif")
 
 
-def check_sampling(num_envs: int, temperature: float) -> None:
-    """Refuse no game processes and a temperature that is not a positive number, before any model is loaded."""
+def check_sampling(num_envs: int, temperature: float, rollout_workers: int = 0) -> None:
+    """Refuse no games, a temperature that is not a positive number and a negative number of rollout workers,
+    before any model is loaded."""
     if num_envs < 1:
         raise ValueError(f"--num-envs {num_envs}: must be >= 1 (parallel game processes)")
+    if rollout_workers < 0:
+        raise ValueError(f"--rollout-workers {rollout_workers}: must be >= 0 (0: the agent acts in this process)")
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"--temperature {temperature}: must be a finite number > 0 (1.0 samples the agent as trained)")
 
@@ -154,18 +159,18 @@ def check_sampling(num_envs: int, temperature: float) -> None:
 def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.0, seed=12345, videos=3,
                    label=None, progress=True, trajectories=None, overwrite=False, env=None, max_steps=None,
                    adapters: dict[str, str] | None = None, env_kwargs: dict | None = None,
-                   image_key: str | None = None) -> dict:
+                   image_key: str | None = None, rollout_workers: int = 0) -> dict:
     """Evaluate a saved agent on its own game (saved with it), or on `env`, a Gymnasium id such as
     "ale_py:ALE/Pong-v5" behind `GamepadEnv` (with `env_kwargs`); frames at the model's size. `max_steps`:
     episode timeout (None: the game's own; JumpPads: the paper's 100 steps).
 
     `model_path` may be a LoRA adapter saved by alignment (its base agent is loaded beneath it). `adapters`
     (name -> directory) load onto the one base at once; each is evaluated in turn into out_dir/<name>, and the
-    summaries come back by name.
+    summaries come back by name. `rollout_workers`: see `evaluate_policy`.
     """
     if episodes < 1:
         raise ValueError(f"--episodes {episodes}: an evaluation needs at least 1 episode")
-    check_sampling(num_envs, temperature)
+    check_sampling(num_envs, temperature, rollout_workers)
     from hf_agents.models import AgentPolicy
     from hf_agents.models.adapters import agent_of, load_for_acting, merged_for_acting
 
@@ -185,7 +190,7 @@ def evaluate_model(model_path, out_dir, episodes=100, num_envs=8, temperature=1.
             return evaluate_policy(policy, out, env_fn, episodes=episodes, num_envs=num_envs, seed=seed,
                                    videos=videos, label=label or name or Path(model_path).name, progress=progress,
                                    trajectories=trajectories if not name or len(adapters) == 1 else None,
-                                   overwrite=overwrite, game=game)
+                                   overwrite=overwrite, game=game, rollout_workers=rollout_workers)
 
     if not adapters:
         summary = run(out_dir, None)

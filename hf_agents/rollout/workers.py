@@ -18,6 +18,7 @@ plays the rest of its share.
 from __future__ import annotations
 
 import functools
+import io
 import multiprocessing as mp
 import multiprocessing.connection
 import os
@@ -28,9 +29,10 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from tqdm.auto import tqdm
 
-from hf_agents.envs.vector import kill_process_group, preload_modules
+from hf_agents.envs.vector import kill_process_group, picklable_metadata, preload_modules
 from hf_agents.rollout.engine import RolloutResult, keep_episode, split_sizes
 
 
@@ -51,19 +53,115 @@ def _work(conn, env_fn, num_envs: int) -> None:
         conn.send(("error", "creating the envs failed:\n" + traceback.format_exc(limit=5)))
         return
     try:
-        venv.on_step = _sign_of_life(conn)
-        conn.send(("ready", None))
+        venv.on_step = _sign_of_life(conn, venv)
+        conn.send(("ready", (venv.observation_space, venv.action_space, picklable_metadata(venv.metadata))))
+        models = _ModelCopy()
         while (payload := _next_share(conn)) is not None:
             try:
-                policy, ids, kwargs = pickle.loads(payload)
+                venv.steps = 0  # this share's steps, sent with each sign of life
+                policy, ids, kwargs = models.receive(conn, payload)
                 result = rollout(venv, policy, len(ids), episode_ids=ids, progress=False,
-                                 accept=functools.partial(_send_episode, conn),
-                                 on_start=lambda ks: conn.send(("start", ks)), **kwargs)
+                                 accept=functools.partial(_send_episode, conn, venv),
+                                 on_start=lambda ks: conn.send(("start", (ks, venv.steps))), **kwargs)
                 conn.send(("done", (result.dropped, result.errors, result.env_steps)))
             except Exception:
                 conn.send(("error", traceback.format_exc(limit=8)))
     finally:
         venv.close()
+
+
+# -- the policy's model: sent once, then only its weights -----------------------------------------------------------
+# Pickling the cpu preset's agent and its policy took about 14 ms and unpickling it 11 ms, once per worker and call (an
+# alignment update sends a new copy each time). A worker keeps the last model it was sent; the next call whose model
+# has the same class, config, mode and tensor shapes sends only the weights, as one block of bytes, and the policy
+# around it (its caches and random streams) pickled with the model left out.
+def _model_of(policy) -> torch.nn.Module | None:
+    model = getattr(policy, "model", None)
+    return model if isinstance(model, torch.nn.Module) else None
+
+
+def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The model's parameters and buffers, each once, in a fixed order."""
+    return [*model.parameters(), *model.buffers()]
+
+
+def _model_key(model: torch.nn.Module) -> tuple:
+    """What a model is apart from its weights: a worker's copy with the same key takes new weights as they are."""
+    config = getattr(model, "config", None)
+    return (type(model).__module__, type(model).__qualname__, model.training,
+            config.to_json_string() if hasattr(config, "to_json_string") else repr(config),
+            tuple((tuple(t.shape), str(t.dtype)) for t in _tensors(model)))
+
+
+def _layout(tensors: list[torch.Tensor]) -> tuple[list[int], int]:
+    """Each tensor's byte offset in one block (64-byte aligned), and the block's size."""
+    offsets, size = [], 0
+    for t in tensors:
+        offsets.append(size)
+        size += -(-t.numel() * t.element_size() // 64) * 64
+    return offsets, size
+
+
+def _in_block(block: torch.Tensor, t: torch.Tensor, offset: int) -> torch.Tensor:
+    return block[offset:offset + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
+
+
+def _weights_block(model: torch.nn.Module) -> torch.Tensor:
+    tensors = _tensors(model)
+    offsets, size = _layout(tensors)
+    block = torch.empty(size, dtype=torch.uint8)
+    with torch.no_grad():
+        for t, offset in zip(tensors, offsets):
+            _in_block(block, t, offset).copy_(t.detach())
+    return block
+
+
+class _PolicyPickler(pickle.Pickler):
+    """Pickles a policy with its model left out (the worker puts its own copy back)."""
+
+    def __init__(self, file, model):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.model = model
+
+    def persistent_id(self, obj):
+        return "model" if obj is self.model else None
+
+
+class _PolicyUnpickler(pickle.Unpickler):
+    def __init__(self, file, model):
+        super().__init__(file)
+        self.model = model
+
+    def persistent_load(self, pid):
+        if pid != "model" or self.model is None:
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        return self.model
+
+
+class _ModelCopy:
+    """A worker's copy of the last model it was sent, and the block its weights arrive in."""
+
+    def __init__(self):
+        self.key, self.model, self.block = None, None, None
+
+    def receive(self, conn, payload: bytes):
+        """A share's (policy, ids, kwargs) from its message, and the weights that follow it when it has a model."""
+        key, model_bytes, policy_bytes, ids, kwargs = pickle.loads(payload)
+        if key is None:  # a policy without a model of its own: pickled whole
+            return pickle.loads(policy_bytes), ids, kwargs
+        if model_bytes is not None:
+            self.model = None  # the old copy may go before the new one is made
+            self.model = pickle.loads(model_bytes)
+            self.key, self.block = key, bytearray(_layout(_tensors(self.model))[1])
+        if key != self.key:
+            raise RuntimeError("a rollout worker was sent weights for a model it does not hold")
+        conn.recv_bytes_into(self.block)
+        block = torch.frombuffer(self.block, dtype=torch.uint8) if len(self.block) else torch.empty(0, dtype=torch.uint8)
+        tensors = _tensors(self.model)
+        with torch.no_grad():  # copied in place: their versions change, so caches made from the old weights go
+            for t, offset in zip(tensors, _layout(tensors)[0]):
+                t.copy_(_in_block(block, t, offset))
+        return _PolicyUnpickler(io.BytesIO(policy_bytes), self.model).load(), ids, kwargs
 
 
 def _next_share(conn) -> bytes | None:
@@ -74,18 +172,19 @@ def _next_share(conn) -> bytes | None:
     return None if payload == b"close" else payload
 
 
-def _send_episode(conn, episode) -> bool:
-    """Every ended episode goes back at once; the worker keeps none."""
-    conn.send(("episode", episode))
+def _send_episode(conn, venv, episode) -> bool:
+    """Every ended episode goes back at once, with the share's env steps so far; the worker keeps none."""
+    conn.send(("episode", (episode, venv.steps)))
     return False
 
 
-def _sign_of_life(conn) -> Callable[[], None]:
+def _sign_of_life(conn, venv) -> Callable[[], None]:
+    """At most once a second: "alive", with the env steps of the share so far."""
     last = [time.monotonic()]
 
     def beat() -> None:
         if time.monotonic() - last[0] >= 1.0:
-            conn.send(("alive", None))
+            conn.send(("alive", venv.steps))
             last[0] = time.monotonic()
 
     return beat
@@ -102,6 +201,7 @@ class _Share:
     """A worker's episodes in one rollout: which it was sent, started and ended, and when it was last heard from."""
 
     ids: list[int]
+    steps: int = 0  # env steps as of its last message
     started: set = field(default_factory=set)
     ended: set = field(default_factory=set)
     heard: float = field(default_factory=time.monotonic)
@@ -110,7 +210,7 @@ class _Share:
 class RolloutWorkers:
     """`workers` processes (default: one per CPU core, at most `num_envs`) sharing `num_envs` copies of `env_fn()`;
     pass it to the engine's `rollout` in place of a batched env. The policy needs `split(sizes)` and must pickle;
-    the workers act on the CPU."""
+    the workers act on the CPU. `observation_space`, `action_space` and `metadata` are the env's."""
 
     def __init__(self, env_fn: Callable, num_envs: int, workers: int | None = None, timeout: float = 60.0,
                  start_timeout: float = 300.0):
@@ -123,6 +223,7 @@ class RolloutWorkers:
         self.ctx.set_forkserver_preload(preload_modules(env_fn))
         self.procs: list = [None] * workers
         self.conns: list = [None] * workers
+        self.model_keys: list = [None] * workers  # the model each worker holds (`_ModelCopy`)
         self.restarts = 0
         self._finalizer = weakref.finalize(self, _kill_all, self.procs)
         try:
@@ -140,7 +241,7 @@ class RolloutWorkers:
         proc = self.ctx.Process(target=_work, args=(child, self.env_fn, self.sizes[w]), daemon=True)
         proc.start()
         child.close()
-        self.procs[w], self.conns[w] = proc, parent
+        self.procs[w], self.conns[w], self.model_keys[w] = proc, parent, None
 
     def _ready(self, w: int) -> None:
         conn, proc = self.conns[w], self.procs[w]
@@ -155,6 +256,7 @@ class RolloutWorkers:
             raise RuntimeError(f"rollout worker {w} exited while making its envs (exit code {proc.exitcode})")
         if status != "ready":
             raise RuntimeError(f"rollout worker {w}: {payload}")
+        self.observation_space, self.action_space, self.metadata = payload
 
     def _restart(self, w: int) -> None:
         self.conns[w].close()
@@ -163,17 +265,31 @@ class RolloutWorkers:
         self._launch(w)
         self._ready(w)
 
-    def _send(self, w: int, policy, ids: list[int], kwargs: dict) -> _Share:
-        """Worker w's share of a rollout; a worker that died since its last share is replaced first."""
-        payload = pickle.dumps((policy, ids, kwargs))
+    def _send(self, w: int, policy, ids: list[int], kwargs: dict, weights: tuple | None) -> _Share:
+        """Worker w's share of a rollout; a worker that died since its last share is replaced first. A model the
+        worker does not hold yet goes whole, then its weights: `weights` is (model, its `_weights_block`)."""
         if self.procs[w].exitcode is not None:
             self._restart(w)
         try:
-            self.conns[w].send_bytes(payload)
+            self._send_share(w, policy, ids, kwargs, weights)
         except OSError:  # it died just now
             self._restart(w)
-            self.conns[w].send_bytes(payload)
+            self._send_share(w, policy, ids, kwargs, weights)
         return _Share(list(ids))
+
+    def _send_share(self, w: int, policy, ids: list[int], kwargs: dict, weights: tuple | None) -> None:
+        model = _model_of(policy)
+        if model is None:
+            self.conns[w].send_bytes(pickle.dumps((None, None, pickle.dumps(policy), ids, kwargs)))
+            return
+        key, file = _model_key(model), io.BytesIO()
+        _PolicyPickler(file, model).dump(policy)
+        model_bytes = None if self.model_keys[w] == key else pickle.dumps(model)
+        self.model_keys[w] = None  # until the worker has it
+        self.conns[w].send_bytes(pickle.dumps((key, model_bytes, file.getvalue(), ids, kwargs)))
+        block = weights[1] if weights is not None and weights[0] is model else _weights_block(model)
+        self.conns[w].send_bytes(block.numpy())
+        self.model_keys[w] = key
 
     # -- a rollout ------------------------------------------------------------------------------------
     def rollout(self, policy, ids: list[int], *, seed, seeds, spawns, variants, options, keep_frames, writer, source,
@@ -190,14 +306,16 @@ class RolloutWorkers:
         keep = functools.partial(keep_episode, result=result, keep_frames=keep_frames, writer=writer, source=source,
                                  accept=accept)
         t0, busy = time.monotonic(), {}
+        model = _model_of(parts[0])  # the parts share the policy's model: its weights are copied once
+        weights = (model, _weights_block(model)) if model is not None else None
         try:
             for w in range(k):
                 if ids[w::k]:
-                    busy[w] = self._send(w, parts[w], ids[w::k], kwargs)
+                    busy[w] = self._send(w, parts[w], ids[w::k], kwargs, weights)
             while busy:
                 mp.connection.wait([*(self.conns[w] for w in busy), *(self.procs[w].sentinel for w in busy)], 1.0)
                 for w, share in list(busy.items()):
-                    busy[w] = self._check(w, share, result, bar, keep, parts[w], kwargs)
+                    busy[w] = self._check(w, share, result, bar, keep, (parts[w], kwargs, weights))
                 busy = {w: share for w, share in busy.items() if share.ids}
                 bar.set_postfix(dropped=result.dropped, refresh=False)
         except BaseException:  # the busy workers' later messages must not reach the next call: they start afresh
@@ -209,7 +327,7 @@ class RolloutWorkers:
         result.seconds = time.monotonic() - t0
         return result
 
-    def _check(self, w: int, share: _Share, result: RolloutResult, bar, keep, policy, kwargs) -> _Share:
+    def _check(self, w: int, share: _Share, result: RolloutResult, bar, keep, sending: tuple) -> _Share:
         """Take worker w's news; a worker that died or went silent is replaced. Returns its share now."""
         self._take(w, share, result, bar, keep)
         proc = self.procs[w]
@@ -222,7 +340,7 @@ class RolloutWorkers:
             why = f"gave no sign of life for {self.timeout:.0f} s"
         else:
             return share
-        return self._replace(w, share, why, result, bar, policy, kwargs) if share.ids else share
+        return self._replace(w, share, why, result, bar, sending) if share.ids else share
 
     def _take(self, w: int, share: _Share, result: RolloutResult, bar, keep) -> None:
         """Everything worker w has sent so far: signs of life, episodes started and ended, its share's end."""
@@ -235,12 +353,16 @@ class RolloutWorkers:
             except (EOFError, OSError):  # it died: its exit code says so
                 return
             share.heard = time.monotonic()
-            if kind == "start":
-                share.started.update(data)
+            if kind == "alive":
+                share.steps = data
+            elif kind == "start":
+                ks, share.steps = data
+                share.started.update(ks)
             elif kind == "episode":
-                share.ended.add(data.index)
+                episode, share.steps = data
+                share.ended.add(episode.index)
                 bar.update(1)
-                keep(data)
+                keep(episode)
             elif kind == "done":
                 dropped, errors, steps = data
                 result.dropped += dropped
@@ -251,17 +373,19 @@ class RolloutWorkers:
             elif kind == "error":
                 raise RuntimeError(f"rollout worker {w} failed:\n{data}")
 
-    def _replace(self, w: int, share: _Share, why: str, result: RolloutResult, bar, policy, kwargs) -> _Share:
+    def _replace(self, w: int, share: _Share, why: str, result: RolloutResult, bar, sending: tuple) -> _Share:
         """A worker that died or hung: drop the episodes it was playing, start a fresh one on the rest of its share."""
         if not share.started:  # nothing started: its share cannot run, and a fresh worker would fail the same way
             raise RuntimeError(f"rollout worker {w} {why} before it started an episode of its share")
         lost = sorted(share.started - share.ended)
         result.dropped += len(lost)
+        result.env_steps += share.steps  # up to its last message
         result.errors.append(f"rollout worker {w} {why}: the {len(lost)} episodes it was playing are dropped: {lost}")
         bar.update(len(lost))
         self._restart(w)
         rest = [i for i in share.ids if i not in share.started]
-        return self._send(w, policy, rest, kwargs) if rest else _Share([])
+        policy, kwargs, weights = sending  # worker w's policy part, the rollout's arguments and weights
+        return self._send(w, policy, rest, kwargs, weights) if rest else _Share([])
 
     def close(self) -> None:
         for proc, conn in zip(self.procs, self.conns):
@@ -281,3 +405,20 @@ class RolloutWorkers:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def rollout_envs(env_fn: Callable, num_envs: int, rollout_workers: int = 0, setting: str = "rollout_workers"):
+    """What rollouts play on: `RolloutWorkers` (at most `num_envs` of them) when `rollout_workers` > 0, else a
+    `BatchedEnv` (the agent acts in this process). `setting` names the option in errors."""
+    import torch
+
+    from hf_agents.envs.vector import BatchedEnv
+
+    if rollout_workers < 0:
+        raise ValueError(f"{setting}={rollout_workers}: must be >= 0 (0: the agent acts in this process)")
+    if rollout_workers and torch.cuda.is_available():
+        raise ValueError(f"{setting}={rollout_workers}: rollout workers act on the CPU; with a GPU set {setting}=0, "
+                         "so that the agent acts there for every game")
+    if rollout_workers:
+        return RolloutWorkers(env_fn, num_envs, min(rollout_workers, num_envs))
+    return BatchedEnv(env_fn, num_envs)

@@ -165,15 +165,9 @@ class RolloutArguments:
 
     def envs(self, env_fn, num_envs: int):
         """What the rollouts play on: `RolloutWorkers` when `rollout_workers` is set, else a `BatchedEnv`."""
-        from hf_agents.envs.vector import BatchedEnv
-        from hf_agents.rollout.workers import RolloutWorkers
+        from hf_agents.rollout.workers import rollout_envs
 
-        if self.rollout_workers and _cuda():
-            raise ValueError(f"rollout_workers={self.rollout_workers}: rollout workers act on the CPU; with a GPU set "
-                             "rollout_workers=0 (as the GPU recipes do), so that the agent acts there for every game")
-        if self.rollout_workers:
-            return RolloutWorkers(env_fn, num_envs, min(self.rollout_workers, num_envs))
-        return BatchedEnv(env_fn, num_envs)
+        return rollout_envs(env_fn, num_envs, self.rollout_workers)
 
     def game(self, agent_config, what: str = "the agent") -> GameSpec:
         """The game played: `env` (with `env_kwargs`) when set, else the one saved with the agent; at its frame size."""

@@ -156,7 +156,8 @@ class AlignLoop:
                               temperature=c.temperature, seed=seed, videos=0 if trajectories else 3,
                               label=out.parent.name, trajectories=trajectories, overwrite=True, env=self.game.id,
                               env_kwargs=self.game.kwargs, image_key=self.game.image_key,
-                              max_steps=c.max_episode_steps, adapters={c.adapter_name: adapter} if adapter else None)
+                              max_steps=c.max_episode_steps, adapters={c.adapter_name: adapter} if adapter else None,
+                              rollout_workers=c.rollout_workers)
 
     def preferences(self, r: int, folder: Path, rollouts: Path) -> Path:
         c, path = self.config, folder / "preferences.parquet"

@@ -22,19 +22,20 @@ from hf_agents.games.jumppads import PAPER
 from hf_agents.locations import RECIPES
 
 SCALES = {  # data, steps (None: the recipe's), evaluation size, reward-model epochs, preference fine-tuning
-    # rollouts and steps, alignment updates and episodes; "cpu": the README's demo (10 reward epochs: as
-    # accurate as 30 there)
+    # rollouts and steps, alignment updates and episodes, the evaluations' rollout workers (as the recipes');
+    # "cpu": the README's demo (10 reward epochs: as accurate as 30 there)
     "cpu": dict(pretrain_episodes=400, per_pad=80, pretrain_steps=None, sft_steps=None, eval_episodes=300,
-                reward_epochs=10, pft_rollouts=200, pft_steps=None, align_updates=None, align_episodes=32),
+                reward_epochs=10, pft_rollouts=200, pft_steps=None, align_updates=None, align_episodes=32,
+                rollout_workers=2),
     # smoke: only checks that the chain runs. Its pretraining and SFT sizes decide whether the SFT agent reaches a
     # pad in its 8 evaluation episodes (the preferences, reward models and alignment need one): kept as they are;
     # the later stages at their fewest (one reward epoch, one preference fine-tuning step, one alignment update)
     "smoke": dict(pretrain_episodes=16, per_pad=2, pretrain_steps=6, sft_steps=4, eval_episodes=8, reward_epochs=1,
-                  pft_rollouts=4, pft_steps=1, align_updates=1, align_episodes=4),
+                  pft_rollouts=4, pft_steps=1, align_updates=1, align_episodes=4, rollout_workers=2),
     # the paper's model, frames, batches and learning rates (recipes/gpu/), for a machine with a GPU
     "gpu": dict(pretrain_episodes=5000, per_pad=100, pretrain_steps=None, sft_steps=None, eval_episodes=1000,
                 reward_epochs=None, pft_rollouts=None, pft_steps=None, align_updates=None, align_episodes=16,
-                frame_size=128, recipes="gpu",
+                rollout_workers=0, frame_size=128, recipes="gpu",
                 frame_codec="bmp"),  # uncompressed frames: the loaders keep up with the GPU (BENCHMARKS.md)
 }
 PREFERRED_PAD = "left"  # the paper aligns to the left pad first
@@ -123,7 +124,8 @@ def run_demo(out="outputs", scale="cpu", num_envs=8, log=print) -> dict:
         if keep is not None and not (keep / "meta" / "info.json").exists():
             done = keep / "meta" / "info.json"
         stage(f"evaluate {label}", done, lambda n=name, t=target, lb=label, k=keep: evaluate_model(
-            out / n, t, episodes=s["eval_episodes"], num_envs=num_envs, label=lb, trajectories=k, overwrite=True),
+            out / n, t, episodes=s["eval_episodes"], num_envs=num_envs, label=lb, trajectories=k, overwrite=True,
+            rollout_workers=s["rollout_workers"]),
             inputs=[out / name], episodes=s["eval_episodes"])
         summaries[label] = json.loads((target / "eval.json").read_text())
     compare([out / n / "eval" for n in ("pretrain", "sft", "scratch")], out / "comparison.png", labels=list(summaries))
@@ -205,7 +207,8 @@ def _evaluate(model: Path, label: str, s: dict, num_envs: int, stage: Stages) ->
 
     evaluation = model / "eval"
     stage(f"evaluate {label}", evaluation / "eval.json", lambda: evaluate_model(
-        model, evaluation, episodes=s["eval_episodes"], num_envs=num_envs, label=label), inputs=[model],
+        model, evaluation, episodes=s["eval_episodes"], num_envs=num_envs, label=label,
+        rollout_workers=s["rollout_workers"]), inputs=[model],
         episodes=s["eval_episodes"])
     return json.loads((evaluation / "eval.json").read_text())
 
