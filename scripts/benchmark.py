@@ -1014,6 +1014,55 @@ def sample_factory_peer(q) -> dict:
             "published": "50k+ frames/s on a 10-core CPU (its ViZDoom docs): about 1.25k decisions/s per core"}
 
 
+def rollout_worker_calls(q) -> dict:
+    """What a call to the rollout workers costs beside its episodes, side by side on 16 games and one worker per core:
+    each call with a new copy of the agent (as every alignment update makes), sent whole (its model pickled and
+    unpickled at every call, as before the workers kept it) or only as weights (`_ModelCopy`), with short (10-step)
+    and the recipe's 100-step episodes; and an evaluation (`evaluate_policy`) on the workers against acting in one
+    process (8 games, the demo's)."""
+    import copy
+
+    import hf_agents.rollout.workers as workers_module
+    from hf_agents.games.jumppads.env import make_jumppads
+    from hf_agents.rollout.engine import rollout
+    from hf_agents.rollout.evaluate import evaluate_policy
+    from hf_agents.rollout.workers import RolloutWorkers
+
+    per_core, n = min(os.cpu_count() or 1, 16), q["rollout_batch"]
+    model, out = AgentModel(AgentConfig.from_preset("cpu")).eval(), {"workers": per_core, "games": n}
+    ways = {"whole policy": lambda policy: None,  # no model of its own: the policy is pickled whole
+            "weights only": workers_module._model_of}
+    for steps in (10, 20 if q["quick"] else 100):
+        env_fn = functools.partial(make_jumppads, max_steps=steps)
+        samples = {name: [] for name in ways}
+        with RolloutWorkers(env_fn, n, per_core) as workers, restored(workers_module, "_model_of"):
+            for rep in range(2 + q["reps"] * 2):
+                for name, model_of in ways.items():
+                    workers_module._model_of = model_of
+                    t = time.perf_counter()
+                    rollout(workers, AgentPolicy(copy.deepcopy(model), n, seed=rep), n, seed=1000 * rep,
+                            keep_frames=False, progress=False)
+                    if rep >= 2:  # the first calls start the workers' copies
+                        samples[name].append(time.perf_counter() - t)
+        out[f"{steps}-step episodes"] = {
+            **{f"{k}_s": stats(v) for k, v in samples.items()},
+            "speedup": statistics.median(samples["whole policy"]) / statistics.median(samples["weights only"])}
+    evaluation = {0: [], per_core: []}
+    env_fn = functools.partial(make_jumppads, max_steps=20 if q["quick"] else 100)
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(q["reps"]):
+            for workers in evaluation:
+                t = time.perf_counter()
+                evaluate_policy(AgentPolicy(model, 8, seed=0), Path(tmp) / f"{workers}-{rep}", env_fn,
+                                episodes=4 if q["quick"] else 64, num_envs=8, videos=0, progress=False,
+                                rollout_workers=workers)
+                evaluation[workers].append(time.perf_counter() - t)
+    out["evaluation on 8 games"] = {"episodes": 4 if q["quick"] else 64,
+        "one process_s": stats(evaluation[0]), f"{per_core} rollout workers_s": stats(evaluation[per_core]),
+        "speedup": statistics.median(evaluation[0]) / statistics.median(evaluation[per_core])}
+    return out
+
+
 def align_update(q) -> dict:
     """One alignment update of 16 episodes with the cpu-preset agent, a LoRA adapter and a random-encoder reward
     model, split into its parts (rollouts, reward scoring, the reference's log-probs for the KL term, re-scoring
@@ -1258,6 +1307,7 @@ def main():
         ("sample_factory", lambda: sample_factory_peer(q)),
         ("data_generation", lambda: data_generation(q)),
         ("reward_model", lambda: reward_model_speed(q, peak)),
+        ("rollout_worker_calls", lambda: rollout_worker_calls(q)),
         ("align_update", lambda: align_update(q)),
         ("labelling", lambda: labelling_load(q)),
     ]
@@ -1465,6 +1515,19 @@ def write_markdown(report: dict, out: Path) -> None:
             lines.append(f"| Sample Factory, published | | {p['published']} |\n")
         else:
             lines.append(f"\nSample Factory: {p.get('skipped') or p.get('error')}\n")
+    if "rollout_worker_calls" in report:
+        c = report["rollout_worker_calls"]
+        lines.append(f"| a call to {c['workers']} rollout workers, {c['games']} games, a new copy of the cpu-preset agent "
+                     "each call | policy sent whole (ms) | weights only (ms) | speed-up |\n|---|---|---|---|")
+        in_ms = lambda x: f"{1e3 * x['median']:.0f} [{1e3 * x['min']:.0f}-{1e3 * x['max']:.0f}]"  # noqa: E731
+        for k, v in c.items():
+            if isinstance(v, dict) and "whole policy_s" in v:
+                lines.append(f"| {k} | {in_ms(v['whole policy_s'])} | {in_ms(v['weights only_s'])} | "
+                             f"{v['speedup']:.2f}x |")
+        e = c["evaluation on 8 games"]
+        lines.append(f"\nAn evaluation of {e['episodes']} episodes on 8 games (`evaluate_policy`, cpu-preset agent): "
+                     f"{fmt(e['one process_s'])} s acting in one process, {fmt(e[str(c['workers']) + ' rollout workers_s'])}"
+                     f" s on {c['workers']} rollout workers ({e['speedup']:.2f}x).\n")
     if "align_update" in report:
         a = report["align_update"]
         lines.append(f"| one alignment update ({a['episodes_per_update']} episodes, cpu preset, LoRA, RLOO) | seconds | "
