@@ -1,4 +1,5 @@
 import functools
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -139,9 +140,22 @@ def test_continue_after_pad_launches_to_main_island():
     assert info["outcome"] == "middle" and info["on_main_island"] and (info["step"] == 80 or info["fell"])
 
 
+def _scratch_folders() -> set:
+    """This process's game processes' scratch folders (`envs.vector.start_game_process`)."""
+    import tempfile
+
+    from hf_agents.envs.vector import SCRATCH_PREFIX
+
+    return set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{os.getpid()}-*"))
+
+
 def test_batched_env_recovers_crashed_and_hung_workers():
+    """A game process that dies or hangs is replaced; the engine files of the killed ones go with them."""
     env_fn = functools.partial(make_jumppads, fault_injection=True, frame_size=32, max_steps=30)
+    before = _scratch_folders()
     with BatchedEnv(env_fn, 3, step_timeout=5) as venv:
+        # each game process writes its engine's files in a folder of its own
+        assert all(list(Path(proc.scratch).glob("hf-agents-vizdoom-*")) for proc, _ in venv.workers)
         options = [{"spawn": 0}, {"spawn": 1, "crash_at": 3}, {"spawn": 2, "hang_at": 5}]
         obs, infos = venv.reset(options=options)
         errors = {}
@@ -157,6 +171,8 @@ def test_batched_env_recovers_crashed_and_hung_workers():
         assert venv.restarts == 2
         obs, infos = venv.reset()  # restarted workers play again
         assert obs.shape == (3, 32, 32, 3)
+        assert len(_scratch_folders() - before) == 3  # the killed processes' folders are gone
+    assert _scratch_folders() == before
 
 
 def test_a_game_that_cannot_be_made_is_named_and_leaves_no_worker_running():

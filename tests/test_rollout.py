@@ -283,9 +283,17 @@ def test_rollout_workers_play_the_same_episodes_as_one_process():
 def test_rollout_workers_drop_what_failed_and_play_the_rest(tmp_path):
     """A game that raises loses its own episode; a worker that dies (a game exits the process) or goes silent (a game
     hangs) is replaced, loses the episodes it was playing, and its fresh copy plays the rest of its share. Every
-    episode kept is the one a clean run plays, and the written dataset holds exactly those."""
+    episode kept is the one a clean run plays, and the written dataset holds exactly those. A killed worker's game
+    files (its scratch folder) go with it."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from hf_agents.envs.vector import SCRATCH_PREFIX
     from hf_agents.rollout.workers import RolloutWorkers
 
+    scratch = lambda: set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{os.getpid()}-*"))  # noqa: E731
+    before = scratch()
     model = make_tiny_agent()
     faults = [{}, {}, {"raise_at": 2}, {"crash_at": 3}, {}, {}, {}, {"hang_at": 4}, {}, {}]
     with BatchedEnv(_jumppads_12(), 2) as venv:
@@ -296,6 +304,8 @@ def test_rollout_workers_drop_what_failed_and_play_the_rest(tmp_path):
         result = rollout(workers, AgentPolicy(model, 4, seed=3), 10, seed=5, options=faults, writer=writer,
                          progress=False)
         assert workers.restarts == 2
+        assert len(scratch() - before) == 2  # the killed workers' game files went with them
+    assert scratch() == before
     kept = sorted(e.index for e in result.episodes)
     # episode 2 raised; worker 1 died in episode 3 while playing 1 too, then hung in episode 7 while playing 5
     assert kept == [0, 4, 6, 8, 9] and result.dropped == 5

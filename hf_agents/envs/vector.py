@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import pickle
+import shutil
 import signal
 import sys
 import tempfile
@@ -100,7 +101,8 @@ class SharedFrames:
 
 
 def _remove_orphans(folder: Path, prefix: str) -> None:
-    """Remove the frame files of processes that no longer run (killed before they could remove their own)."""
+    """Remove the frame files and scratch folders of processes that no longer run (killed before they could remove
+    their own)."""
     for path in folder.glob(f"{prefix}*-*"):
         pid = path.name[len(prefix):].split("-")[0]
         if not pid.isdigit():
@@ -108,7 +110,7 @@ def _remove_orphans(folder: Path, prefix: str) -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            path.unlink(missing_ok=True)
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         except PermissionError:  # another user's process, alive
             pass
 
@@ -141,14 +143,41 @@ def preload_modules(env_fn) -> list[str]:
     return names + ([env_module] if env_module and env_module != "__main__" else [])
 
 
+# A game process's temporary files (a ViZDoom engine's scratch folder) go to a folder of its own, named with the id of
+# the process that started it: a killed game process cannot remove what it wrote, so `kill_process_group` does, and
+# a folder whose starting process was killed too is removed by the next one that starts a game process.
+SCRATCH_PREFIX = "hf-agents-games-"
+
+
+def start_game_process(ctx, target: Callable, *args):
+    """Start `target(*args)` as a daemon process of `ctx`, its temporary files in a scratch folder of its own."""
+    _remove_orphans(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+    proc = ctx.Process(target=_in_scratch, args=(scratch, target, *args), daemon=True)
+    proc.scratch = scratch
+    try:
+        proc.start()
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return proc
+
+
+def _in_scratch(scratch: str, target: Callable, *args) -> None:
+    os.environ["TMPDIR"] = tempfile.tempdir = scratch  # also for the processes it starts (a game's engine)
+    target(*args)
+
+
 def kill_process_group(proc) -> None:
     """Kill a worker that called `os.setsid()` and every process it started (a game's engine), even one that died
-    already; a worker killed before it made its own group is killed alone."""
+    already; a worker killed before it made its own group is killed alone. Its scratch folder goes with it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     if proc.is_alive():
         proc.kill()
     proc.join(timeout=5)
+    if getattr(proc, "scratch", None):
+        shutil.rmtree(proc.scratch, ignore_errors=True)
 
 
 class BatchedEnv:
@@ -182,8 +211,7 @@ class BatchedEnv:
     # -- worker management -------------------------------------------------------------------------
     def _start(self, i: int) -> None:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker, args=(child, self.env_fn), daemon=True)
-        proc.start()
+        proc = start_game_process(self.ctx, _worker, child, self.env_fn)
         child.close()
         self.workers[i] = (proc, parent)
         if self.shared is not None:
@@ -331,9 +359,7 @@ class BatchedEnv:
                         conn.recv()
                 except (EOFError, OSError):
                     pass
-            if proc.is_alive():
-                proc.kill()
-            proc.join(timeout=5)
+            kill_process_group(proc)  # after it closed its env: only what is left of it, and its scratch folder
             conn.close()
         if self.shared is not None:
             self.shared.close()

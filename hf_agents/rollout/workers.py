@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from hf_agents.envs.vector import kill_process_group, picklable_metadata, preload_modules
+from hf_agents.envs.vector import kill_process_group, picklable_metadata, preload_modules, start_game_process
 from hf_agents.rollout.engine import RolloutResult, keep_episode, split_sizes
 
 
@@ -238,8 +238,7 @@ class RolloutWorkers:
     # -- the processes --------------------------------------------------------------------------------
     def _launch(self, w: int) -> None:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_work, args=(child, self.env_fn, self.sizes[w]), daemon=True)
-        proc.start()
+        proc = start_game_process(self.ctx, _work, child, self.env_fn, self.sizes[w])
         child.close()
         self.procs[w], self.conns[w], self.model_keys[w] = proc, parent, None
 
