@@ -1,5 +1,4 @@
 import functools
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -144,9 +143,9 @@ def _scratch_folders() -> set:
     """This process's game processes' scratch folders (`envs.vector.start_game_process`)."""
     import tempfile
 
-    from hf_agents.envs.vector import SCRATCH_PREFIX
+    from hf_agents.envs.vector import scratch_prefix
 
-    return set(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{os.getpid()}-*"))
+    return set(Path(tempfile.gettempdir()).glob(f"{scratch_prefix()}*"))
 
 
 def test_batched_env_recovers_crashed_and_hung_workers():

@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -143,16 +144,29 @@ def preload_modules(env_fn) -> list[str]:
     return names + ([env_module] if env_module and env_module != "__main__" else [])
 
 
-# A game process's temporary files (a ViZDoom engine's scratch folder) go to a folder of its own, named with the id of
-# the process that started it: a killed game process cannot remove what it wrote, so `kill_process_group` does, and
-# a folder whose starting process was killed too is removed by the next one that starts a game process.
+# A game process's temporary files (a ViZDoom engine's scratch folder) go to a folder of its own, named with the host
+# and the id of the process that started it: a killed game process cannot remove what it wrote, so
+# `kill_process_group` does, and a folder whose starting process was killed too is removed by the next one on the
+# same host that starts a game process. What game processes share (a generated map) stays in the temp folder they
+# were started from: `shared_temp_dir`.
 SCRATCH_PREFIX = "hf-agents-games-"
+_SHARED_TMPDIR = "HF_AGENTS_SHARED_TMPDIR"
+
+
+def scratch_prefix() -> str:
+    """The start of this process's game processes' scratch folder names."""
+    return f"{SCRATCH_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
+def shared_temp_dir() -> Path:
+    """The temp folder for files every game process may reuse (in a game process: the one it was started from)."""
+    return Path(os.environ.get(_SHARED_TMPDIR) or tempfile.gettempdir())
 
 
 def start_game_process(ctx, target: Callable, *args):
     """Start `target(*args)` as a daemon process of `ctx`, its temporary files in a scratch folder of its own."""
-    _remove_orphans(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
-    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+    _remove_orphans(Path(tempfile.gettempdir()), f"{SCRATCH_PREFIX}{socket.gethostname()}-")
+    scratch = tempfile.mkdtemp(prefix=scratch_prefix())
     proc = ctx.Process(target=_in_scratch, args=(scratch, target, *args), daemon=True)
     proc.scratch = scratch
     try:
@@ -164,6 +178,7 @@ def start_game_process(ctx, target: Callable, *args):
 
 
 def _in_scratch(scratch: str, target: Callable, *args) -> None:
+    os.environ.setdefault(_SHARED_TMPDIR, str(Path(scratch).parent))
     os.environ["TMPDIR"] = tempfile.tempdir = scratch  # also for the processes it starts (a game's engine)
     target(*args)
 

@@ -25,7 +25,7 @@ from hf_agents.processes import launch_state
 from hf_agents.rollout.engine import RolloutResult, rollout
 from hf_agents.rollout.media import save_video
 from hf_agents.rollout.plots import plot_distribution
-from hf_agents.rollout.workers import rollout_envs
+from hf_agents.rollout.workers import check_rollout_workers, rollout_envs
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -146,12 +146,11 @@ def _write_results(summary: dict, result: RolloutResult, out: Path, label: str, 
 
 
 def check_sampling(num_envs: int, temperature: float, rollout_workers: int = 0) -> None:
-    """Refuse no games, a temperature that is not a positive number and a negative number of rollout workers,
-    before any model is loaded."""
+    """Refuse no games, a temperature that is not a positive number and rollout workers that cannot run (a negative
+    number, or any with a GPU), before any model is loaded."""
     if num_envs < 1:
         raise ValueError(f"--num-envs {num_envs}: must be >= 1 (parallel game processes)")
-    if rollout_workers < 0:
-        raise ValueError(f"--rollout-workers {rollout_workers}: must be >= 0 (0: the agent acts in this process)")
+    check_rollout_workers(rollout_workers, "--rollout-workers")
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"--temperature {temperature}: must be a finite number > 0 (1.0 samples the agent as trained)")
 

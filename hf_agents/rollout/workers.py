@@ -86,10 +86,12 @@ def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def _model_key(model: torch.nn.Module) -> tuple:
-    """What a model is apart from its weights: a worker's copy with the same key takes new weights as they are."""
+    """What a model is apart from its weights (its modules' classes and modes, its config, its tensors' shapes): a
+    worker's copy with the same key takes new weights as they are."""
     config = getattr(model, "config", None)
-    return (type(model).__module__, type(model).__qualname__, model.training,
+    return (tuple((type(m).__module__, type(m).__qualname__, m.training) for m in model.modules()),
             config.to_json_string() if hasattr(config, "to_json_string") else repr(config),
+            getattr(config, "_attn_implementation", None),
             tuple((tuple(t.shape), str(t.dtype)) for t in _tensors(model)))
 
 
@@ -117,7 +119,8 @@ def _weights_block(model: torch.nn.Module) -> torch.Tensor:
 
 
 class _PolicyPickler(pickle.Pickler):
-    """Pickles a policy with its model left out (the worker puts its own copy back)."""
+    """Pickles a policy with its model left out (the worker puts its own copy back). Only `policy.model` itself is
+    left out: a module the policy held apart would go whole at every call, as a copy of its own."""
 
     def __init__(self, file, model):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
@@ -155,7 +158,8 @@ class _ModelCopy:
             self.key, self.block = key, bytearray(_layout(_tensors(self.model))[1])
         if key != self.key:
             raise RuntimeError("a rollout worker was sent weights for a model it does not hold")
-        conn.recv_bytes_into(self.block)
+        if conn.recv_bytes_into(self.block) != len(self.block):
+            raise RuntimeError("a rollout worker's weights did not arrive whole")
         block = torch.frombuffer(self.block, dtype=torch.uint8) if len(self.block) else torch.empty(0, dtype=torch.uint8)
         tensors = _tensors(self.model)
         with torch.no_grad():  # copied in place: their versions change, so caches made from the old weights go
@@ -270,10 +274,14 @@ class RolloutWorkers:
         if self.procs[w].exitcode is not None:
             self._restart(w)
         try:
-            self._send_share(w, policy, ids, kwargs, weights)
-        except OSError:  # it died just now
-            self._restart(w)
-            self._send_share(w, policy, ids, kwargs, weights)
+            try:
+                self._send_share(w, policy, ids, kwargs, weights)
+            except OSError:  # it died just now
+                self._restart(w)
+                self._send_share(w, policy, ids, kwargs, weights)
+        except BaseException:  # stopped between a share and its weights: the worker must not take the next call's
+            kill_process_group(self.procs[w])  # share for them (the next call replaces it)
+            raise
         return _Share(list(ids))
 
     def _send_share(self, w: int, policy, ids: list[int], kwargs: dict, weights: tuple | None) -> None:
@@ -406,18 +414,23 @@ class RolloutWorkers:
         self.close()
 
 
-def rollout_envs(env_fn: Callable, num_envs: int, rollout_workers: int = 0, setting: str = "rollout_workers"):
-    """What rollouts play on: `RolloutWorkers` (at most `num_envs` of them) when `rollout_workers` > 0, else a
-    `BatchedEnv` (the agent acts in this process). `setting` names the option in errors."""
-    import torch
+def check_rollout_workers(rollout_workers: int, setting: str = "rollout_workers") -> None:
+    """Refuse a negative number of rollout workers, and any on a machine with a GPU (they act on the CPU). `setting`
+    names the option in the error."""
+    said = (lambda n: f"{setting} {n}") if setting.startswith("--") else (lambda n: f"{setting}={n}")  # a flag, a field
+    if rollout_workers < 0:
+        raise ValueError(f"{said(rollout_workers)}: must be >= 0 (0: the agent acts in this process)")
+    if rollout_workers and torch.cuda.is_available():
+        raise ValueError(f"{said(rollout_workers)}: rollout workers act on the CPU; with a GPU set {said(0)}, so that "
+                         "the agent acts there for every game")
 
+
+def rollout_envs(env_fn: Callable, num_envs: int, rollout_workers: int = 0):
+    """What rollouts play on: `RolloutWorkers` (at most `num_envs` of them) when `rollout_workers` > 0, else a
+    `BatchedEnv` (the agent acts in this process)."""
     from hf_agents.envs.vector import BatchedEnv
 
-    if rollout_workers < 0:
-        raise ValueError(f"{setting}={rollout_workers}: must be >= 0 (0: the agent acts in this process)")
-    if rollout_workers and torch.cuda.is_available():
-        raise ValueError(f"{setting}={rollout_workers}: rollout workers act on the CPU; with a GPU set {setting}=0, "
-                         "so that the agent acts there for every game")
+    check_rollout_workers(rollout_workers)
     if rollout_workers:
         return RolloutWorkers(env_fn, num_envs, min(rollout_workers, num_envs))
     return BatchedEnv(env_fn, num_envs)

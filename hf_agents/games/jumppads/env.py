@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from hf_agents.actions import NUM_BUTTONS, STICK_CENTRES, action_space
+from hf_agents.envs.vector import shared_temp_dir
 from hf_agents.files import atomic_path
 from hf_agents.frames import resize
 from hf_agents.games.engine import close_engine, start_engine
@@ -52,12 +53,12 @@ _WAD_LOCK = threading.Lock()
 
 
 def wad_path(pads_look_alike: bool = False) -> Path:
-    """The generated WAD, written once per map version (and pad look) into a temp dir."""
+    """The generated WAD, written once per map version (and pad look) into the temp folder game processes share."""
     from hf_agents.games.jumppads import map as jumppads_map
 
     digest = hashlib.sha1(Path(jumppads_map.__file__).read_bytes()).hexdigest()[:12]
     look = "-look-alike" if pads_look_alike else ""
-    path = Path(tempfile.gettempdir()) / f"hf-agents-jumppads-{digest}{look}.wad"
+    path = shared_temp_dir() / f"hf-agents-jumppads-{digest}{look}.wad"
     with _WAD_LOCK:
         if not path.exists():
             with atomic_path(path) as tmp:
