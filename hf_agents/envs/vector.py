@@ -10,6 +10,7 @@ slot of one file in /dev/shm and pipes only the reward, flags and info.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import os
 import pickle
@@ -163,9 +164,15 @@ def shared_temp_dir() -> Path:
     return Path(os.environ.get(_SHARED_TMPDIR) or tempfile.gettempdir())
 
 
+@functools.cache
+def _remove_scratch_orphans() -> None:
+    """Once per process, before its first game process: the scratch folders of killed processes on this host."""
+    _remove_orphans(Path(tempfile.gettempdir()), f"{SCRATCH_PREFIX}{socket.gethostname()}-")
+
+
 def start_game_process(ctx, target: Callable, *args):
     """Start `target(*args)` as a daemon process of `ctx`, its temporary files in a scratch folder of its own."""
-    _remove_orphans(Path(tempfile.gettempdir()), f"{SCRATCH_PREFIX}{socket.gethostname()}-")
+    _remove_scratch_orphans()
     scratch = tempfile.mkdtemp(prefix=scratch_prefix())
     proc = ctx.Process(target=_in_scratch, args=(scratch, target, *args), daemon=True)
     proc.scratch = scratch

@@ -108,14 +108,23 @@ def _in_block(block: torch.Tensor, t: torch.Tensor, offset: int) -> torch.Tensor
     return block[offset:offset + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
 
 
-def _weights_block(model: torch.nn.Module) -> torch.Tensor:
-    tensors = _tensors(model)
-    offsets, size = _layout(tensors)
-    block = torch.empty(size, dtype=torch.uint8)
-    with torch.no_grad():
-        for t, offset in zip(tensors, offsets):
-            _in_block(block, t, offset).copy_(t.detach())
-    return block
+@dataclass
+class _SentModel:
+    """A policy's model as the workers are sent it in one call: its key and its weights in one block."""
+
+    model: torch.nn.Module
+    key: tuple
+    block: torch.Tensor
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> _SentModel:
+        tensors = _tensors(model)
+        offsets, size = _layout(tensors)
+        block = torch.empty(size, dtype=torch.uint8)
+        with torch.no_grad():
+            for t, offset in zip(tensors, offsets):
+                _in_block(block, t, offset).copy_(t.detach())
+        return cls(model, _model_key(model), block)
 
 
 class _PolicyPickler(pickle.Pickler):
@@ -145,7 +154,7 @@ class _ModelCopy:
     """A worker's copy of the last model it was sent, and the block its weights arrive in."""
 
     def __init__(self):
-        self.key, self.model, self.block = None, None, None
+        self.key, self.model, self.block, self.tensors, self.offsets = None, None, None, [], []
 
     def receive(self, conn, payload: bytes):
         """A share's (policy, ids, kwargs) from its message, and the weights that follow it when it has a model."""
@@ -155,15 +164,16 @@ class _ModelCopy:
         if model_bytes is not None:
             self.model = None  # the old copy may go before the new one is made
             self.model = pickle.loads(model_bytes)
-            self.key, self.block = key, bytearray(_layout(_tensors(self.model))[1])
+            self.tensors = _tensors(self.model)
+            self.offsets, size = _layout(self.tensors)
+            self.key, self.block = key, bytearray(size)
         if key != self.key:
             raise RuntimeError("a rollout worker was sent weights for a model it does not hold")
         if conn.recv_bytes_into(self.block) != len(self.block):
             raise RuntimeError("a rollout worker's weights did not arrive whole")
         block = torch.frombuffer(self.block, dtype=torch.uint8) if len(self.block) else torch.empty(0, dtype=torch.uint8)
-        tensors = _tensors(self.model)
         with torch.no_grad():  # copied in place: their versions change, so caches made from the old weights go
-            for t, offset in zip(tensors, _layout(tensors)[0]):
+            for t, offset in zip(self.tensors, self.offsets):
                 t.copy_(_in_block(block, t, offset))
         return _PolicyUnpickler(io.BytesIO(policy_bytes), self.model).load(), ids, kwargs
 
@@ -268,35 +278,36 @@ class RolloutWorkers:
         self._launch(w)
         self._ready(w)
 
-    def _send(self, w: int, policy, ids: list[int], kwargs: dict, weights: tuple | None) -> _Share:
+    def _send(self, w: int, policy, ids: list[int], kwargs: dict, sent: _SentModel | None) -> _Share:
         """Worker w's share of a rollout; a worker that died since its last share is replaced first. A model the
-        worker does not hold yet goes whole, then its weights: `weights` is (model, its `_weights_block`)."""
+        worker does not hold yet goes whole, then its weights (`sent`: the call's model, made once for all workers)."""
         if self.procs[w].exitcode is not None:
             self._restart(w)
         try:
             try:
-                self._send_share(w, policy, ids, kwargs, weights)
+                self._send_share(w, policy, ids, kwargs, sent)
             except OSError:  # it died just now
                 self._restart(w)
-                self._send_share(w, policy, ids, kwargs, weights)
+                self._send_share(w, policy, ids, kwargs, sent)
         except BaseException:  # stopped between a share and its weights: the worker must not take the next call's
             kill_process_group(self.procs[w])  # share for them (the next call replaces it)
             raise
         return _Share(list(ids))
 
-    def _send_share(self, w: int, policy, ids: list[int], kwargs: dict, weights: tuple | None) -> None:
+    def _send_share(self, w: int, policy, ids: list[int], kwargs: dict, sent: _SentModel | None) -> None:
         model = _model_of(policy)
         if model is None:
             self.conns[w].send_bytes(pickle.dumps((None, None, pickle.dumps(policy), ids, kwargs)))
             return
-        key, file = _model_key(model), io.BytesIO()
+        if sent is None or sent.model is not model:  # a part with a model of its own
+            sent = _SentModel.of(model)
+        file = io.BytesIO()
         _PolicyPickler(file, model).dump(policy)
-        model_bytes = None if self.model_keys[w] == key else pickle.dumps(model)
+        model_bytes = None if self.model_keys[w] == sent.key else pickle.dumps(model)
         self.model_keys[w] = None  # until the worker has it
-        self.conns[w].send_bytes(pickle.dumps((key, model_bytes, file.getvalue(), ids, kwargs)))
-        block = weights[1] if weights is not None and weights[0] is model else _weights_block(model)
-        self.conns[w].send_bytes(block.numpy())
-        self.model_keys[w] = key
+        self.conns[w].send_bytes(pickle.dumps((sent.key, model_bytes, file.getvalue(), ids, kwargs)))
+        self.conns[w].send_bytes(sent.block.numpy())
+        self.model_keys[w] = sent.key
 
     # -- a rollout ------------------------------------------------------------------------------------
     def rollout(self, policy, ids: list[int], *, seed, seeds, spawns, variants, options, keep_frames, writer, source,
@@ -313,16 +324,16 @@ class RolloutWorkers:
         keep = functools.partial(keep_episode, result=result, keep_frames=keep_frames, writer=writer, source=source,
                                  accept=accept)
         t0, busy = time.monotonic(), {}
-        model = _model_of(parts[0])  # the parts share the policy's model: its weights are copied once
-        weights = (model, _weights_block(model)) if model is not None else None
+        model = _model_of(parts[0])  # the parts share the policy's model: its key and weights are made once
+        sent = _SentModel.of(model) if model is not None else None
         try:
             for w in range(k):
                 if ids[w::k]:
-                    busy[w] = self._send(w, parts[w], ids[w::k], kwargs, weights)
+                    busy[w] = self._send(w, parts[w], ids[w::k], kwargs, sent)
             while busy:
                 mp.connection.wait([*(self.conns[w] for w in busy), *(self.procs[w].sentinel for w in busy)], 1.0)
                 for w, share in list(busy.items()):
-                    busy[w] = self._check(w, share, result, bar, keep, (parts[w], kwargs, weights))
+                    busy[w] = self._check(w, share, result, bar, keep, (parts[w], kwargs, sent))
                 busy = {w: share for w, share in busy.items() if share.ids}
                 bar.set_postfix(dropped=result.dropped, refresh=False)
         except BaseException:  # the busy workers' later messages must not reach the next call: they start afresh
@@ -391,8 +402,8 @@ class RolloutWorkers:
         bar.update(len(lost))
         self._restart(w)
         rest = [i for i in share.ids if i not in share.started]
-        policy, kwargs, weights = sending  # worker w's policy part, the rollout's arguments and weights
-        return self._send(w, policy, rest, kwargs, weights) if rest else _Share([])
+        policy, kwargs, sent = sending  # worker w's policy part, the rollout's arguments and model
+        return self._send(w, policy, rest, kwargs, sent) if rest else _Share([])
 
     def close(self) -> None:
         for proc, conn in zip(self.procs, self.conns):
