@@ -329,6 +329,52 @@ def training_throughput(q, peak) -> dict:
     return out
 
 
+def encoder_ceiling(q) -> dict:
+    """CPU only: the most a training step's share of the fp32 peak can reach with the frame encoder's present kernels,
+    per preset (64 px): one part of the encoder's frames (`CPU_CHUNK_PIXELS`: 128 at 64 px) forward and backward, run
+    over and over so that its data stays in the caches, beside the whole step; the ceiling is the step's FLOPs over
+    the time of its parts alone, as if the backbone, head, loss and optimizer took no time."""
+    if torch.cuda.is_available():
+        return {"skipped": "CPU only"}
+    return {preset: _encoder_ceiling(q, preset) for preset in (["cpu"] if q["quick"] else ["cpu", "4m"])}
+
+
+def _encoder_ceiling(q, preset: str) -> dict:
+    torch.manual_seed(0)
+    model = AgentModel(AgentConfig.from_preset(preset, image_size=64)).train()
+    frames, actions = batch(q["batch"], 32, 64)
+    step_flops = train_flops(model, frames, actions)
+    flat = frames.reshape(-1, 3, 64, 64)
+    size = min(len(flat), max(1, modeling_agent.CPU_CHUNK_PIXELS // 64**2))
+    parts, part = len(flat) / size, flat[:size].contiguous()
+    counter = flop_counter()
+    with counter:
+        model.encoder(part).sum().backward()
+    part_flops = counter.get_total_flops()
+    opt = trainers_optimizer(model.parameters())
+    rate = MatmulRate(torch.float32)
+
+    def encode():
+        model.encoder(part).sum().backward()
+
+    def step():
+        model(frames, actions).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    encode(), step()  # warm-up
+    rows = []  # (a part's seconds, a step's seconds, the peak's FLOP/s beside them), interleaved
+    for _ in range(q["reps"]):
+        encoded, stepped = timed(encode, 5, warmup=0), timed(step, 2, warmup=0)
+        rows.append((statistics.median(encoded), statistics.median(stepped), rate.gflops() * 1e9))
+    return {"batch": q["batch"], "part_frames": size, "parts_per_step": parts,
+            "part_ms": stats([r[0] * 1e3 for r in rows]), "step_ms": stats([r[1] * 1e3 for r in rows]),
+            "encoder_share_of_step": statistics.median(parts * r[0] / r[1] for r in rows),
+            "encoder_share_of_matmul_peak": statistics.median(part_flops / r[0] / r[2] for r in rows),
+            "step_share_of_matmul_peak": statistics.median(step_flops / r[1] / r[2] for r in rows),
+            "ceiling_share_of_matmul_peak": statistics.median(step_flops / (parts * r[0]) / r[2] for r in rows)}
+
+
 def batch_sweep(q, peak, preset="paper-103m", size=128, batches=(8, 32, 64, 128)) -> dict:
     """GPU only: the training step of `preset` at `size` px in bf16 over batch sizes, eager and torch.compile,
     as frames/s and share of the measured bf16 matmul peak (batch 8 alone is launch-bound on a GPU)."""
@@ -1291,6 +1337,7 @@ def main():
     report["matmul_peak"] = peak
     sections = [
         ("training", lambda: training_throughput(q, peak)),
+        ("encoder_ceiling", lambda: encoder_ceiling(q)),
         ("freed_memory_kept", lambda: freed_memory_kept(q)),
         ("batch_sweep", lambda: batch_sweep(q, peak)),
         ("trainer_vs_bare_loop", lambda: trainer_vs_bare_loop(q)),
@@ -1356,6 +1403,15 @@ def write_markdown(report: dict, out: Path) -> None:
             beside = fmt(v["matmul_peak_beside_gflops"]) if "matmul_peak_beside_gflops" in v else ""
             lines.append(f"| {k} | {v['params_m']:.1f}M | {fmt(v['frames_per_s'])} | {fmt(v['gflops'])} | {beside} | "
                          f"{v['share_of_matmul_peak']:.0%} |")
+    if "encoder_ceiling" in report and "skipped" not in report["encoder_ceiling"]:
+        for preset, c in report["encoder_ceiling"].items():
+            lines.append(f"\n{preset} preset, batch {c['batch']}, 64 px: one part of {c['part_frames']} frames through the encoder "
+                         f"and back, over and over (its data in the caches), {fmt(c['part_ms'])} ms: "
+                         f"{c['encoder_share_of_matmul_peak']:.0%} of the matmul peak; the step's {c['parts_per_step']:g} "
+                         f"part(s) are {c['encoder_share_of_step']:.0%} of the step ({fmt(c['step_ms'])} ms, "
+                         f"{c['step_share_of_matmul_peak']:.0%} of the peak). With the rest of the step taking no time, "
+                         f"the step would reach {c['ceiling_share_of_matmul_peak']:.0%} of the peak.")
+        lines.append("")
     if "freed_memory_kept" in report and "skipped" not in report["freed_memory_kept"]:
         m = report["freed_memory_kept"]
         own, kept = m["glibc's own"], m["kept"]

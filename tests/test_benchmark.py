@@ -20,11 +20,13 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not list(scratch.glob("hf-agents-benchmark-*")) and not list(scratch.glob("tmp*"))  # its data went
     report = json.loads(proc.stdout)
-    for section in ("matmul_peak", "training", "trainer_vs_bare_loop", "acting", "context_and_frame_scaling",
+    for section in ("matmul_peak", "training", "encoder_ceiling", "trainer_vs_bare_loop", "acting", "context_and_frame_scaling",
                     "data_loading", "end_to_end_pretraining", "env", "rollout", "data_generation", "labelling"):
         assert section in report, section
     assert report["acting"]["batch=16"]["speedup"] > 0
     assert report["end_to_end_pretraining"]["ratio"] > 0, report["end_to_end_pretraining"]
+    ceiling = report["encoder_ceiling"]["cpu"]  # the step does the encoder's work and more
+    assert ceiling["ceiling_share_of_matmul_peak"] > ceiling["step_share_of_matmul_peak"] > 0, ceiling
     assert report["data_loading"]["64px/bmp/workers=0"]["per_core_frames_per_s"] > 0
     assert report["labelling"]["lost"] == 0 and report["labelling"]["acknowledged"] == 400
     assert "Matmul peak" in (tmp_path / "BENCH.md").read_text()
