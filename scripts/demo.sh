@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
-exec .venv/bin/hf-agents demo "$@"
+exec "${HF_AGENTS_VENV:-.venv}/bin/hf-agents" demo "$@"

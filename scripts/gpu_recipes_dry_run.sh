@@ -8,15 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 out=${1:-outputs-gpu-dry-run}
-hf=.venv/bin/hf-agents
+venv=${HF_AGENTS_VENV:-.venv}
+hf=$venv/bin/hf-agents
 gpu=hf_agents/recipes/gpu
 small=(overwrite=true max_steps=2 per_device_train_batch_size=2 per_device_eval_batch_size=2
        disable_tqdm=true)
 # without a GPU the Trainer runs bf16 on the CPU only when told to
-if ! .venv/bin/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+if ! "$venv/bin/python" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
   small+=(use_cpu=true)
 fi
-train() { .venv/bin/python -m hf_agents.training "$@"; }
+train() { "$venv/bin/python" -m hf_agents.training "$@"; }
 "$hf" data generate pretrain --out "$out/data/pretrain" --episodes 16 --size 128 --frame-codec bmp --overwrite
 "$hf" data generate sft --out "$out/data/sft" --per-pad 4 --size 128 --frame-codec bmp --overwrite
 train $gpu/pretrain.yaml dataset="$out/data/pretrain" output_dir="$out/pretrain" model_preset=tiny \

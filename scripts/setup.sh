@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Create or reuse .venv and install hf-agents with its dev extras. Idempotent.
-# On a machine without CUDA, pin the torch/torchvision pair that installs offline here
-# (torch 2.14.1 and torchvision 0.29.1: PyPI's torchvision does not import beside the CPU torch 2.13.0 wheel on disk).
+# Create or reuse .venv ($HF_AGENTS_VENV) and install hf-agents with its dev and docs extras. Idempotent.
+# On a machine without CUDA, first install a torch/torchvision pair that import together (torch 2.14.1 and
+# torchvision 0.29.1; a torchvision built for another torch fails at import, and timm needs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${HF_AGENTS_VENV:-.venv}

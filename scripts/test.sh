@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
-exec .venv/bin/python -m pytest -q "$@"
+exec "${HF_AGENTS_VENV:-.venv}/bin/python" -m pytest -q "$@"

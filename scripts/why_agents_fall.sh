@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 out=${1:-outputs/why-agents-fall}
 mkdir -p "$out"
-hf=.venv/bin/hf-agents
-train() { .venv/bin/python -m hf_agents.training "$@" overwrite=true disable_tqdm=true report_to=none; }
+venv=${HF_AGENTS_VENV:-.venv}
+hf=$venv/bin/hf-agents
+train() { "$venv/bin/python" -m hf_agents.training "$@" overwrite=true disable_tqdm=true report_to=none; }
 evaluate() { "$hf" evaluate "$1" --episodes 300 --videos 0 --out "$2" "${@:3}"; }
 for t in 0.5 0.75; do
   evaluate outputs/sft "$out/temperature-$t" --temperature "$t"
@@ -26,6 +27,6 @@ train recipes/pretrain.yaml dataset="$out/data-32px/pretrain" output_dir="$out/p
 train recipes/sft.yaml dataset="$out/data-32px/sft" init_from="$out/pretrain-32px" output_dir="$out/sft-32px"
 evaluate "$out/sft-32px" "$out/sft-32px/eval"
 for d in temperature-0.5 temperature-0.75 sft-4m/eval sft-32px/eval; do
-  .venv/bin/python -c "import json, sys; e = json.load(open(sys.argv[1])); \
+  "$venv/bin/python" -c "import json, sys; e = json.load(open(sys.argv[1])); \
 print(sys.argv[2], e['distribution'], 'falls', e['fell'])" "$out/$d/eval.json" "$d"
 done
