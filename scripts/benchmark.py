@@ -368,6 +368,8 @@ def _encoder_ceiling(q, preset: str) -> dict:
         encoded, stepped = timed(encode, 5, warmup=0), timed(step, 2, warmup=0)
         rows.append((statistics.median(encoded), statistics.median(stepped), rate.gflops() * 1e9))
     return {"batch": q["batch"], "part_frames": size, "parts_per_step": parts,
+            "step_gflop": step_flops / 1e9, "part_gflop": part_flops / 1e9,
+            "peak_beside_gflops": stats([r[2] / 1e9 for r in rows]),
             "part_ms": stats([r[0] * 1e3 for r in rows]), "step_ms": stats([r[1] * 1e3 for r in rows]),
             "encoder_share_of_step": statistics.median(parts * r[0] / r[1] for r in rows),
             "encoder_share_of_matmul_peak": statistics.median(part_flops / r[0] / r[2] for r in rows),
