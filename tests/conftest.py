@@ -1,12 +1,24 @@
 """Shared test helpers: random episodes and datasets, the tiny agent, and the fixtures built on them."""
 
+import getpass
+import multiprocessing.util
 import os
+import shutil
 import tempfile
+
+# Every temporary file of a test run (pytest's tmp_path, the datasets cache, the game engines' folders, the launchers'
+# logs, the subprocesses' files) goes in one folder, removed when the run ends. inductor's compile cache stays where it
+# is by default (shared between runs), and so does this process's multiprocessing folder, which multiprocessing removes
+# at exit (its forkserver's socket path stays short).
+multiprocessing.util.get_temp_dir()
+_RUN_TMP = tempfile.mkdtemp(prefix="hf-agents-tests-")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}"))
+os.environ["TMPDIR"] = tempfile.tempdir = _RUN_TMP
 
 # Tests never touch the network or the user's caches.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="hf-agents-test-cache-"))
+os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(_RUN_TMP, "datasets-cache"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
@@ -148,3 +160,7 @@ def jumppads_sft(tmp_path_factory):
 
     return generate_sft(tmp_path_factory.mktemp("data") / "sft", per_pad=3, frame_size=32, num_envs=2,
                         progress=False)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_RUN_TMP, ignore_errors=True)

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_quick_benchmark_runs_and_reports(tmp_path):
     """CI runs the benchmark once in quick mode so it never rots (no speed thresholds here)."""
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
+    scratch = Path(tempfile.mkdtemp())  # short: multiprocessing's socket paths under it must fit AF_UNIX's 108 bytes
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--out",
                            str(tmp_path / "BENCH.md")], capture_output=True, text=True, timeout=600, cwd=tmp_path,
                           env={**os.environ, "TMPDIR": str(scratch)})
