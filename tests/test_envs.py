@@ -148,6 +148,30 @@ def _scratch_folders() -> set:
     return set(Path(tempfile.gettempdir()).glob(f"{scratch_prefix()}*"))
 
 
+def test_the_engine_folder_of_a_killed_process_goes_with_the_next_one_made_on_the_host(tmp_path):
+    """An env made in a process that is then killed leaves its engine's folder; the next process on this host that
+    makes an engine folder removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    play = ("import time; from hf_agents.games.jumppads.env import JumpPadsEnv; env = JumpPadsEnv(max_steps=5); "
+            "env.reset(seed=0); print(env._scratch, flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", play], stdout=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        folder = Path(proc.stdout.readline().strip())
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the process and its engine
+        proc.wait()
+    assert folder.parent == tmp_path and (folder / "engine.log").exists()
+    make = "import shutil; from hf_agents.games.engine import make_engine_folder; shutil.rmtree(make_engine_folder())"
+    subprocess.run([sys.executable, "-c", make], env=env, check=True, timeout=120)
+    assert not folder.exists() and not list(tmp_path.glob("hf-agents-vizdoom-*"))  # the shared WAD stays
+
+
 def test_batched_env_recovers_crashed_and_hung_workers():
     """A game process that dies or hangs is replaced; the engine files of the killed ones go with them."""
     env_fn = functools.partial(make_jumppads, fault_injection=True, frame_size=32, max_steps=30)

@@ -88,7 +88,7 @@ class SharedFrames:
 
     def __init__(self, num_envs: int, shape: tuple, dtype):
         folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-        _remove_orphans(Path(folder or tempfile.gettempdir()), self.PREFIX)
+        remove_orphans(Path(folder or tempfile.gettempdir()), self.PREFIX)
         fd, self.path = tempfile.mkstemp(prefix=f"{self.PREFIX}{os.getpid()}-", dir=folder)
         os.close(fd)
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
@@ -102,9 +102,9 @@ class SharedFrames:
         self._remove()
 
 
-def _remove_orphans(folder: Path, prefix: str) -> None:
-    """Remove the frame files and scratch folders of processes that no longer run (killed before they could remove
-    their own)."""
+def remove_orphans(folder: Path, prefix: str) -> None:
+    """Remove the files and folders in `folder` named `prefix` + a process id + "-..." whose process no longer runs
+    (killed before it could remove its own): frame files, scratch folders, engine folders."""
     for path in folder.glob(f"{prefix}*-*"):
         pid = path.name[len(prefix):].split("-")[0]
         if not pid.isdigit():
@@ -167,7 +167,7 @@ def shared_temp_dir() -> Path:
 @functools.cache
 def _remove_scratch_orphans() -> None:
     """Once per process, before its first game process: the scratch folders of killed processes on this host."""
-    _remove_orphans(Path(tempfile.gettempdir()), f"{SCRATCH_PREFIX}{socket.gethostname()}-")
+    remove_orphans(Path(tempfile.gettempdir()), f"{SCRATCH_PREFIX}{socket.gethostname()}-")
 
 
 def start_game_process(ctx, target: Callable, *args):

@@ -20,12 +20,11 @@ forward); behind `GamepadEnv` they are the gamepad's A, B and X buttons (all off
 from __future__ import annotations
 
 import os
-import tempfile
 
 import gymnasium as gym
 import numpy as np
 
-from hf_agents.games.engine import close_engine, start_engine
+from hf_agents.games.engine import close_engine, make_engine_folder, start_engine
 
 SCENARIO = "health_gathering.cfg"
 OUTCOMES = ("left", "right")
@@ -64,7 +63,7 @@ class HealthGatheringEnv(gym.Env):
         self.action_space = gym.spaces.MultiBinary(len(BUTTONS))
 
         # Not a TemporaryDirectory: the engine writes its ini on close, which may come after a finalizer.
-        self._scratch = tempfile.mkdtemp(prefix="hf-agents-vizdoom-")
+        self._scratch = make_engine_folder()
         game = vzd.DoomGame()
         game.load_config(os.path.join(vzd.scenarios_path, SCENARIO))  # the .wad is found beside the .cfg
         game.set_screen_resolution(vzd.ScreenResolution.RES_160X120)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from hf_agents.actions import NUM_BUTTONS, STICK_CENTRES, action_space
 from hf_agents.envs.vector import shared_temp_dir
 from hf_agents.files import atomic_path
 from hf_agents.frames import resize
-from hf_agents.games.engine import close_engine, start_engine
+from hf_agents.games.engine import close_engine, make_engine_folder, start_engine
 from hf_agents.games.jumppads.map import (
     DEFAULT_VARIANT,
     FALL_Z,
@@ -96,7 +95,7 @@ class JumpPadsEnv(gym.Env):
         self.action_space = action_space()
 
         # Not a TemporaryDirectory: the engine writes its ini on close, which may come after a finalizer.
-        self._scratch = tempfile.mkdtemp(prefix="hf-agents-vizdoom-")
+        self._scratch = make_engine_folder()
         game = vzd.DoomGame()
         game.set_doom_game_path(os.path.join(os.path.dirname(vzd.__file__), "freedoom2.wad"))
         game.set_doom_scenario_path(str(wad_path(pads_look_alike)))  # look-alike pads: only place tells them apart
