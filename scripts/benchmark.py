@@ -347,15 +347,16 @@ def _encoder_ceiling(q, preset: str) -> dict:
     flat = frames.reshape(-1, 3, 64, 64)
     size = min(len(flat), max(1, modeling_agent.CPU_CHUNK_PIXELS // 64**2))
     parts, part = len(flat) / size, flat[:size].contiguous()
-    counter = flop_counter()
-    with counter:
-        model.encoder(part).sum().backward()
-    part_flops = counter.get_total_flops()
     opt = trainers_optimizer(model.parameters())
     rate = MatmulRate(torch.float32)
 
     def encode():
         model.encoder(part).sum().backward()
+
+    counter = flop_counter()
+    with counter:
+        encode()
+    part_flops = counter.get_total_flops()
 
     def step():
         model(frames, actions).loss.backward()

@@ -164,16 +164,22 @@ def shared_temp_dir() -> Path:
     return Path(os.environ.get(_SHARED_TMPDIR) or tempfile.gettempdir())
 
 
+def process_temp_dir(prefix: str) -> str:
+    """A new folder in the temp folder named `prefix`, this host and this process id. The first one of a prefix a
+    process makes in a temp folder also removes those that this host's killed processes left there."""
+    host = socket.gethostname()
+    _remove_host_orphans(tempfile.gettempdir(), f"{prefix}{host}-")
+    return tempfile.mkdtemp(prefix=f"{prefix}{host}-{os.getpid()}-")
+
+
 @functools.cache
-def _remove_scratch_orphans() -> None:
-    """Once per process, before its first game process: the scratch folders of killed processes on this host."""
-    remove_orphans(Path(tempfile.gettempdir()), f"{SCRATCH_PREFIX}{socket.gethostname()}-")
+def _remove_host_orphans(folder: str, prefix: str) -> None:
+    remove_orphans(Path(folder), prefix)
 
 
 def start_game_process(ctx, target: Callable, *args):
     """Start `target(*args)` as a daemon process of `ctx`, its temporary files in a scratch folder of its own."""
-    _remove_scratch_orphans()
-    scratch = tempfile.mkdtemp(prefix=scratch_prefix())
+    scratch = process_temp_dir(SCRATCH_PREFIX)
     proc = ctx.Process(target=_in_scratch, args=(scratch, target, *args), daemon=True)
     proc.scratch = scratch
     try:

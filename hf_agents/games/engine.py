@@ -6,16 +6,13 @@ report after every episode has ended), and that report is noise on the user's co
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
-import socket
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
-from hf_agents.envs.vector import remove_orphans
+from hf_agents.envs.vector import process_temp_dir
 
 _CHDIR_LOCK = threading.Lock()
 ENGINE_LOG = "engine.log"
@@ -23,16 +20,9 @@ ENGINE_FOLDER_PREFIX = "hf-agents-vizdoom-"
 
 
 def make_engine_folder() -> str:
-    """A new scratch folder for one game's engine in the temp folder, named with this host and process id. The first
-    one a process makes also removes those that this host's killed processes left."""
-    host = socket.gethostname()
-    _remove_engine_orphans(host)
-    return tempfile.mkdtemp(prefix=f"{ENGINE_FOLDER_PREFIX}{host}-{os.getpid()}-")
-
-
-@functools.cache
-def _remove_engine_orphans(host: str) -> None:
-    remove_orphans(Path(tempfile.gettempdir()), f"{ENGINE_FOLDER_PREFIX}{host}-")
+    """A new scratch folder for one game's engine in the temp folder, named with this host and process id; the first
+    one a process makes also removes those that this host's killed processes left (`process_temp_dir`)."""
+    return process_temp_dir(ENGINE_FOLDER_PREFIX)
 
 
 @contextlib.contextmanager
